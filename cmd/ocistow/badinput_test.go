@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/ocistow/ocistow/internal/testenv"
+)
+
+// TestBadInput: each case exits non-zero with one clear line naming what
+// was wrong, and leaves nothing at the destination.
+func TestBadInput(t *testing.T) {
+	corrupt := testenv.NewFront(e2e.src.Host)
+	defer corrupt.Close()
+	// Flip one byte of every blob the source serves: the bytes no longer
+	// match the digest the manifest names.
+	corrupt.SetModify(func(resp *http.Response) error {
+		if resp.Request.Method != http.MethodGet || !strings.Contains(resp.Request.URL.Path, "/blobs/sha256:") {
+			return nil
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if len(b) > 0 {
+			b[len(b)/2] ^= 0xff
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+		return nil
+	})
+
+	good := srcRef("single")
+	cases := []struct {
+		name     string
+		env      []string
+		args     []string
+		code     int
+		want     []string
+		checkDst bool
+	}{
+		{"no source", nil, []string{"-destination", "DST", "-sign=false"}, exitInvalid, []string{"no source"}, true},
+		{"no destination", nil, []string{"-source", good, "-sign=false"}, exitInvalid, []string{"no destination"}, false},
+		{"malformed source", nil, []string{"-source", "Not A Ref!!", "-destination", "DST", "-sign=false"}, exitInvalid, []string{"source", "invalid image reference", "Not A Ref!!"}, true},
+		{"malformed destination", nil, []string{"-source", good, "-destination", "DST@sha256:nothex", "-sign=false"}, exitInvalid, []string{"destination", "invalid image reference"}, true},
+		{"unknown tag", nil, []string{"-source", e2e.src.Host + "/src/single:nope", "-destination", "DST", "-sign=false"}, exitFailed, []string{"source", "single:nope", "404", "MANIFEST_UNKNOWN"}, true},
+		{"unknown repository", nil, []string{"-source", e2e.src.Host + "/src/missing:v1", "-destination", "DST", "-sign=false"}, exitFailed, []string{"source", "src/missing", "404"}, true},
+		{"unauthorized source", nil, []string{"-source", e2e.auth.Host + "/private/img:v1", "-destination", "DST", "-sign=false"}, exitFailed, []string{"source", e2e.auth.Host, "401"}, true},
+		{"annotation without =", nil, []string{"-source", good, "-destination", "DST", "-sign=false", "-annotations", "team"}, exitInvalid, []string{"team", "key=value"}, true},
+		{"annotation with empty key", nil, []string{"-source", good, "-destination", "DST", "-sign=false", "-annotations", "=foo"}, exitInvalid, []string{"empty key"}, true},
+		{"annotation env without =", []string{"ANNOTATIONS=team"}, []string{"-source", good, "-destination", "DST", "-sign=false"}, exitInvalid, []string{"ANNOTATIONS", "key=value"}, true},
+		{"bad platform", nil, []string{"-source", good, "-destination", "DST", "-sign=false", "-platform", "linux"}, exitInvalid, []string{"invalid platform", "linux"}, true},
+		{"platform of single image", nil, []string{"-source", good, "-destination", "DST", "-sign=false", "-platform", "linux/s390x"}, exitInvalid, []string{"single-platform", "linux/amd64"}, true},
+		{"sign without key", nil, []string{"-source", good, "-destination", "DST"}, exitInvalid, []string{"signing needs a key", "-sign=false"}, true},
+		{"nothing to do", nil, []string{"-source", good, "-destination", "DST", "-copy=false", "-sign=false"}, exitInvalid, []string{"nothing to do"}, true},
+		{"stray argument", nil, []string{"-source", good, "-destination", "DST", "-sign=false", "extra"}, exitInvalid, []string{"unexpected argument", "extra"}, true},
+		{"bad bool in env", []string{"COPY=maybe"}, []string{"-source", good, "-destination", "DST", "-sign=false"}, exitInvalid, []string{"COPY", "maybe"}, true},
+		{"digest mismatch", nil, []string{"-source", corrupt.Host + "/src/single:v1", "-destination", "DST", "-sign=false"}, exitFailed, []string{"source", "blob sha256:", "checksum"}, true},
+		{"destination digest mismatch", nil, []string{"-source", good, "-destination", "DST@sha256:" + strings.Repeat("0", 64), "-sign=false"}, exitInvalid, []string{"destination", "names digest"}, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			repo := dstRepo(t, e2e.dst.Host)
+			args := make([]string, len(c.args))
+			for i, a := range c.args {
+				args[i] = strings.Replace(a, "DST", repo+":v1", 1)
+			}
+			r := ocistow(t, c.env, args...)
+			if r.code != c.code {
+				t.Errorf("exit %d, want %d\nstderr: %s", r.code, c.code, r.stderr)
+			}
+			line := r.errLine(t)
+			for _, w := range c.want {
+				if !strings.Contains(line, w) {
+					t.Errorf("error line %q lacks %q", line, w)
+				}
+			}
+			if c.checkDst {
+				if ts := tags(t, repo, nil); len(ts) != 0 {
+					t.Errorf("destination has tags %v after a refused promotion", ts)
+				}
+			}
+		})
+	}
+}

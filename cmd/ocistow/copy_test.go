@@ -1,0 +1,512 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/ocistow/ocistow/internal/testenv"
+)
+
+func TestHelpShowsSeedFlags(t *testing.T) {
+	r := ocistow(t, nil, "-h").mustSucceed(t)
+	for _, f := range []string{"-source", "-destination", "-annotations", "-copy", "-sign", "-aws-kms-key-arn", "-aws-region", "-aws-xray", "-debug", "Example"} {
+		if !strings.Contains(r.stdout, f) {
+			t.Errorf("-h does not mention %s:\n%s", f, r.stdout)
+		}
+	}
+}
+
+func TestCopySingleImageByteForByte(t *testing.T) {
+	dst := dstRepo(t, e2e.dst.Host) + ":promoted"
+	r := ocistow(t, nil, "-source", srcRef("single"), "-destination", dst, "-sign=false").mustSucceed(t)
+
+	got := get(t, dst, nil)
+	if got.Digest.String() != e2e.fixtures["single"] {
+		t.Errorf("destination digest %s, want the source's %s", got.Digest, e2e.fixtures["single"])
+	}
+	if !strings.Contains(r.stdout, "promoted "+srcRef("single")+"@"+e2e.fixtures["single"]) {
+		t.Errorf("summary does not name the source and its digest: %q", r.stdout)
+	}
+	// The canonical log line: one line for Copy with what was asked and done.
+	var lines []string
+	for _, l := range strings.Split(r.stderr, "\n") {
+		if strings.Contains(l, "method=Copy") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 1 {
+		t.Fatalf("want one canonical Copy line, got %d:\n%s", len(lines), r.stderr)
+	}
+	for _, want := range []string{"level=INFO", "src=" + srcRef("single"), "dst=" + dst, "annotations={}", "src_digest=" + e2e.fixtures["single"], "dst_digest=" + e2e.fixtures["single"], "blobs_copied=3", "blobs_skipped=0", "blobs_mounted=0", "took="} {
+		if !strings.Contains(lines[0], want) {
+			t.Errorf("canonical line lacks %q: %s", want, lines[0])
+		}
+	}
+}
+
+func TestCopyIndexKeepsEveryDigest(t *testing.T) {
+	dst := dstRepo(t, e2e.dst.Host) + ":v1"
+	r := ocistow(t, nil, "-source", srcRef("multi"), "-destination", dst, "-sign=false", "-output", "json").mustSucceed(t)
+	res := r.copyResult(t)
+
+	got := get(t, dst, nil)
+	if got.Digest.String() != e2e.fixtures["multi"] || res.DestinationDigest != e2e.fixtures["multi"] {
+		t.Fatalf("index digest %s (result %s), want %s", got.Digest, res.DestinationDigest, e2e.fixtures["multi"])
+	}
+	if got.MediaType != types.DockerManifestList {
+		t.Errorf("index media type %s, want the source's Docker manifest list", got.MediaType)
+	}
+	idx, err := got.ImageIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(im.Manifests) != 2 || len(res.Manifests) != 2 {
+		t.Fatalf("want 2 children, index has %d, result %d", len(im.Manifests), len(res.Manifests))
+	}
+	mediaTypes := map[types.MediaType]bool{}
+	for i, d := range im.Manifests {
+		child := get(t, dstRepo(t, e2e.dst.Host)+"@"+d.Digest.String(), nil)
+		mediaTypes[child.MediaType] = true
+		if res.Manifests[i].SourceDigest != d.Digest.String() || res.Manifests[i].DestinationDigest != d.Digest.String() {
+			t.Errorf("result child %d: %+v, want source = destination = %s", i, res.Manifests[i], d.Digest)
+		}
+		img, err := child.Image()
+		if err != nil {
+			t.Fatal(err)
+		}
+		layers, err := img.Layers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range layers {
+			if _, err := l.Size(); err != nil {
+				t.Fatal(err)
+			}
+			// Reading every layer back proves each blob was copied whole.
+			rc, err := l.Compressed()
+			if err != nil {
+				t.Fatalf("reading copied layer: %v", err)
+			}
+			if _, err := drain(rc); err != nil {
+				t.Fatalf("copied layer does not match its digest: %v", err)
+			}
+		}
+	}
+	if !mediaTypes[types.DockerManifestSchema2] || !mediaTypes[types.OCIManifestSchema1] {
+		t.Errorf("children media types %v, want one Docker and one OCI manifest", mediaTypes)
+	}
+	// 2 children × (2 layers + config) = 6 blobs; 2 child manifests + index.
+	if res.BlobsCopied != 6 || res.ManifestsWritten != 3 {
+		t.Errorf("result counts copied=%d manifests=%d, want 6 and 3", res.BlobsCopied, res.ManifestsWritten)
+	}
+}
+
+func TestPlatformSelectsChildren(t *testing.T) {
+	repo := dstRepo(t, e2e.dst.Host)
+	srcIdx, err := get(t, srcRef("multi"), nil).ImageIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim, err := srcIdx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var armDigest string
+	for _, d := range sim.Manifests {
+		if d.Platform.Architecture == "arm64" {
+			armDigest = d.Digest.String()
+		}
+	}
+
+	ocistow(t, nil, "-source", srcRef("multi"), "-destination", repo+":arm", "-sign=false", "-platform", "linux/arm64").mustSucceed(t)
+	got := get(t, repo+":arm", nil)
+	idx, err := got.ImageIndex()
+	if err != nil {
+		t.Fatalf("destination is not an index: %v", err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(im.Manifests) != 1 || im.Manifests[0].Digest.String() != armDigest {
+		t.Fatalf("destination index lists %v, want only the arm64 child %s", im.Manifests, armDigest)
+	}
+	if got.MediaType != types.DockerManifestList {
+		t.Errorf("filtered index media type %s, want the source's", got.MediaType)
+	}
+
+	// Two platforms keep both; the variant is matched when given.
+	ocistow(t, nil, "-source", srcRef("multi"), "-destination", repo+":both", "-sign=false", "-platform", "linux/arm64/v8", "-platform", "linux/amd64").mustSucceed(t)
+	bothIdx, err := get(t, repo+":both", nil).ImageIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	both, err := bothIdx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(both.Manifests) != 2 {
+		t.Errorf("two platforms kept %d children", len(both.Manifests))
+	}
+
+	// A platform the source lacks is refused, naming what it has.
+	r := ocistow(t, nil, "-source", srcRef("multi"), "-destination", repo+":none", "-sign=false", "-platform", "windows/amd64")
+	line := r.errLine(t)
+	if r.code != exitInvalid || !strings.Contains(line, "windows/amd64") || !strings.Contains(line, "linux/arm64/v8") {
+		t.Errorf("exit %d, line %q: want exit 2 naming the wanted and available platforms", r.code, line)
+	}
+}
+
+func TestAnnotationsAndLabelsEverywhere(t *testing.T) {
+	dst := dstRepo(t, e2e.dst.Host) + ":stamped"
+	r := ocistow(t, nil, "-source", srcRef("multi"), "-destination", dst, "-sign=false",
+		"-annotations", "team=foo", "-annotations", "owner=martin", "-output", "json").mustSucceed(t)
+	res := r.copyResult(t)
+	want := map[string]string{"team": "foo", "owner": "martin"}
+
+	got := get(t, dst, nil)
+	if got.Digest.String() == e2e.fixtures["multi"] {
+		t.Fatal("stamped index has the source's digest")
+	}
+	if res.DestinationDigest != got.Digest.String() {
+		t.Errorf("result destination digest %s, registry has %s", res.DestinationDigest, got.Digest)
+	}
+	idx, err := got.ImageIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertContains(t, "index annotations", im.Annotations, want)
+
+	srcIdx, err := get(t, srcRef("multi"), nil).ImageIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim, err := srcIdx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range im.Manifests {
+		if d.Digest == sim.Manifests[i].Digest {
+			t.Errorf("child %d still points at the unstamped source child", i)
+		}
+		if d.MediaType != sim.Manifests[i].MediaType || d.Platform.String() != sim.Manifests[i].Platform.String() {
+			t.Errorf("child %d descriptor changed media type or platform: %+v", i, d)
+		}
+		img, err := idx.Image(d.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := img.Manifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertContains(t, fmt.Sprintf("child %d annotations", i), m.Annotations, want)
+		cf, err := img.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertContains(t, fmt.Sprintf("child %d labels", i), cf.Config.Labels, map[string]string{"team": "foo", "owner": "martin", "existing": "keep"})
+
+		srcImg, err := srcIdx.Image(sim.Manifests[i].Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sm, err := srcImg.Manifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(sm.Layers) != len(m.Layers) {
+			t.Fatalf("child %d layer count changed", i)
+		}
+		for j := range sm.Layers {
+			if sm.Layers[j].Digest != m.Layers[j].Digest || sm.Layers[j].MediaType != m.Layers[j].MediaType {
+				t.Errorf("child %d layer %d changed: %s -> %s", i, j, sm.Layers[j].Digest, m.Layers[j].Digest)
+			}
+		}
+		if sm.Config.Digest == m.Config.Digest {
+			t.Errorf("child %d config digest unchanged although labels were added", i)
+		}
+		if cd, err := img.ConfigName(); err != nil || cd != m.Config.Digest {
+			t.Errorf("child %d config digest %s does not match its manifest's %s (%v)", i, cd, m.Config.Digest, err)
+		}
+	}
+
+	// -label and -manifest-annotation add to one place only.
+	one := dstRepo(t, e2e.dst.Host) + ":split"
+	ocistow(t, nil, "-source", srcRef("single"), "-destination", one, "-sign=false",
+		"-label", "only.label=1", "-manifest-annotation", "only.annotation=2").mustSucceed(t)
+	img, err := get(t, one, nil).Image()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Annotations["only.annotation"] != "2" || m.Annotations["only.label"] != "" {
+		t.Errorf("manifest annotations %v: want only.annotation alone", m.Annotations)
+	}
+	if cf.Config.Labels["only.label"] != "1" || cf.Config.Labels["only.annotation"] != "" || cf.Config.Labels["team"] != "upstream" {
+		t.Errorf("config labels %v: want only.label added beside the existing team=upstream", cf.Config.Labels)
+	}
+}
+
+func TestAnnotationsFromEnvironment(t *testing.T) {
+	dst := dstRepo(t, e2e.dst.Host) + ":env"
+	ocistow(t, []string{"SOURCE=" + srcRef("single"), "DESTINATION=" + dst, "SIGN=false", "ANNOTATIONS=team=foo,url=https://x/?a=1,2"}).mustSucceed(t)
+	img, err := get(t, dst, nil).Image()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertContains(t, "annotations", m.Annotations, map[string]string{"team": "foo", "url": "https://x/?a=1,2"})
+
+	// A flag wins over its variable.
+	r := ocistow(t, []string{"SOURCE=" + srcRef("nope"), "DESTINATION=" + dst, "SIGN=false"}, "-source", srcRef("single"))
+	r.mustSucceed(t)
+}
+
+func TestSkipsBlobsTheDestinationHas(t *testing.T) {
+	front := testenv.NewFront(e2e.dst.Host)
+	defer front.Close()
+	repo := dstRepo(t, front.Host)
+	uploads := func() int {
+		return front.Count(func(r testenv.Request) bool {
+			return (r.Method == http.MethodPatch || r.Method == http.MethodPut) && strings.Contains(r.Path, "/blobs/uploads/")
+		})
+	}
+
+	first := ocistow(t, nil, "-source", srcRef("big"), "-destination", repo+":a", "-sign=false", "-output", "json").mustSucceed(t).copyResult(t)
+	if first.BlobsCopied != 4 || first.BlobsSkipped != 0 {
+		t.Errorf("first copy: copied %d skipped %d, want 4 and 0", first.BlobsCopied, first.BlobsSkipped)
+	}
+	if first.BytesCopied < 9<<20 {
+		t.Errorf("first copy reports %d bytes, want the ~9 MiB of the image", first.BytesCopied)
+	}
+	// Each blob: one PATCH with its bytes and one PUT to commit.
+	if n := uploads(); n != 8 {
+		t.Errorf("first copy made %d upload requests, want 8 (4 blobs)", n)
+	}
+
+	before := uploads()
+	second := ocistow(t, nil, "-source", srcRef("big"), "-destination", repo+":b", "-sign=false", "-output", "json").mustSucceed(t).copyResult(t)
+	if n := uploads() - before; n != 0 {
+		t.Errorf("second copy into the same repository made %d upload requests, want 0", n)
+	}
+	if second.BlobsCopied != 0 || second.BlobsSkipped != 4 || second.BytesCopied != 0 {
+		t.Errorf("second copy: copied %d skipped %d bytes %d, want 0, 4, 0", second.BlobsCopied, second.BlobsSkipped, second.BytesCopied)
+	}
+}
+
+func TestMountsAcrossRepositoriesOfOneRegistry(t *testing.T) {
+	front := testenv.NewFront(e2e.src.Host)
+	defer front.Close()
+	src := front.Host + "/src/big:v1"
+	dst := dstRepo(t, front.Host) + ":mounted"
+
+	res := ocistow(t, nil, "-source", src, "-destination", dst, "-sign=false", "-output", "json").mustSucceed(t).copyResult(t)
+	if res.BlobsMounted != 4 || res.BlobsCopied != 0 {
+		t.Errorf("mounted %d copied %d, want 4 and 0", res.BlobsMounted, res.BlobsCopied)
+	}
+	mounts := front.Count(func(r testenv.Request) bool {
+		return r.Method == http.MethodPost && strings.Contains(r.Query, "mount=") && r.Status == http.StatusCreated
+	})
+	patches := front.Count(func(r testenv.Request) bool { return r.Method == http.MethodPatch })
+	if mounts != 4 || patches != 0 {
+		t.Errorf("registry saw %d mounts and %d PATCH uploads, want 4 and 0", mounts, patches)
+	}
+	if get(t, dst, nil).Digest.String() != e2e.fixtures["big"] {
+		t.Error("mounted copy has another digest")
+	}
+}
+
+func TestDockerConfigCredentials(t *testing.T) {
+	dst := dstRepo(t, e2e.auth.Host) + ":v1"
+
+	// Without credentials the registry refuses, and ocistow says so.
+	r := ocistow(t, nil, "-source", srcRef("single"), "-destination", dst, "-sign=false")
+	line := r.errLine(t)
+	if r.code != exitFailed || !strings.Contains(line, "401") || !strings.Contains(line, e2e.auth.Host) {
+		t.Errorf("exit %d, line %q: want exit 1 naming the registry and its 401", r.code, line)
+	}
+	if !strings.Contains(r.stderr, "error_type=Unauthorized") {
+		t.Errorf("canonical line lacks error_type=Unauthorized:\n%s", r.stderr)
+	}
+	if ts := tags(t, dstRepo(t, e2e.auth.Host), basic(aliceUser, alicePass)); len(ts) != 0 {
+		t.Errorf("refused copy left tags %v", ts)
+	}
+
+	cfg := dockerConfig(t, e2e.auth.Host, aliceUser, alicePass)
+	r = ocistow(t, []string{"DOCKER_CONFIG=" + cfg}, "-source", srcRef("single"), "-destination", dst, "-sign=false", "-debug").mustSucceed(t)
+	if got := get(t, dst, basic(aliceUser, alicePass)); got.Digest.String() != e2e.fixtures["single"] {
+		t.Errorf("authenticated copy digest %s", got.Digest)
+	}
+	// Debug output shows requests but never the credentials.
+	if !strings.Contains(r.stderr, "msg=http") {
+		t.Errorf("-debug logged no requests:\n%s", r.stderr)
+	}
+	basicHeader := "Basic " + "YWxpY2U6" // base64 of "alice:" prefix
+	for _, secret := range []string{alicePass, basicHeader, "Authorization"} {
+		if strings.Contains(r.stderr+r.stdout, secret) {
+			t.Errorf("output contains %q", secret)
+		}
+	}
+}
+
+func TestECRCredentialsFromAWS(t *testing.T) {
+	var calls atomic.Int32
+	ecr := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".GetAuthorizationToken") {
+			http.Error(w, `{"__type":"UnknownOperationException"}`, http.StatusBadRequest)
+			return
+		}
+		if !strings.HasPrefix(r.Header.Get("Authorization"), "AWS4-HMAC-SHA256 Credential=AKIDECRTEST/") {
+			http.Error(w, `{"__type":"UnrecognizedClientException"}`, http.StatusForbidden)
+			return
+		}
+		calls.Add(1)
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		_ = json.NewEncoder(w).Encode(map[string]any{"authorizationData": []map[string]any{{
+			"authorizationToken": encodeToken(ecrUser, ecrPass),
+			"expiresAt":          4102444800, // 2100-01-01
+			"proxyEndpoint":      "https://111111111111.dkr.ecr.us-east-1.amazonaws.com",
+		}}})
+	}))
+	defer ecr.Close()
+
+	dst := dstRepo(t, e2e.auth.Host) + ":v1"
+	env := []string{
+		"AWS_ENDPOINT_URL_ECR=" + ecr.URL,
+		"AWS_ACCESS_KEY_ID=AKIDECRTEST",
+		"AWS_SECRET_ACCESS_KEY=ecr-secret-key-never-logged",
+		"AWS_REGION=us-east-1",
+	}
+	r := ocistow(t, env, "-source", srcRef("single"), "-destination", dst, "-sign=false", "-ecr-registry", e2e.auth.Host, "-debug").mustSucceed(t)
+	if calls.Load() == 0 {
+		t.Fatal("the ECR API was never asked for a token")
+	}
+	if got := get(t, dst, basic(ecrUser, ecrPass)); got.Digest.String() != e2e.fixtures["single"] {
+		t.Errorf("copy digest %s", got.Digest)
+	}
+	for _, secret := range []string{ecrPass, "ecr-secret-key-never-logged", encodeToken(ecrUser, ecrPass)} {
+		if strings.Contains(r.stderr+r.stdout, secret) {
+			t.Errorf("output contains the secret %q", secret)
+		}
+	}
+
+	// Without AWS credentials the failure names ECR and the registry.
+	r = ocistow(t, []string{"AWS_ENDPOINT_URL_ECR=" + ecr.URL, "AWS_REGION=us-east-1"}, "-source", srcRef("single"), "-destination", dst+"x", "-sign=false", "-ecr-registry", e2e.auth.Host)
+	line := r.errLine(t)
+	if r.code == 0 || !strings.Contains(line, "ECR") || !strings.Contains(line, e2e.auth.Host) {
+		t.Errorf("exit %d, line %q: want a failure naming ECR credentials for the registry", r.code, line)
+	}
+}
+
+func encodeToken(user, pass string) string {
+	return base64Std(user + ":" + pass)
+}
+
+func TestRetriesTransientFailures(t *testing.T) {
+	front := testenv.NewFront(e2e.src.Host)
+	defer front.Close()
+	var injected atomic.Int32
+	// The first request for each of the first blobs and for the manifest
+	// fails: 503 with Retry-After, 429, a reset connection.
+	var n atomic.Int32
+	front.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path == "/v2/" {
+			return false
+		}
+		switch n.Add(1) {
+		case 1:
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusServiceUnavailable)
+		case 2:
+			w.WriteHeader(http.StatusTooManyRequests)
+		case 3:
+			hj, ok := w.(http.Hijacker)
+			if !ok {
+				return false
+			}
+			conn, _, err := hj.Hijack()
+			if err != nil {
+				return false
+			}
+			conn.Close()
+		default:
+			return false
+		}
+		injected.Add(1)
+		return true
+	})
+	dst := dstRepo(t, e2e.dst.Host) + ":v1"
+	ocistow(t, nil, "-source", front.Host+"/src/big:v1", "-destination", dst, "-sign=false").mustSucceed(t)
+	if injected.Load() != 3 {
+		t.Errorf("injected %d faults, want 3", injected.Load())
+	}
+	if got := get(t, dst, nil); got.Digest.String() != e2e.fixtures["big"] {
+		t.Errorf("copy after retries has digest %s", got.Digest)
+	}
+}
+
+func TestFailedCopyLeavesTagUntouched(t *testing.T) {
+	front := testenv.NewFront(e2e.dst.Host)
+	defer front.Close()
+	repo := dstRepo(t, front.Host)
+	ocistow(t, nil, "-source", srcRef("other"), "-destination", repo+":stable", "-sign=false").mustSucceed(t)
+
+	// Every blob upload of the next promotion fails after the first one
+	// succeeded: the destination is left half-copied, but the tag must not
+	// move.
+	var patches atomic.Int32
+	front.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodPatch && patches.Add(1) > 1 {
+			http.Error(w, "storage on fire", http.StatusInternalServerError)
+			return true
+		}
+		return false
+	})
+	r := ocistow(t, nil, "-source", srcRef("big"), "-destination", repo+":stable", "-sign=false", "-jobs", "1")
+	line := r.errLine(t)
+	if r.code != exitFailed || !strings.Contains(line, "destination") || !strings.Contains(line, "500") {
+		t.Errorf("exit %d, line %q: want exit 1 naming the destination and its 500", r.code, line)
+	}
+	if patches.Load() < 2 {
+		t.Fatalf("the failing upload was never reached (%d PATCHes)", patches.Load())
+	}
+	front.SetHook(nil)
+	if got := get(t, repo+":stable", nil); got.Digest.String() != e2e.fixtures["other"] {
+		t.Errorf("tag moved to %s after a failed promotion, want %s", got.Digest, e2e.fixtures["other"])
+	}
+}
+
+func assertContains(t *testing.T, what string, got, want map[string]string) {
+	t.Helper()
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: %q=%q, want %q (all: %v)", what, k, got[k], v, got)
+		}
+	}
+}

@@ -1,0 +1,84 @@
+// Package canonlog is Service middleware that writes one canonical log line
+// per service method call: what was asked, what happened, how long it took,
+// and the error if any. One line per step is what an operator greps for and
+// what a log pipeline turns into metrics.
+package canonlog
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"time"
+
+	"github.com/ocistow/ocistow/pkg/service"
+)
+
+// New wraps next so that each call logs one line to logger at info level
+// (error level when the call failed).
+func New(next service.Service, logger *slog.Logger) service.Service {
+	return &middleware{next: next, logger: logger}
+}
+
+type middleware struct {
+	next   service.Service
+	logger *slog.Logger
+}
+
+func (m *middleware) Copy(ctx context.Context, req service.CopyRequest) (*service.CopyResult, error) {
+	start := time.Now()
+	res, err := m.next.Copy(ctx, req)
+	attrs := []slog.Attr{
+		slog.String("method", "Copy"),
+		slog.String("src", req.Source),
+		slog.String("dst", req.Destination),
+		slog.String("annotations", jsonString(req.Annotations)),
+	}
+	if len(req.ManifestAnnotations) > 0 {
+		attrs = append(attrs, slog.String("manifest_annotations", jsonString(req.ManifestAnnotations)))
+	}
+	if len(req.Labels) > 0 {
+		attrs = append(attrs, slog.String("labels", jsonString(req.Labels)))
+	}
+	if len(req.Platforms) > 0 {
+		attrs = append(attrs, slog.Any("platforms", req.Platforms))
+	}
+	if res != nil {
+		attrs = append(attrs,
+			slog.String("src_digest", res.SourceDigest),
+			slog.String("dst_digest", res.DestinationDigest),
+			slog.Int("manifests", max(1, len(res.Manifests))),
+			slog.Int("blobs_copied", res.BlobsCopied),
+			slog.Int("blobs_skipped", res.BlobsSkipped),
+			slog.Int("blobs_mounted", res.BlobsMounted),
+			slog.Int64("bytes", res.BytesCopied),
+		)
+	}
+	m.log(ctx, "Copy", start, err, attrs)
+	return res, err
+}
+
+func (m *middleware) log(ctx context.Context, method string, start time.Time, err error, attrs []slog.Attr) {
+	attrs = append(attrs, slog.Duration("took", time.Since(start)))
+	level := slog.LevelInfo
+	if err != nil {
+		level = slog.LevelError
+		attrs = append(attrs, slog.String("err", err.Error()))
+		if k := service.KindOf(err); k != "" {
+			attrs = append(attrs, slog.String("error_type", string(k)))
+		}
+	}
+	m.logger.LogAttrs(ctx, level, method, attrs...)
+}
+
+// jsonString renders m as compact JSON with sorted keys, as the original
+// ocistow logged annotations; "{}" when empty.
+func jsonString(m map[string]string) string {
+	if len(m) == 0 {
+		return "{}"
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return "{}"
+	}
+	return string(b)
+}

@@ -1,0 +1,160 @@
+package promote
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// BlobError is a failure to read one blob from the source: the registry
+// refused it, the connection broke, or its bytes did not match its digest.
+// It is told apart from destination failures even though it surfaces while
+// the blob streams into the destination's upload request.
+type BlobError struct {
+	Source name.Reference
+	Digest v1.Hash
+	Err    error
+}
+
+func (e *BlobError) Error() string {
+	return fmt.Sprintf("source %s: blob %s: %s", e.Source.Context(), e.Digest, Describe(e.Err))
+}
+
+func (e *BlobError) Unwrap() error { return e.Err }
+
+// sourceImage wraps an image read from the source so that its blobs report
+// read failures as *BlobError. Its manifest and config are the source's, so
+// digests are unchanged.
+type sourceImage struct {
+	v1.Image
+	ref name.Reference
+}
+
+func (s *sourceImage) Layers() ([]v1.Layer, error) {
+	ls, err := s.Image.Layers()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]v1.Layer, len(ls))
+	for i, l := range ls {
+		out[i] = s.wrap(l)
+	}
+	return out, nil
+}
+
+func (s *sourceImage) LayerByDigest(h v1.Hash) (v1.Layer, error) {
+	l, err := s.Image.LayerByDigest(h)
+	if err != nil {
+		return nil, err
+	}
+	return s.wrap(l), nil
+}
+
+func (s *sourceImage) ConfigLayer() (v1.Layer, error) {
+	l, err := partial.ConfigLayer(s.Image)
+	if err != nil {
+		return nil, err
+	}
+	return s.wrap(l), nil
+}
+
+// Descriptor keeps the descriptor the source index gave this image.
+func (s *sourceImage) Descriptor() (*v1.Descriptor, error) { return partial.Descriptor(s.Image) }
+
+// wrap keeps a mountable layer mountable: go-containerregistry mounts only
+// *remote.MountableLayer.
+func (s *sourceImage) wrap(l v1.Layer) v1.Layer {
+	if ml, ok := l.(*remote.MountableLayer); ok {
+		return &remote.MountableLayer{Layer: &sourceLayer{Layer: ml.Layer, ref: s.ref}, Reference: ml.Reference}
+	}
+	return &sourceLayer{Layer: l, ref: s.ref}
+}
+
+// sourceIndex wraps an index read from the source so that its images are
+// sourceImages.
+type sourceIndex struct {
+	base v1.ImageIndex
+	ref  name.Reference
+}
+
+var _ v1.ImageIndex = (*sourceIndex)(nil)
+
+func (s *sourceIndex) MediaType() (types.MediaType, error)       { return s.base.MediaType() }
+func (s *sourceIndex) Digest() (v1.Hash, error)                  { return s.base.Digest() }
+func (s *sourceIndex) Size() (int64, error)                      { return s.base.Size() }
+func (s *sourceIndex) IndexManifest() (*v1.IndexManifest, error) { return s.base.IndexManifest() }
+func (s *sourceIndex) RawManifest() ([]byte, error)              { return s.base.RawManifest() }
+
+// Descriptor keeps the descriptor the parent index gave this index.
+func (s *sourceIndex) Descriptor() (*v1.Descriptor, error) { return partial.Descriptor(s.base) }
+
+func (s *sourceIndex) Image(h v1.Hash) (v1.Image, error) {
+	img, err := s.base.Image(h)
+	if err != nil {
+		return nil, err
+	}
+	return &sourceImage{Image: img, ref: s.ref}, nil
+}
+
+func (s *sourceIndex) ImageIndex(h v1.Hash) (v1.ImageIndex, error) {
+	idx, err := s.base.ImageIndex(h)
+	if err != nil {
+		return nil, err
+	}
+	return &sourceIndex{base: idx, ref: s.ref}, nil
+}
+
+// Layer serves children that are neither images nor indexes.
+func (s *sourceIndex) Layer(h v1.Hash) (v1.Layer, error) {
+	wl, ok := s.base.(interface {
+		Layer(v1.Hash) (v1.Layer, error)
+	})
+	if !ok {
+		return nil, fmt.Errorf("no child %s", h)
+	}
+	return wl.Layer(h)
+}
+
+type sourceLayer struct {
+	v1.Layer
+	ref name.Reference
+}
+
+func (l *sourceLayer) Compressed() (io.ReadCloser, error) {
+	rc, err := l.Layer.Compressed()
+	if err != nil {
+		return nil, l.blobError(err)
+	}
+	return &sourceReader{rc: rc, l: l}, nil
+}
+
+func (l *sourceLayer) blobError(err error) error {
+	d, _ := l.Layer.Digest()
+	return &BlobError{Source: l.ref, Digest: d, Err: err}
+}
+
+// Descriptor keeps the layer's descriptor from the source manifest.
+func (l *sourceLayer) Descriptor() (*v1.Descriptor, error) { return partial.Descriptor(l.Layer) }
+
+// Exists is go-containerregistry's existence hint, passed through.
+func (l *sourceLayer) Exists() (bool, error) { return partial.Exists(l.Layer) }
+
+type sourceReader struct {
+	rc io.ReadCloser
+	l  *sourceLayer
+}
+
+func (r *sourceReader) Read(p []byte) (int, error) {
+	n, err := r.rc.Read(p)
+	if err != nil && err != io.EOF {
+		err = r.l.blobError(err)
+	}
+	return n, err
+}
+
+func (r *sourceReader) Close() error { return r.rc.Close() }

@@ -1,0 +1,161 @@
+// Package registry holds what ocistow needs to talk to OCI registries: image
+// reference parsing with ocistow's insecure-registry rules, credentials, and
+// an HTTP transport that honours Retry-After, refuses plain HTTP to remote
+// hosts, and logs requests at debug level without secrets.
+//
+// It produces go-containerregistry remote options; the registry protocol
+// itself is go-containerregistry's.
+package registry
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// DefaultJobs is the number of blobs moved at once when WithJobs is not
+// given: the number of usable CPUs, but at least 4, since copies are bound
+// by the network rather than the CPU.
+func DefaultJobs() int { return max(4, runtime.GOMAXPROCS(0)) }
+
+// DefaultBackoff is the retry schedule for transient registry failures
+// (connection resets, timeouts, 408, 429, 5xx): five attempts over about
+// eight seconds, longer when the registry sends Retry-After.
+var DefaultBackoff = remote.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 5}
+
+// Client carries the settings shared by every registry operation of one
+// ocistow process: credentials, the connection pool, insecure hosts, and
+// concurrency. A Client is safe for concurrent use.
+type Client struct {
+	keychain  authn.Keychain
+	base      http.RoundTripper
+	insecure  map[string]bool
+	jobs      int
+	backoff   remote.Backoff
+	userAgent string
+	logger    *slog.Logger
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithKeychain sets where credentials come from. The default is the Docker
+// config keychain (~/.docker/config.json, DOCKER_CONFIG, credential helpers).
+func WithKeychain(k authn.Keychain) Option { return func(c *Client) { c.keychain = k } }
+
+// WithInsecureRegistries names registries (host or host:port) that may be
+// reached over plain HTTP or over TLS without certificate verification.
+// Loopback registries never need naming.
+func WithInsecureRegistries(hosts ...string) Option {
+	return func(c *Client) {
+		for _, h := range hosts {
+			c.insecure[h] = true
+		}
+	}
+}
+
+// WithJobs sets how many blobs and manifests move concurrently.
+func WithJobs(n int) Option {
+	return func(c *Client) {
+		if n > 0 {
+			c.jobs = n
+		}
+	}
+}
+
+// WithRetryBackoff sets the retry schedule for transient failures.
+func WithRetryBackoff(b remote.Backoff) Option { return func(c *Client) { c.backoff = b } }
+
+// WithLogger sets the logger that receives one debug record per HTTP
+// request. The default discards them.
+func WithLogger(l *slog.Logger) Option { return func(c *Client) { c.logger = l } }
+
+// WithUserAgent sets the User-Agent sent to registries.
+func WithUserAgent(ua string) Option { return func(c *Client) { c.userAgent = ua } }
+
+// WithBaseTransport replaces the transport under ocistow's own layers
+// (Retry-After, debug logging). It is meant for tests and for callers with
+// their own connection pool; the plain-HTTP guard is not applied to it.
+func WithBaseTransport(rt http.RoundTripper) Option { return func(c *Client) { c.base = rt } }
+
+// New returns a Client configured by opts.
+func New(opts ...Option) *Client {
+	c := &Client{
+		keychain: authn.DefaultKeychain,
+		insecure: map[string]bool{},
+		jobs:     DefaultJobs(),
+		backoff:  DefaultBackoff,
+		logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	if c.base == nil {
+		c.base = newBaseTransport(c.insecure)
+	}
+	return c
+}
+
+// Jobs returns the configured concurrency.
+func (c *Client) Jobs() int { return c.jobs }
+
+// ParseReference parses s as an image reference (tag or digest). Short
+// Docker names resolve as Docker resolves them: "busybox" is
+// index.docker.io/library/busybox:latest. Registries named insecure are
+// marked so that go-containerregistry may fall back to plain HTTP.
+func (c *Client) ParseReference(s string) (name.Reference, error) {
+	if strings.TrimSpace(s) != s || s == "" {
+		return nil, fmt.Errorf("invalid image reference %q", s)
+	}
+	ref, err := name.ParseReference(s)
+	if err != nil {
+		return nil, fmt.Errorf("invalid image reference %q: %w", s, stripParsePrefix(err))
+	}
+	if c.insecure[ref.Context().RegistryStr()] {
+		ref, err = name.ParseReference(s, name.Insecure)
+		if err != nil {
+			return nil, fmt.Errorf("invalid image reference %q: %w", s, stripParsePrefix(err))
+		}
+	}
+	return ref, nil
+}
+
+// stripParsePrefix drops the library's own "could not parse reference"
+// preamble, which repeats what our message already says.
+func stripParsePrefix(err error) error {
+	msg := err.Error()
+	if i := strings.Index(msg, ": "); i >= 0 && strings.HasPrefix(msg, "could not parse reference") {
+		return fmt.Errorf("%s", msg[i+2:])
+	}
+	return err
+}
+
+// RemoteOptions returns the go-containerregistry options for one operation
+// bound to ctx. wrap, if not nil, wraps the transport for this operation
+// only: ocistow uses it to observe what each promotion moved.
+func (c *Client) RemoteOptions(ctx context.Context, wrap func(http.RoundTripper) http.RoundTripper) []remote.Option {
+	var rt http.RoundTripper = &debugLog{next: &retryAfter{next: c.base}, logger: c.logger}
+	if wrap != nil {
+		rt = wrap(rt)
+	}
+	opts := []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithAuthFromKeychain(c.keychain),
+		remote.WithTransport(rt),
+		remote.WithJobs(c.jobs),
+		remote.WithRetryBackoff(c.backoff),
+	}
+	if c.userAgent != "" {
+		opts = append(opts, remote.WithUserAgent(c.userAgent))
+	}
+	return opts
+}

@@ -1,0 +1,195 @@
+package registry
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// maxRetryAfter caps how long a single Retry-After answer may make us wait,
+// so that a hostile or confused registry cannot stall a promotion for hours.
+const maxRetryAfter = 60 * time.Second
+
+// IsLoopback reports whether host (with or without a port) names this
+// machine: localhost, *.localhost, 127.0.0.0/8 or ::1. Plain HTTP is allowed
+// to such hosts without -insecure-registry, as docker and crane allow it.
+func IsLoopback(host string) bool {
+	h := host
+	if hh, _, err := net.SplitHostPort(host); err == nil {
+		h = hh
+	}
+	h = strings.Trim(h, "[]")
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// hostRouter sends requests for hosts named as insecure through a transport
+// that skips TLS verification, and everything else through one that verifies.
+type hostRouter struct {
+	secure   http.RoundTripper
+	insecure http.RoundTripper
+	hosts    map[string]bool
+}
+
+func (r *hostRouter) RoundTrip(req *http.Request) (*http.Response, error) {
+	if r.hosts[req.URL.Host] || r.hosts[req.URL.Hostname()] {
+		return r.insecure.RoundTrip(req)
+	}
+	return r.secure.RoundTrip(req)
+}
+
+// plainHTTPGuard refuses plain-HTTP requests to hosts that are neither
+// loopback nor explicitly named insecure. go-containerregistry falls back to
+// HTTP for RFC 1918 addresses on its own; a promotion tool in the supply
+// chain's trust path must not.
+type plainHTTPGuard struct {
+	next  http.RoundTripper
+	hosts map[string]bool
+}
+
+func (g *plainHTTPGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "http" && !IsLoopback(req.URL.Host) && !g.hosts[req.URL.Host] && !g.hosts[req.URL.Hostname()] {
+		return nil, fmt.Errorf("refusing plain HTTP to %s (name it with -insecure-registry to allow)", req.URL.Host)
+	}
+	return g.next.RoundTrip(req)
+}
+
+// retryAfter honours the Retry-After header of 429 and 503 answers: it waits
+// for the time the registry asked (capped) before handing the answer back to
+// go-containerregistry's retry logic, which then retries.
+type retryAfter struct {
+	next http.RoundTripper
+}
+
+func (t *retryAfter) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err != nil || (resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable) {
+		return resp, err
+	}
+	wait, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	if !ok {
+		return resp, nil
+	}
+	timer := time.NewTimer(min(wait, maxRetryAfter))
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+	case <-req.Context().Done():
+	}
+	return resp, nil
+}
+
+// parseRetryAfter reads a Retry-After value in either of its two forms,
+// delay-seconds or an HTTP date.
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if secs, err := strconv.Atoi(v); err == nil {
+		if secs < 0 {
+			return 0, false
+		}
+		return time.Duration(secs) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		d := t.Sub(now)
+		if d < 0 {
+			d = 0
+		}
+		return d, true
+	}
+	return 0, false
+}
+
+// debugLog logs each request with its answer and timing at debug level.
+// Only the method, host, path and an allow-list of query parameters are
+// logged: never headers, so never an Authorization header or a token, and
+// never the signed query of a pre-signed blob URL.
+type debugLog struct {
+	next   http.RoundTripper
+	logger *slog.Logger
+}
+
+func (t *debugLog) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	if !t.logger.Enabled(ctx, slog.LevelDebug) {
+		return t.next.RoundTrip(req)
+	}
+	start := time.Now()
+	resp, err := t.next.RoundTrip(req)
+	attrs := []slog.Attr{
+		slog.String("method", req.Method),
+		slog.String("url", RedactURL(req.URL)),
+		slog.Duration("took", time.Since(start)),
+	}
+	if err != nil {
+		attrs = append(attrs, slog.String("err", err.Error()))
+	} else {
+		attrs = append(attrs, slog.Int("status", resp.StatusCode))
+		if resp.ContentLength >= 0 {
+			attrs = append(attrs, slog.Int64("bytes", resp.ContentLength))
+		}
+	}
+	t.logger.LogAttrs(ctx, slog.LevelDebug, "http", attrs...)
+	return resp, err
+}
+
+// safeQuery lists the query parameters that carry no secret and help when
+// reading a debug log.
+var safeQuery = map[string]bool{"digest": true, "mount": true, "from": true, "n": true, "last": true}
+
+// RedactURL renders u without user information and with every query value
+// replaced by "redacted" except those known to carry no secret (digest,
+// mount, from, n, last). Pre-signed blob URLs carry credentials in their
+// query; upload locations carry opaque state.
+func RedactURL(u *url.URL) string {
+	c := *u
+	c.User = nil
+	if c.RawQuery != "" {
+		q := c.Query()
+		for k := range q {
+			if !safeQuery[k] {
+				q[k] = []string{"redacted"}
+			}
+		}
+		c.RawQuery = q.Encode()
+	}
+	return c.String()
+}
+
+// newBaseTransport returns the shared, connection-pooling transport that
+// every registry request goes through.
+func newBaseTransport(insecure map[string]bool) http.RoundTripper {
+	mk := func(skipVerify bool) *http.Transport {
+		return &http.Transport{
+			Proxy: http.ProxyFromEnvironment,
+			DialContext: (&net.Dialer{
+				Timeout:   30 * time.Second,
+				KeepAlive: 30 * time.Second,
+			}).DialContext,
+			ForceAttemptHTTP2:     true,
+			MaxIdleConns:          100,
+			MaxIdleConnsPerHost:   50,
+			IdleConnTimeout:       90 * time.Second,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ResponseHeaderTimeout: 2 * time.Minute,
+			ExpectContinueTimeout: time.Second,
+			TLSClientConfig:       &tls.Config{InsecureSkipVerify: skipVerify, MinVersion: tls.VersionTLS12}, //nolint:gosec // only for hosts the user named with -insecure-registry
+		}
+	}
+	var rt http.RoundTripper = mk(false)
+	if len(insecure) > 0 {
+		rt = &hostRouter{secure: rt, insecure: mk(true), hosts: insecure}
+	}
+	return &plainHTTPGuard{next: rt, hosts: insecure}
+}

@@ -1,0 +1,51 @@
+package service
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Kind classifies a Service error so that a caller (a Step Functions state
+// machine branching on a Lambda errorType, a script reading an exit code)
+// can tell what went wrong without parsing messages. Kinds are stable.
+type Kind string
+
+// The kinds of Service errors.
+const (
+	// KindInvalidRequest: the request itself is wrong (references,
+	// annotations, platforms, flags); retrying will not help.
+	KindInvalidRequest Kind = "InvalidRequest"
+	// KindSourceNotFound: the source repository, tag or digest does not exist.
+	KindSourceNotFound Kind = "SourceNotFound"
+	// KindUnauthorized: a registry refused our credentials or has none.
+	KindUnauthorized Kind = "Unauthorized"
+	// KindSourceFailed: the source could not be read (unreachable, broken
+	// manifests, bytes not matching their digest).
+	KindSourceFailed Kind = "SourceFailed"
+	// KindCopyFailed: writing to the destination failed; the destination tag
+	// was left as it was.
+	KindCopyFailed Kind = "CopyFailed"
+)
+
+// Error is a Service error with its Kind.
+type Error struct {
+	Kind Kind
+	Err  error
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf returns an *Error of kind k with a formatted message.
+func Errorf(k Kind, format string, args ...any) error {
+	return &Error{Kind: k, Err: fmt.Errorf(format, args...)}
+}
+
+// KindOf returns the Kind of err, or "" when err carries none.
+func KindOf(err error) Kind {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind
+	}
+	return ""
+}

@@ -1,0 +1,180 @@
+// Package service is ocistow's core: one Service whose methods are the steps
+// of a promotion (Copy, then Sign; Verify to check). Transports (the CLI, the
+// Lambda handler) translate their input into requests; cross-cutting
+// concerns (canonical log lines, tracing) wrap a Service as middleware.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/ocistow/ocistow/pkg/promote"
+	"github.com/ocistow/ocistow/pkg/registry"
+	"github.com/ocistow/ocistow/pkg/stamp"
+)
+
+// Service is what ocistow does. Implementations are safe for concurrent use.
+type Service interface {
+	// Copy promotes an image or index from a source to a destination
+	// registry, stamping it with annotations and labels on the way.
+	Copy(ctx context.Context, req CopyRequest) (*CopyResult, error)
+}
+
+// CopyRequest is the input of Service.Copy.
+type CopyRequest struct {
+	// Source and Destination are image references, by tag or digest.
+	Source      string `json:"source"`
+	Destination string `json:"destination"`
+	// Annotations are added to every manifest and index as OCI annotations
+	// and to every image config as labels.
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// ManifestAnnotations are added to manifests and indexes only.
+	ManifestAnnotations map[string]string `json:"manifestAnnotations,omitempty"`
+	// Labels are added to image configs only.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Platforms keeps only these platforms (os/arch[/variant]) of a
+	// multi-platform source.
+	Platforms []string `json:"platforms,omitempty"`
+}
+
+// CopyResult is the output of Service.Copy.
+type CopyResult struct {
+	// Source and Destination are the fully qualified references.
+	Source      string `json:"source"`
+	Destination string `json:"destination"`
+	promote.Result
+	// Took is how long the copy took.
+	Took time.Duration `json:"took"`
+}
+
+// New returns the Service that talks to registries through c.
+func New(c *registry.Client) Service {
+	return &service{registry: c}
+}
+
+type service struct {
+	registry *registry.Client
+}
+
+func (s *service) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error) {
+	start := time.Now()
+	preq, err := s.copyRequest(req)
+	if err != nil {
+		return nil, err
+	}
+	res, err := promote.Copy(ctx, s.registry, *preq)
+	out := &CopyResult{Source: preq.Source.String(), Destination: preq.Destination.String(), Took: time.Since(start)}
+	if res != nil {
+		out.Result = *res
+	}
+	if err != nil {
+		return out, classifyCopy(err)
+	}
+	return out, nil
+}
+
+func (s *service) copyRequest(req CopyRequest) (*promote.Request, error) {
+	if req.Source == "" {
+		return nil, Errorf(KindInvalidRequest, "no source image given")
+	}
+	if req.Destination == "" {
+		return nil, Errorf(KindInvalidRequest, "no destination image given")
+	}
+	src, err := s.registry.ParseReference(req.Source)
+	if err != nil {
+		return nil, &Error{Kind: KindInvalidRequest, Err: fmt.Errorf("source: %w", err)}
+	}
+	dst, err := s.registry.ParseReference(req.Destination)
+	if err != nil {
+		return nil, &Error{Kind: KindInvalidRequest, Err: fmt.Errorf("destination: %w", err)}
+	}
+	for what, m := range map[string]map[string]string{"annotation": req.Annotations, "manifest annotation": req.ManifestAnnotations, "label": req.Labels} {
+		if err := ValidateKeyValues(what, m); err != nil {
+			return nil, err
+		}
+	}
+	st := stamp.Stamp{Annotations: merge(req.Annotations, req.ManifestAnnotations), Labels: merge(req.Annotations, req.Labels)}
+	var platforms []v1.Platform
+	for _, p := range req.Platforms {
+		pl, err := ParsePlatform(p)
+		if err != nil {
+			return nil, err
+		}
+		platforms = append(platforms, *pl)
+	}
+	return &promote.Request{Source: src, Destination: dst, Stamp: st, Platforms: platforms}, nil
+}
+
+// ParsePlatform parses os/arch[/variant], as -platform takes it.
+func ParsePlatform(s string) (*v1.Platform, error) {
+	parts := strings.Split(s, "/")
+	if len(parts) < 2 || len(parts) > 3 || slices.Contains(parts, "") || strings.ContainsAny(s, " :") {
+		return nil, Errorf(KindInvalidRequest, "invalid platform %q: want os/arch or os/arch/variant", s)
+	}
+	p := &v1.Platform{OS: parts[0], Architecture: parts[1]}
+	if len(parts) == 3 {
+		p.Variant = parts[2]
+	}
+	return p, nil
+}
+
+// ValidateKeyValues checks annotation or label keys and values: keys must be
+// non-empty and free of whitespace and '=', and both must be valid UTF-8.
+func ValidateKeyValues(what string, m map[string]string) error {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		v := m[k]
+		switch {
+		case k == "":
+			return Errorf(KindInvalidRequest, "%s with an empty key", what)
+		case !utf8.ValidString(k) || !utf8.ValidString(v):
+			return Errorf(KindInvalidRequest, "%s %q is not valid UTF-8", what, k)
+		case strings.ContainsAny(k, "= \t\r\n"):
+			return Errorf(KindInvalidRequest, "%s key %q contains '=' or whitespace", what, k)
+		}
+	}
+	return nil
+}
+
+func merge(a, b map[string]string) map[string]string {
+	if len(a) == 0 && len(b) == 0 {
+		return nil
+	}
+	out := maps.Clone(a)
+	if out == nil {
+		out = map[string]string{}
+	}
+	maps.Copy(out, b)
+	return out
+}
+
+// classifyCopy gives a promotion error its Kind.
+func classifyCopy(err error) error {
+	var se *promote.SourceError
+	var de *promote.DestinationError
+	var be *promote.BlobError
+	code := promote.StatusCode(err)
+	switch {
+	case errors.As(err, &be):
+		return &Error{Kind: KindSourceFailed, Err: err}
+	case code == 401 || code == 403:
+		return &Error{Kind: KindUnauthorized, Err: err}
+	case errors.As(err, &se) && code == 404:
+		return &Error{Kind: KindSourceNotFound, Err: err}
+	case errors.As(err, &se):
+		return &Error{Kind: KindSourceFailed, Err: err}
+	case errors.As(err, &de):
+		return &Error{Kind: KindCopyFailed, Err: err}
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
+		return &Error{Kind: KindCopyFailed, Err: fmt.Errorf("copy cancelled: %w", err)}
+	default:
+		return &Error{Kind: KindInvalidRequest, Err: err}
+	}
+}
