@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/ocistow/ocistow/internal/app"
 	"github.com/ocistow/ocistow/pkg/service"
@@ -161,8 +162,12 @@ func summary(r *service.CopyResult) string {
 	if n := len(r.Manifests); n > 0 {
 		fmt.Fprintf(&b, "%d platforms, ", n)
 	}
+	if r.ManifestsWritten == 0 {
+		fmt.Fprintf(&b, "destination already up to date in %s", r.Took.Round(time.Millisecond))
+		return b.String()
+	}
 	fmt.Fprintf(&b, "%d blobs copied (%s), %d skipped, %d mounted in %s",
-		r.BlobsCopied, humanBytes(r.BytesCopied), r.BlobsSkipped, r.BlobsMounted, r.Took.Round(1e6))
+		r.BlobsCopied, humanBytes(r.BytesCopied), r.BlobsSkipped, r.BlobsMounted, r.Took.Round(time.Millisecond))
 	return b.String()
 }
 

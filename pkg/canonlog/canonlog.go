@@ -28,6 +28,7 @@ func (m *middleware) Copy(ctx context.Context, req service.CopyRequest) (*servic
 	start := time.Now()
 	res, err := m.next.Copy(ctx, req)
 	attrs := []slog.Attr{
+		slog.String("component", "service"),
 		slog.String("method", "Copy"),
 		slog.String("src", req.Source),
 		slog.String("dst", req.Destination),

@@ -1,0 +1,151 @@
+// Command demo runs ocistow's whole job end to end on this machine: it
+// starts two CNCF Distribution registries on loopback (an "upstream" and
+// the organisation's), builds a multi-platform image and pushes it
+// upstream, promotes it with the ocistow binary, and shows the canonical
+// log line, the result and the promoted manifests.
+//
+//	make demo    # or: go build -o bin/ocistow ./cmd/ocistow && go run ./internal/demo
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/ocistow/ocistow/internal/testenv"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	err := run(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context) error {
+	root, err := testenv.Root()
+	if err != nil {
+		return err
+	}
+	bin := filepath.Join(root, "bin", "ocistow")
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("%s is missing: run `make build` first (make demo does)", bin)
+	}
+	dir, err := os.MkdirTemp("", "ocistow-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	step("Starting two CNCF Distribution registries on loopback (built from tools/registry)")
+	upstream, err := testenv.StartRegistry(ctx, filepath.Join(dir, "upstream"), testenv.RegistryOptions{})
+	if err != nil {
+		return err
+	}
+	defer upstream.Close()
+	org, err := testenv.StartRegistry(ctx, filepath.Join(dir, "org"), testenv.RegistryOptions{})
+	if err != nil {
+		return err
+	}
+	defer org.Close()
+	fmt.Printf("  upstream: %s\n  org:      %s\n", upstream.Host, org.Host)
+
+	step("Building a multi-platform image (linux/amd64 Docker + linux/arm64/v8 OCI) and pushing it upstream")
+	idx, err := testenv.MixedIndex(1, 1<<20)
+	if err != nil {
+		return err
+	}
+	src := upstream.Host + "/library/demo:1.0"
+	if err := testenv.Push(ctx, src, idx); err != nil {
+		return err
+	}
+	d, _ := idx.Digest()
+	fmt.Printf("  %s@%s\n", src, d)
+
+	dst := org.Host + "/promoted/demo:1.0"
+	args := []string{"-source", src, "-destination", dst, "-annotations", "team=platform", "-annotations", "owner=demo", "-sign=false"}
+	step("Promoting: ocistow " + join(args))
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("ocistow: %w", err)
+	}
+
+	step("Running it again: nothing left to copy")
+	cmd = exec.CommandContext(ctx, bin, args...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("ocistow: %w", err)
+	}
+
+	step("The promoted index at " + dst)
+	ref, err := name.ParseReference(dst)
+	if err != nil {
+		return err
+	}
+	desc, err := remote.Get(ref, remote.WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	printJSON(desc.Manifest)
+	pidx, err := desc.ImageIndex()
+	if err != nil {
+		return err
+	}
+	im, err := pidx.IndexManifest()
+	if err != nil {
+		return err
+	}
+	child := im.Manifests[0]
+	img, err := pidx.Image(child.Digest)
+	if err != nil {
+		return err
+	}
+	raw, err := img.RawManifest()
+	if err != nil {
+		return err
+	}
+	step(fmt.Sprintf("Its %s manifest", child.Platform))
+	printJSON(raw)
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return err
+	}
+	step("Its config labels (existing=keep came from upstream; team was overwritten)")
+	b, _ := json.MarshalIndent(cf.Config.Labels, "  ", "  ")
+	fmt.Printf("  %s\n", b)
+	return nil
+}
+
+func step(s string) { fmt.Printf("\n==> %s\n", s) }
+
+func join(args []string) string {
+	out := ""
+	for i, a := range args {
+		if i > 0 {
+			out += " "
+		}
+		out += a
+	}
+	return out
+}
+
+func printJSON(raw []byte) {
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		fmt.Printf("  %s\n", raw)
+		return
+	}
+	b, _ := json.MarshalIndent(v, "  ", "  ")
+	fmt.Printf("  %s\n", b)
+}
