@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -31,7 +32,19 @@ var e2e struct {
 	fixtures  map[string]string // name -> digest
 	workDir   string
 	authUsers map[string]string
+	kms       *testenv.KMS
+	cosign    string
+	// keys by alias name (without "alias/"): id and ARN.
+	keyID, keyARN map[string]string
 }
+
+// The KMS keys the tests sign with, by alias.
+const (
+	rsaKey      = "ocistow-rsa"      // RSA_4096, SIGN_VERIFY
+	ecKey       = "ocistow-ec"       // ECC_NIST_P256, SIGN_VERIFY
+	encryptKey  = "ocistow-encrypt"  // RSA_2048, ENCRYPT_DECRYPT
+	disabledKey = "ocistow-disabled" // ECC_NIST_P256, disabled
+)
 
 const (
 	aliceUser = "alice"
@@ -81,6 +94,18 @@ func testMain(m *testing.M) (int, error) {
 	if err := pushFixtures(ctx); err != nil {
 		return 1, err
 	}
+	kms, err := testenv.StartKMS(ctx, filepath.Join(dir, "kms"))
+	if err != nil {
+		return 1, err
+	}
+	defer kms.Close()
+	e2e.kms = kms
+	if err := createKeys(ctx); err != nil {
+		return 1, err
+	}
+	if e2e.cosign, err = testenv.Tool("cosign"); err != nil {
+		return 1, err
+	}
 	return m.Run(), nil
 }
 
@@ -116,6 +141,27 @@ func pushFixtures(ctx context.Context) error {
 		e2e.fixtures[name] = d.String()
 	}
 	return nil
+}
+
+func createKeys(ctx context.Context) error {
+	e2e.keyID, e2e.keyARN = map[string]string{}, map[string]string{}
+	for _, k := range []struct {
+		alias string
+		spec  kmstypes.KeySpec
+		usage kmstypes.KeyUsageType
+	}{
+		{rsaKey, kmstypes.KeySpecRsa4096, kmstypes.KeyUsageTypeSignVerify},
+		{ecKey, kmstypes.KeySpecEccNistP256, kmstypes.KeyUsageTypeSignVerify},
+		{encryptKey, kmstypes.KeySpecRsa2048, kmstypes.KeyUsageTypeEncryptDecrypt},
+		{disabledKey, kmstypes.KeySpecEccNistP256, kmstypes.KeyUsageTypeSignVerify},
+	} {
+		id, arn, err := e2e.kms.CreateKey(ctx, k.spec, k.usage, k.alias)
+		if err != nil {
+			return err
+		}
+		e2e.keyID[k.alias], e2e.keyARN[k.alias] = id, arn
+	}
+	return e2e.kms.DisableKey(ctx, e2e.keyID[disabledKey])
 }
 
 // srcRef names a fixture on the source registry.

@@ -11,82 +11,122 @@ import (
 	"time"
 
 	"github.com/ocistow/ocistow/internal/app"
+	"github.com/ocistow/ocistow/pkg/keys"
 	"github.com/ocistow/ocistow/pkg/service"
 )
 
 // Exit codes. Scripts may rely on them.
 const (
-	exitOK      = 0
-	exitFailed  = 1 // the promotion failed; the destination tag is as it was
-	exitInvalid = 2 // bad flags or input; nothing was attempted
+	exitOK         = 0
+	exitFailed     = 1 // the promotion or verification failed; the destination tag is as it was
+	exitInvalid    = 2 // bad flags, input or key: nothing was attempted
+	exitSignFailed = 3 // the copy succeeded but signing failed: the image is in place, unsigned
 )
 
 const usageHead = `ocistow promotes a container image into your registry, stamps it with your
-metadata and signs it.
+metadata and signs it with a KMS key, in cosign's format.
 
 Usage:
   ocistow -source IMAGE -destination IMAGE [flags]
+  ocistow verify -key KEY [-annotations k=v] [-recursive] IMAGE
 
-Example: copy busybox into ECR with two annotations, without signing:
+Example: copy busybox into ECR, annotate it, and sign every digest with KMS:
   ocistow -source busybox:1.36 \
       -destination 111111111111.dkr.ecr.us-east-1.amazonaws.com/base/busybox:1.36 \
-      -annotations team=platform -annotations owner=martin -sign=false
+      -annotations team=platform -annotations owner=martin \
+      -aws-kms-key-arn alias/ocistow-signing
 
 Every flag can also be set by the environment variable of the same name in
 upper snake case (-aws-kms-key-arn: AWS_KMS_KEY_ARN); repeatable flags take a
 comma-separated list there (ANNOTATIONS=team=platform,owner=martin).
 Command-line flags win over the environment.
 
+Exit codes: 0 done; 1 failed (the destination tag is as it was); 2 bad flags,
+input or key (nothing was attempted); 3 copied but not signed.
+
 Flags:
 `
 
-// promoteFlags holds the promote command's flags.
-type promoteFlags struct {
-	source, destination string
-	annotations         app.KeyValues
-	manifestAnnotations app.KeyValues
-	labels              app.KeyValues
-	platforms           app.Strings
-	copy, sign          bool
-	kmsKey              string
-	xray                bool
-	output              string
-	settings            app.Settings
-	insecure, ecr       app.Strings
-	version             bool
+const verifyUsageHead = `ocistow verify checks the cosign signatures of an image with a key, like
+cosign verify --key KEY --insecure-ignore-tlog=true, and prints the verified
+payloads as JSON.
+
+Usage:
+  ocistow verify -key KEY [-annotations k=v ...] [-recursive] IMAGE
+
+KEY is an AWS KMS key (awskms:///alias/NAME, ARN, alias/NAME or key id), a
+public key PEM file, or a private key file. Exit 0 only if every checked
+digest has at least one valid signature carrying the annotations.
+
+Flags:
+`
+
+// common holds the flags both commands share.
+type common struct {
+	settings      app.Settings
+	insecure, ecr app.Strings
+	annotations   app.KeyValues
+	kmsKey, key   string
+	output        string
 }
 
-func newFlagSet(f *promoteFlags) *flag.FlagSet {
-	fs := flag.NewFlagSet("ocistow", flag.ContinueOnError)
-	f.annotations, f.manifestAnnotations, f.labels = app.KeyValues{}, app.KeyValues{}, app.KeyValues{}
-	fs.StringVar(&f.source, "source", "", "source image (tag or digest); short Docker names work: busybox")
-	fs.StringVar(&f.destination, "destination", "", "destination image (tag or digest)")
-	fs.Var(f.annotations, "annotations", "destination image annotations and config labels (key=value, repeatable)")
-	fs.Var(f.manifestAnnotations, "manifest-annotation", "add an annotation to manifests and indexes only (key=value, repeatable)")
-	fs.Var(f.labels, "label", "add a label to image configs only (key=value, repeatable)")
-	fs.Var(&f.platforms, "platform", "copy only this platform of a multi-platform image: os/arch[/variant] (repeatable)")
-	fs.BoolVar(&f.copy, "copy", true, "whether to copy the image")
-	fs.BoolVar(&f.sign, "sign", true, "whether to sign the image")
-	fs.StringVar(&f.kmsKey, "aws-kms-key-arn", "", "AWS KMS key to sign with: key ARN, key id, alias/NAME, alias ARN or awskms:// reference")
-	fs.StringVar(&f.settings.AWSRegion, "aws-region", "", "AWS region for KMS and ECR (default: the AWS SDK's, e.g. AWS_REGION)")
-	fs.BoolVar(&f.xray, "aws-xray", false, "whether to enable AWS X-Ray tracing")
-	fs.BoolVar(&f.settings.Debug, "debug", false, "debug logging: every registry request with its status and timing (never credentials)")
-	fs.IntVar(&f.settings.Jobs, "jobs", 0, "blobs copied concurrently (default: number of CPUs, at least 4)")
-	fs.Var(&f.insecure, "insecure-registry", "allow plain HTTP or unverified TLS to this registry host[:port] (repeatable; loopback needs none)")
-	fs.Var(&f.ecr, "ecr-registry", "treat this registry host as Amazon ECR for credentials, e.g. a VPC endpoint name (repeatable)")
-	fs.StringVar(&f.settings.LogFormat, "log-format", "text", "log format: text or json")
-	fs.StringVar(&f.output, "output", "text", "result on stdout: text (one summary line) or json")
-	fs.BoolVar(&f.version, "version", false, "print the version and exit")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usageHead)
-		fs.PrintDefaults()
+func (c *common) register(fs *flag.FlagSet) {
+	c.annotations = app.KeyValues{}
+	fs.StringVar(&c.kmsKey, "aws-kms-key-arn", "", "AWS KMS key: key ARN, key id, alias/NAME, alias ARN or awskms:// reference")
+	fs.StringVar(&c.key, "key", "", "key to sign or verify with: an awskms:// reference, or a PEM key file (encrypted cosign keys read COSIGN_PASSWORD)")
+	fs.StringVar(&c.settings.AWSRegion, "aws-region", "", "AWS region for KMS and ECR (default: the AWS SDK's, e.g. AWS_REGION)")
+	fs.BoolVar(&c.settings.Debug, "debug", false, "debug logging: every registry request with its status and timing (never credentials)")
+	fs.IntVar(&c.settings.Jobs, "jobs", 0, "blobs copied and digests signed concurrently (default: number of CPUs, at least 4)")
+	fs.Var(&c.insecure, "insecure-registry", "allow plain HTTP or unverified TLS to this registry host[:port] (repeatable; loopback needs none)")
+	fs.Var(&c.ecr, "ecr-registry", "treat this registry host as Amazon ECR for credentials, e.g. a VPC endpoint name (repeatable)")
+	fs.StringVar(&c.settings.LogFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.output, "output", "text", "result on stdout: text or json")
+}
+
+// keyRef returns the key the user named with -aws-kms-key-arn or -key.
+func (c *common) keyRef() (string, error) {
+	switch {
+	case c.kmsKey != "" && c.key != "":
+		return "", errors.New("give -aws-kms-key-arn or -key, not both")
+	case c.kmsKey != "":
+		ref, ok := keys.KMSReference(c.kmsKey)
+		if !ok {
+			return "", fmt.Errorf("-aws-kms-key-arn %q is not a KMS key ARN, key id, alias/NAME or awskms:// reference", c.kmsKey)
+		}
+		return ref, nil
 	}
-	return fs
+	return c.key, nil
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	var f promoteFlags
-	fs := newFlagSet(&f)
+// build validates the shared flags and builds the logger and service.
+func (c *common) build(stderr io.Writer) (service.Service, error) {
+	if c.output != "text" && c.output != "json" {
+		return nil, fmt.Errorf("invalid -output %q: want text or json", c.output)
+	}
+	c.settings.InsecureRegistries, c.settings.ECRRegistries = c.insecure, c.ecr
+	logger, err := app.NewLogger(c.settings, stderr)
+	if err != nil {
+		return nil, err
+	}
+	return app.NewService(c.settings, logger), nil
+}
+
+func (c *common) keyOptions(lookupEnv func(string) (string, bool)) keys.Options {
+	return keys.Options{
+		AWSRegion: c.settings.AWSRegion,
+		Password: func() ([]byte, error) {
+			p, ok := lookupEnv("COSIGN_PASSWORD")
+			if !ok {
+				return nil, errors.New("the key file is encrypted: set COSIGN_PASSWORD")
+			}
+			return []byte(p), nil
+		},
+	}
+}
+
+// parse parses args into fs with the environment as fallback, printing
+// usage for -h. done is true when the caller should return code.
+func parse(fs *flag.FlagSet, args []string, getenv func(string) string, stdout, stderr io.Writer) (code int, done bool) {
 	// The flag package would print the whole usage after a bad flag; one
 	// line says more.
 	fs.SetOutput(io.Discard)
@@ -94,80 +134,201 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stdout)
 			fs.Usage()
-			return exitOK
+			return exitOK, true
 		}
-		return fail(stderr, exitInvalid, fmt.Errorf("%w (see ocistow -h)", err))
+		return fail(stderr, exitInvalid, fmt.Errorf("%w (see ocistow -h)", err)), true
 	}
-	if err := app.ApplyEnv(fs, getenv); err != nil {
-		return fail(stderr, exitInvalid, err)
+	if err := app.ApplyEnv(fs, getenv, "version"); err != nil {
+		return fail(stderr, exitInvalid, err), true
 	}
-	if f.version {
+	return 0, false
+}
+
+func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int {
+	getenv := func(k string) string { v, _ := lookupEnv(k); return v }
+	if len(args) > 0 && args[0] == "verify" {
+		return runVerify(ctx, args[1:], lookupEnv, getenv, stdout, stderr)
+	}
+
+	var (
+		c                   common
+		source, destination string
+		manifestAnn, labels = app.KeyValues{}, app.KeyValues{}
+		platforms           app.Strings
+		doCopy, doSign      bool
+		xray, version       bool
+	)
+	fs := flag.NewFlagSet("ocistow", flag.ContinueOnError)
+	fs.StringVar(&source, "source", "", "source image (tag or digest); short Docker names work: busybox")
+	fs.StringVar(&destination, "destination", "", "destination image (tag or digest)")
+	c.register(fs)
+	fs.Var(c.annotations, "annotations", "destination image annotations and config labels, also put in the signature payload (key=value, repeatable)")
+	fs.Var(manifestAnn, "manifest-annotation", "add an annotation to manifests and indexes only (key=value, repeatable)")
+	fs.Var(labels, "label", "add a label to image configs only (key=value, repeatable)")
+	fs.Var(&platforms, "platform", "copy only this platform of a multi-platform image: os/arch[/variant] (repeatable)")
+	fs.BoolVar(&doCopy, "copy", true, "whether to copy the image")
+	fs.BoolVar(&doSign, "sign", true, "whether to sign the image")
+	fs.BoolVar(&xray, "aws-xray", false, "whether to enable AWS X-Ray tracing")
+	fs.BoolVar(&version, "version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageHead)
+		fs.PrintDefaults()
+	}
+	if code, done := parse(fs, args, getenv, stdout, stderr); done {
+		return code
+	}
+	if version {
 		fmt.Fprintln(stdout, "ocistow", app.Version)
 		return exitOK
 	}
 	if fs.NArg() > 0 {
 		return fail(stderr, exitInvalid, fmt.Errorf("unexpected argument %q (flags take -name=value)", fs.Arg(0)))
 	}
-	if f.output != "text" && f.output != "json" {
-		return fail(stderr, exitInvalid, fmt.Errorf("invalid -output %q: want text or json", f.output))
-	}
-	if !f.copy && !f.sign {
+	if !doCopy && !doSign {
 		return fail(stderr, exitInvalid, errors.New("nothing to do: both -copy and -sign are false"))
 	}
-	if f.sign && f.kmsKey == "" {
-		return fail(stderr, exitInvalid, errors.New("signing needs a key: give -aws-kms-key-arn, or -sign=false to only copy"))
-	}
-	if f.sign {
-		return fail(stderr, exitInvalid, errors.New("signing is not available in this build yet: use -sign=false"))
-	}
-	f.settings.InsecureRegistries, f.settings.ECRRegistries = f.insecure, f.ecr
-
-	logger, err := app.NewLogger(f.settings, stderr)
+	ref, err := c.keyRef()
 	if err != nil {
 		return fail(stderr, exitInvalid, err)
 	}
-	svc := app.NewService(f.settings, logger)
+	if doSign && ref == "" {
+		return fail(stderr, exitInvalid, errors.New("signing needs a key: give -aws-kms-key-arn or -key, or -sign=false to only copy"))
+	}
+	svc, err := c.build(stderr)
+	if err != nil {
+		return fail(stderr, exitInvalid, err)
+	}
+	req := service.PromoteRequest{
+		CopyRequest: service.CopyRequest{
+			Source:              source,
+			Destination:         destination,
+			Annotations:         c.annotations,
+			ManifestAnnotations: manifestAnn,
+			Labels:              labels,
+			Platforms:           platforms,
+		},
+		Copy: doCopy,
+		Sign: doSign,
+	}
+	if !doCopy && destination == "" {
+		return fail(stderr, exitInvalid, errors.New("no destination image given"))
+	}
+	if doSign {
+		// Load and check the key before anything is copied.
+		if req.Key, err = keys.LoadSigner(ctx, ref, c.keyOptions(lookupEnv)); err != nil {
+			return fail(stderr, exitInvalid, err)
+		}
+	}
+	res, err := service.Promote(ctx, svc, req)
+	if err != nil {
+		var cs *service.CopySucceededError
+		switch {
+		case errors.As(err, &cs):
+			return fail(stderr, exitSignFailed, err)
+		case service.KindOf(err) == service.KindInvalidRequest:
+			return fail(stderr, exitInvalid, err)
+		case doCopy:
+			return fail(stderr, exitFailed, fmt.Errorf("copy failed: %w", err))
+		default:
+			return fail(stderr, exitFailed, fmt.Errorf("signing failed: %w", err))
+		}
+	}
+	if c.output == "json" {
+		return printJSON(stdout, stderr, res)
+	}
+	if res.CopyResult != nil {
+		fmt.Fprintln(stdout, copySummary(res.CopyResult))
+	}
+	if res.Signatures != nil {
+		fmt.Fprintf(stdout, "signed %d digests with %s: %d added, %d already present\n",
+			len(res.Signatures.Digests), res.Signatures.Key, res.Signatures.Added, res.Signatures.Present)
+	}
+	return exitOK
+}
 
-	res, err := svc.Copy(ctx, service.CopyRequest{
-		Source:              f.source,
-		Destination:         f.destination,
-		Annotations:         f.annotations,
-		ManifestAnnotations: f.manifestAnnotations,
-		Labels:              f.labels,
-		Platforms:           f.platforms,
-	})
+func runVerify(ctx context.Context, args []string, lookupEnv func(string) (string, bool), getenv func(string) string, stdout, stderr io.Writer) int {
+	var (
+		c         common
+		recursive bool
+	)
+	fs := flag.NewFlagSet("ocistow verify", flag.ContinueOnError)
+	c.register(fs)
+	fs.Var(c.annotations, "annotations", "require this annotation in the signature payload (key=value, repeatable)")
+	fs.BoolVar(&recursive, "recursive", false, "for a multi-platform image, verify every manifest the index lists too")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), verifyUsageHead)
+		fs.PrintDefaults()
+	}
+	if code, done := parse(fs, args, getenv, stdout, stderr); done {
+		return code
+	}
+	if fs.NArg() != 1 {
+		return fail(stderr, exitInvalid, errors.New("verify takes exactly one image (see ocistow verify -h)"))
+	}
+	image := fs.Arg(0)
+	ref, err := c.keyRef()
+	if err != nil {
+		return fail(stderr, exitInvalid, err)
+	}
+	if ref == "" {
+		return fail(stderr, exitInvalid, errors.New("verify needs a key: give -key or -aws-kms-key-arn"))
+	}
+	svc, err := c.build(stderr)
+	if err != nil {
+		return fail(stderr, exitInvalid, err)
+	}
+	key, err := keys.LoadVerifier(ctx, ref, c.keyOptions(lookupEnv))
+	if err != nil {
+		return fail(stderr, exitInvalid, err)
+	}
+	res, err := svc.Verify(ctx, service.VerifyRequest{Image: image, Annotations: c.annotations, Recursive: recursive, Key: key})
 	if err != nil {
 		code := exitFailed
 		if service.KindOf(err) == service.KindInvalidRequest {
 			code = exitInvalid
 		}
-		return fail(stderr, code, fmt.Errorf("copy failed: %w", err))
+		return fail(stderr, code, fmt.Errorf("verification failed: %w", err))
 	}
-	if f.output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
-			return fail(stderr, exitFailed, err)
-		}
-		return exitOK
+	if c.output == "json" {
+		return printJSON(stdout, stderr, res)
 	}
-	fmt.Fprintln(stdout, summary(res))
+	// Like cosign: the verified payloads, as a JSON array on one line.
+	payloads := make([]any, len(res.Verified))
+	for i, v := range res.Verified {
+		payloads[i] = v.Payload
+	}
+	b, err := json.Marshal(payloads)
+	if err != nil {
+		return fail(stderr, exitFailed, err)
+	}
+	fmt.Fprintf(stderr, "Verified %d signatures on %d digests of %s with %s\n", len(res.Verified), len(res.Digests), image, key.Ref)
+	fmt.Fprintln(stdout, string(b))
 	return exitOK
 }
 
-// summary is the one-line human result.
-func summary(r *service.CopyResult) string {
+func printJSON(stdout, stderr io.Writer, v any) int {
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return fail(stderr, exitFailed, err)
+	}
+	return exitOK
+}
+
+// copySummary is the one-line human result of a copy.
+func copySummary(r *service.CopyResult) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "promoted %s@%s to %s@%s: ", r.Source, r.SourceDigest, r.Destination, r.DestinationDigest)
 	if n := len(r.Manifests); n > 0 {
 		fmt.Fprintf(&b, "%d platforms, ", n)
 	}
+	took := time.Duration(r.Took).Round(time.Millisecond)
 	if r.ManifestsWritten == 0 {
-		fmt.Fprintf(&b, "destination already up to date in %s", r.Took.Round(time.Millisecond))
+		fmt.Fprintf(&b, "destination already up to date in %s", took)
 		return b.String()
 	}
 	fmt.Fprintf(&b, "%d blobs copied (%s), %d skipped, %d mounted in %s",
-		r.BlobsCopied, humanBytes(r.BytesCopied), r.BlobsSkipped, r.BlobsMounted, r.Took.Round(time.Millisecond))
+		r.BlobsCopied, humanBytes(r.BytesCopied), r.BlobsSkipped, r.BlobsMounted, took)
 	return b.String()
 }
 

@@ -86,10 +86,15 @@ func EnvName(flagName string) string {
 }
 
 // ApplyEnv sets every flag of fs that was not given on the command line from
-// its environment variable, when that is set. Command-line flags win.
-func ApplyEnv(fs *flag.FlagSet, getenv func(string) string) error {
+// its environment variable, when that is set. Command-line flags win. Flags
+// named in skip are never read from the environment (-version: CI systems
+// set VERSION for their own purposes).
+func ApplyEnv(fs *flag.FlagSet, getenv func(string) string, skip ...string) error {
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for _, s := range skip {
+		given[s] = true
+	}
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
 		if err != nil || given[f.Name] {

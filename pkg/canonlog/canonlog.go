@@ -58,6 +58,55 @@ func (m *middleware) Copy(ctx context.Context, req service.CopyRequest) (*servic
 	return res, err
 }
 
+func (m *middleware) Sign(ctx context.Context, req service.SignRequest) (*service.SignResult, error) {
+	start := time.Now()
+	res, err := m.next.Sign(ctx, req)
+	attrs := []slog.Attr{
+		slog.String("component", "service"),
+		slog.String("method", "Sign"),
+		slog.String("dst", req.Image),
+		slog.String("annotations", jsonString(req.Annotations)),
+	}
+	if req.Key != nil {
+		attrs = append(attrs, slog.String("key", req.Key.Ref))
+	}
+	if res != nil {
+		digests := make([]string, 0, len(res.Digests))
+		for _, d := range res.Digests {
+			if d.Digest != "" {
+				digests = append(digests, d.Digest)
+			}
+		}
+		attrs = append(attrs,
+			slog.Any("digests", digests),
+			slog.Int("signatures_added", res.Added),
+			slog.Int("signatures_present", res.Present),
+		)
+	}
+	m.log(ctx, "Sign", start, err, attrs)
+	return res, err
+}
+
+func (m *middleware) Verify(ctx context.Context, req service.VerifyRequest) (*service.VerifyResult, error) {
+	start := time.Now()
+	res, err := m.next.Verify(ctx, req)
+	attrs := []slog.Attr{
+		slog.String("component", "service"),
+		slog.String("method", "Verify"),
+		slog.String("image", req.Image),
+		slog.String("annotations", jsonString(req.Annotations)),
+		slog.Bool("recursive", req.Recursive),
+	}
+	if req.Key != nil {
+		attrs = append(attrs, slog.String("key", req.Key.Ref))
+	}
+	if res != nil {
+		attrs = append(attrs, slog.Any("digests", res.Digests), slog.Int("verified", len(res.Verified)))
+	}
+	m.log(ctx, "Verify", start, err, attrs)
+	return res, err
+}
+
 func (m *middleware) log(ctx context.Context, method string, start time.Time, err error, attrs []slog.Attr) {
 	attrs = append(attrs, slog.Duration("took", time.Since(start)))
 	level := slog.LevelInfo

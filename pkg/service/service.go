@@ -26,6 +26,10 @@ type Service interface {
 	// Copy promotes an image or index from a source to a destination
 	// registry, stamping it with annotations and labels on the way.
 	Copy(ctx context.Context, req CopyRequest) (*CopyResult, error)
+	// Sign signs digests of an image in cosign's format.
+	Sign(ctx context.Context, req SignRequest) (*SignResult, error)
+	// Verify checks an image's cosign signatures.
+	Verify(ctx context.Context, req VerifyRequest) (*VerifyResult, error)
 }
 
 // CopyRequest is the input of Service.Copy.
@@ -52,7 +56,7 @@ type CopyResult struct {
 	Destination string `json:"destination"`
 	promote.Result
 	// Took is how long the copy took.
-	Took time.Duration `json:"took"`
+	Took Duration `json:"tookSeconds"`
 }
 
 // New returns the Service that talks to registries through c.
@@ -71,7 +75,7 @@ func (s *service) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error
 		return nil, err
 	}
 	res, err := promote.Copy(ctx, s.registry, *preq)
-	out := &CopyResult{Source: preq.Source.String(), Destination: preq.Destination.String(), Took: time.Since(start)}
+	out := &CopyResult{Source: preq.Source.String(), Destination: preq.Destination.String(), Took: Duration(time.Since(start))}
 	if res != nil {
 		out.Result = *res
 	}

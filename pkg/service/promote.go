@@ -1,0 +1,80 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/ocistow/ocistow/pkg/keys"
+)
+
+// PromoteRequest is one whole promotion: copy, then sign what was pushed.
+// Both transports (CLI and Lambda) run it through Promote.
+type PromoteRequest struct {
+	CopyRequest
+	// Copy and Sign say which steps run; with Copy false, Sign signs what
+	// the destination already holds (and its children).
+	Copy, Sign bool
+	// Key signs; required when Sign is set.
+	Key *keys.Key
+}
+
+// PromoteResult is the machine-readable result of a promotion: what the
+// CLI prints with -output json and what the Lambda function returns.
+type PromoteResult struct {
+	*CopyResult
+	Signatures *SignResult `json:"signatures,omitempty"`
+}
+
+// CopySucceededError wraps a signing failure that followed a successful
+// copy, so that callers can tell the user the image is in place unsigned.
+type CopySucceededError struct {
+	Image string
+	Err   error
+}
+
+func (e *CopySucceededError) Error() string {
+	return fmt.Sprintf("copy succeeded (%s) but signing failed: %v", e.Image, e.Err)
+}
+
+func (e *CopySucceededError) Unwrap() error { return e.Err }
+
+// Promote runs the steps req asks for through svc, so that every step gets
+// svc's middleware (canonical log lines, tracing).
+func Promote(ctx context.Context, svc Service, req PromoteRequest) (*PromoteResult, error) {
+	if !req.Copy && !req.Sign {
+		return nil, Errorf(KindInvalidRequest, "nothing to do: both copy and sign are off")
+	}
+	if req.Sign && req.Key == nil {
+		return nil, Errorf(KindInvalidRequest, "signing needs a key")
+	}
+	res := &PromoteResult{}
+	sreq := SignRequest{Image: req.Destination, Annotations: req.Annotations, Key: req.Key, Recursive: true}
+	if req.Copy {
+		cres, err := svc.Copy(ctx, req.CopyRequest)
+		res.CopyResult = cres
+		if err != nil {
+			return res, err
+		}
+		sreq.Digests = append(sreq.Digests, cres.DestinationDigest)
+		for _, m := range cres.Manifests {
+			sreq.Digests = append(sreq.Digests, m.DestinationDigest)
+		}
+	} else if err := ValidateKeyValues("annotation", req.Annotations); err != nil {
+		return nil, err
+	}
+	if !req.Sign {
+		return res, nil
+	}
+	sres, err := svc.Sign(ctx, sreq)
+	res.Signatures = sres
+	if err != nil && req.Copy {
+		var e *Error
+		kind := KindSigningFailed
+		if errors.As(err, &e) {
+			kind = e.Kind
+		}
+		return res, &Error{Kind: kind, Err: &CopySucceededError{Image: res.CopyResult.Destination + "@" + res.CopyResult.DestinationDigest, Err: err}}
+	}
+	return res, err
+}

@@ -1,0 +1,209 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ocistow/ocistow/pkg/keys"
+	"github.com/ocistow/ocistow/pkg/promote"
+	"github.com/ocistow/ocistow/pkg/sign"
+)
+
+// SignRequest is the input of Service.Sign.
+type SignRequest struct {
+	// Image is the image to sign, by tag or digest.
+	Image string `json:"image"`
+	// Digests, when not empty, are exactly the digests to sign in Image's
+	// repository, as a Copy reported them: signing what was pushed, not
+	// whatever the tag points at by now.
+	Digests []string `json:"digests,omitempty"`
+	// Annotations go into each payload's optional section.
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// Recursive signs every manifest an index lists too (with Digests
+	// empty).
+	Recursive bool `json:"recursive,omitempty"`
+	// Key signs.
+	Key *keys.Key `json:"-"`
+}
+
+// SignedDigest is what signing one digest did.
+type SignedDigest struct {
+	Digest string      `json:"digest"`
+	Status sign.Status `json:"status"`
+}
+
+// SignResult is the output of Service.Sign.
+type SignResult struct {
+	Image   string         `json:"image"`
+	Key     string         `json:"key"`
+	Digests []SignedDigest `json:"digests"`
+	Added   int            `json:"added"`
+	Present int            `json:"present"`
+	Took    Duration       `json:"tookSeconds"`
+}
+
+// VerifyRequest is the input of Service.Verify.
+type VerifyRequest struct {
+	Image string `json:"image"`
+	// Annotations must all be in a signature's payload for it to count.
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// Recursive checks every manifest an index lists too.
+	Recursive bool      `json:"recursive,omitempty"`
+	Key       *keys.Key `json:"-"`
+}
+
+// VerifyResult is the output of Service.Verify.
+type VerifyResult struct {
+	Image    string          `json:"image"`
+	Key      string          `json:"key"`
+	Digests  []string        `json:"digests"`
+	Verified []sign.Verified `json:"verified"`
+	Took     Duration        `json:"tookSeconds"`
+}
+
+// Duration is a time.Duration that marshals to JSON as seconds.
+type Duration time.Duration
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).Seconds())
+}
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+func (s *service) Sign(ctx context.Context, req SignRequest) (*SignResult, error) {
+	start := time.Now()
+	if req.Key == nil || req.Key.Signer == nil {
+		return nil, Errorf(KindInvalidRequest, "no signing key given")
+	}
+	res := &SignResult{Image: req.Image, Key: req.Key.Ref}
+	digests, err := s.targets(ctx, req.Image, req.Digests, req.Recursive)
+	if err != nil {
+		return res, err
+	}
+	res.Digests = make([]SignedDigest, len(digests))
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(s.registry.Jobs())
+	for i, d := range digests {
+		g.Go(func() error {
+			st, err := sign.Digest(gctx, s.registry, d, req.Annotations, req.Key)
+			if err != nil {
+				return fmt.Errorf("signing %s: %w", d, err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			res.Digests[i] = SignedDigest{Digest: d.DigestStr(), Status: st}
+			if st == sign.Added {
+				res.Added++
+			} else {
+				res.Present++
+			}
+			return nil
+		})
+	}
+	err = g.Wait()
+	res.Took = Duration(time.Since(start))
+	if err != nil {
+		return res, &Error{Kind: KindSigningFailed, Err: err}
+	}
+	return res, nil
+}
+
+func (s *service) Verify(ctx context.Context, req VerifyRequest) (*VerifyResult, error) {
+	start := time.Now()
+	if req.Key == nil {
+		return nil, Errorf(KindInvalidRequest, "no verification key given")
+	}
+	if err := ValidateKeyValues("annotation", req.Annotations); err != nil {
+		return nil, err
+	}
+	res := &VerifyResult{Image: req.Image, Key: req.Key.Ref}
+	digests, err := s.targets(ctx, req.Image, nil, req.Recursive)
+	if err != nil {
+		return res, err
+	}
+	var failures []error
+	for _, d := range digests {
+		res.Digests = append(res.Digests, d.DigestStr())
+		v, err := sign.VerifyDigest(ctx, s.registry, d, req.Key, req.Annotations)
+		if err != nil {
+			failures = append(failures, err)
+			continue
+		}
+		res.Verified = append(res.Verified, v...)
+	}
+	res.Took = Duration(time.Since(start))
+	if len(failures) > 0 {
+		return res, &Error{Kind: KindVerificationFailed, Err: fmt.Errorf("%s: %w", req.Image, errors.Join(failures...))}
+	}
+	return res, nil
+}
+
+// targets lists the digests to sign or verify: the given ones, or image
+// resolved to its digest, with its children when recursive.
+func (s *service) targets(ctx context.Context, image string, given []string, recursive bool) ([]name.Digest, error) {
+	ref, err := s.registry.ParseReference(image)
+	if err != nil {
+		return nil, &Error{Kind: KindInvalidRequest, Err: err}
+	}
+	repo := ref.Context()
+	if len(given) > 0 {
+		out := make([]name.Digest, len(given))
+		for i, d := range given {
+			if out[i], err = name.NewDigest(repo.Name()+"@"+d, name.WeakValidation); err != nil {
+				return nil, &Error{Kind: KindInvalidRequest, Err: fmt.Errorf("invalid digest %q: %w", d, err)}
+			}
+		}
+		return out, nil
+	}
+	desc, err := remote.Get(ref, s.registry.RemoteOptions(ctx, nil)...)
+	if err != nil {
+		kind := KindSigningFailed
+		if c := promote.StatusCode(err); c == 401 || c == 403 {
+			kind = KindUnauthorized
+		}
+		return nil, &Error{Kind: kind, Err: fmt.Errorf("%s: %s", image, promote.Describe(err))}
+	}
+	out := []name.Digest{repo.Digest(desc.Digest.String())}
+	if !recursive || !desc.MediaType.IsIndex() {
+		return out, nil
+	}
+	idx, err := desc.ImageIndex()
+	if err != nil {
+		return nil, err
+	}
+	var walk func(v1.ImageIndex) error
+	walk = func(idx v1.ImageIndex) error {
+		im, err := idx.IndexManifest()
+		if err != nil {
+			return err
+		}
+		for _, m := range im.Manifests {
+			out = append(out, repo.Digest(m.Digest.String()))
+			if m.MediaType.IsIndex() {
+				child, err := idx.ImageIndex(m.Digest)
+				if err != nil {
+					return err
+				}
+				if err := walk(child); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if err := walk(idx); err != nil {
+		return nil, fmt.Errorf("%s: reading index: %s", image, promote.Describe(err))
+	}
+	return out, nil
+}

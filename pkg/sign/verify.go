@@ -1,0 +1,120 @@
+package sign
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
+	"github.com/sigstore/sigstore/pkg/signature/payload"
+
+	"github.com/ocistow/ocistow/pkg/keys"
+	"github.com/ocistow/ocistow/pkg/promote"
+	"github.com/ocistow/ocistow/pkg/registry"
+)
+
+// Verified is one signature that passed every check, with its payload.
+type Verified struct {
+	Digest  string                       `json:"digest"`
+	Payload payload.SimpleContainerImage `json:"payload"`
+}
+
+// VerifyError says why a digest has no valid signature.
+type VerifyError struct {
+	Digest string
+	Reason string
+}
+
+func (e *VerifyError) Error() string { return fmt.Sprintf("%s: %s", e.Digest, e.Reason) }
+
+// VerifyDigest checks the signatures stored for digest: each must verify
+// with key, name this digest and be a cosign container image signature,
+// and carry every one of the required annotations. It returns the
+// signatures that pass, or a *VerifyError when none does.
+func VerifyDigest(ctx context.Context, rc *registry.Client, digest name.Digest, key *keys.Key, required map[string]string) ([]Verified, error) {
+	tag, err := ociremote.SignatureTag(digest)
+	if err != nil {
+		return nil, err
+	}
+	sigs, err := ociremote.Signatures(tag, ociremote.WithRemoteOptions(rc.RemoteOptions(ctx, nil)...))
+	if err != nil {
+		return nil, fmt.Errorf("reading signatures %s: %s", tag, promote.Describe(err))
+	}
+	list, err := sigs.Get()
+	if err != nil {
+		return nil, fmt.Errorf("reading signatures %s: %w", tag, err)
+	}
+	if len(list) == 0 {
+		return nil, &VerifyError{Digest: digest.DigestStr(), Reason: "no signatures found"}
+	}
+	var ok []Verified
+	reasons := map[string]bool{}
+	for _, s := range list {
+		p, err := s.Payload()
+		if err != nil {
+			reasons["unreadable payload"] = true
+			continue
+		}
+		b64, err := s.Base64Signature()
+		if err != nil {
+			reasons["no signature annotation"] = true
+			continue
+		}
+		raw, err := base64.StdEncoding.DecodeString(b64)
+		if err != nil {
+			reasons["signature is not base64"] = true
+			continue
+		}
+		if err := key.VerifySignature(bytes.NewReader(raw), bytes.NewReader(p)); err != nil {
+			reasons["signature does not verify with "+key.Ref] = true
+			continue
+		}
+		var sci payload.SimpleContainerImage
+		if err := json.Unmarshal(p, &sci); err != nil {
+			reasons["payload is not a simple-signing payload"] = true
+			continue
+		}
+		if sci.Critical.Type != payload.CosignSignatureType {
+			reasons[fmt.Sprintf("payload type %q", sci.Critical.Type)] = true
+			continue
+		}
+		if sci.Critical.Image.DockerManifestDigest != digest.DigestStr() {
+			reasons["payload names another digest, "+sci.Critical.Image.DockerManifestDigest] = true
+			continue
+		}
+		if missing := missingAnnotations(sci.Optional, required); missing != "" {
+			reasons["annotation "+missing+" missing or different"] = true
+			continue
+		}
+		ok = append(ok, Verified{Digest: digest.DigestStr(), Payload: sci})
+	}
+	if len(ok) == 0 {
+		var rs []string
+		for r := range reasons {
+			rs = append(rs, r)
+		}
+		return nil, &VerifyError{Digest: digest.DigestStr(), Reason: fmt.Sprintf("none of %d signatures is valid: %s", len(list), strings.Join(sorted(rs), "; "))}
+	}
+	return ok, nil
+}
+
+func missingAnnotations(have map[string]any, want map[string]string) string {
+	for _, k := range sorted(keysOf(want)) {
+		if v, ok := have[k]; !ok || fmt.Sprint(v) != want[k] {
+			return k + "=" + want[k]
+		}
+	}
+	return ""
+}
+
+func keysOf(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
