@@ -34,6 +34,8 @@ var e2e struct {
 	authUsers map[string]string
 	kms       *testenv.KMS
 	cosign    string
+	// trustedRoot keeps cosign verify offline.
+	trustedRoot string
 	// keys by alias name (without "alias/"): id and ARN.
 	keyID, keyARN map[string]string
 }
@@ -104,6 +106,9 @@ func testMain(m *testing.M) (int, error) {
 		return 1, err
 	}
 	if e2e.cosign, err = testenv.Tool("cosign"); err != nil {
+		return 1, err
+	}
+	if e2e.trustedRoot, err = testenv.WriteEmptyTrustedRoot(dir); err != nil {
 		return 1, err
 	}
 	return m.Run(), nil

@@ -1,8 +1,10 @@
 // Command demo runs ocistow's whole job end to end on this machine: it
 // starts two CNCF Distribution registries on loopback (an "upstream" and
-// the organisation's), builds a multi-platform image and pushes it
-// upstream, promotes it with the ocistow binary, and shows the canonical
-// log line, the result and the promoted manifests.
+// the organisation's) and local-kms, builds a multi-platform image and
+// pushes it upstream, promotes and signs it with the ocistow binary, shows
+// the canonical log lines and the promoted manifests, and verifies the
+// signatures with ocistow verify (and with cosign, when bin/cosign or a
+// cosign on the PATH exists).
 //
 //	make demo    # or: go build -o bin/ocistow ./cmd/ocistow && go run ./internal/demo
 package main
@@ -15,6 +17,9 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
+
+	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -60,6 +65,18 @@ func run(ctx context.Context) error {
 	defer org.Close()
 	fmt.Printf("  upstream: %s\n  org:      %s\n", upstream.Host, org.Host)
 
+	step("Starting local-kms on loopback with an ECC_NIST_P256 signing key, alias/ocistow-demo")
+	kms, err := testenv.StartKMS(ctx, filepath.Join(dir, "kms"))
+	if err != nil {
+		return err
+	}
+	defer kms.Close()
+	if _, _, err := kms.CreateKey(ctx, kmstypes.KeySpecEccNistP256, kmstypes.KeyUsageTypeSignVerify, "ocistow-demo"); err != nil {
+		return err
+	}
+	env := append(os.Environ(), kms.Env()...)
+	fmt.Printf("  AWS_ENDPOINT_URL_KMS=%s\n", kms.Endpoint)
+
 	step("Building a multi-platform image (linux/amd64 Docker + linux/arm64/v8 OCI) and pushing it upstream")
 	idx, err := testenv.MixedIndex(1, 1<<20)
 	if err != nil {
@@ -73,19 +90,35 @@ func run(ctx context.Context) error {
 	fmt.Printf("  %s@%s\n", src, d)
 
 	dst := org.Host + "/promoted/demo:1.0"
-	args := []string{"-source", src, "-destination", dst, "-annotations", "team=platform", "-annotations", "owner=demo", "-sign=false"}
-	step("Promoting: ocistow " + join(args))
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("ocistow: %w", err)
+	args := []string{"-source", src, "-destination", dst, "-annotations", "team=platform", "-annotations", "owner=demo", "-aws-kms-key-arn", "alias/ocistow-demo"}
+	step("Promoting and signing: ocistow " + strings.Join(args, " "))
+	if err := runCmd(ctx, env, bin, args...); err != nil {
+		return err
 	}
 
-	step("Running it again: nothing left to copy")
-	cmd = exec.CommandContext(ctx, bin, args...)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("ocistow: %w", err)
+	step("Running it again: nothing left to copy, every signature already present")
+	if err := runCmd(ctx, env, bin, args...); err != nil {
+		return err
+	}
+
+	verify := []string{"verify", "-aws-kms-key-arn", "alias/ocistow-demo", "-annotations", "team=platform", "-recursive", dst}
+	step("Verifying: ocistow " + strings.Join(verify, " "))
+	if err := runCmd(ctx, env, bin, verify...); err != nil {
+		return err
+	}
+	if cosign := findCosign(root); cosign != "" {
+		// --trusted-root with an empty root keeps cosign offline.
+		tr, err := testenv.WriteEmptyTrustedRoot(dir)
+		if err != nil {
+			return err
+		}
+		cv := []string{"verify", "--insecure-ignore-tlog=true", "--trusted-root", tr, "--key", "awskms:///alias/ocistow-demo", "-a", "team=platform", dst}
+		step("Verifying with cosign: cosign " + strings.Join(cv, " "))
+		if err := runCmd(ctx, env, cosign, cv...); err != nil {
+			return err
+		}
+	} else {
+		step("cosign not found (bin/cosign is built by `make test`): skipping the cosign check")
 	}
 
 	step("The promoted index at " + dst)
@@ -129,15 +162,28 @@ func run(ctx context.Context) error {
 
 func step(s string) { fmt.Printf("\n==> %s\n", s) }
 
-func join(args []string) string {
-	out := ""
-	for i, a := range args {
-		if i > 0 {
-			out += " "
-		}
-		out += a
+func runCmd(ctx context.Context, env []string, bin string, args ...string) error {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Base(bin), err)
 	}
-	return out
+	return nil
+}
+
+// findCosign returns the pinned cosign in bin/, or one on the PATH.
+func findCosign(root string) string {
+	if p := filepath.Join(root, "bin", "cosign"); fileExists(p) {
+		return p
+	}
+	p, _ := exec.LookPath("cosign")
+	return p
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 func printJSON(raw []byte) {

@@ -113,3 +113,15 @@ func pinStamp(modDir string) (string, error) {
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
+
+// EmptyTrustedRoot is a Sigstore trusted root that trusts nothing. Given to
+// cosign verify with --trusted-root, it keeps cosign from fetching the
+// public-good TUF repository over the internet; key-based verification with
+// --insecure-ignore-tlog=true needs no other trust material.
+const EmptyTrustedRoot = `{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1","tlogs":[],"certificateAuthorities":[],"ctlogs":[],"timestampAuthorities":[]}`
+
+// WriteEmptyTrustedRoot writes EmptyTrustedRoot into dir and returns its path.
+func WriteEmptyTrustedRoot(dir string) (string, error) {
+	p := filepath.Join(dir, "trusted_root.json")
+	return p, os.WriteFile(p, []byte(EmptyTrustedRoot), 0o644)
+}
