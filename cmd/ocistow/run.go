@@ -61,69 +61,6 @@ digest has at least one valid signature carrying the annotations.
 Flags:
 `
 
-// common holds the flags both commands share.
-type common struct {
-	settings      app.Settings
-	insecure, ecr app.Strings
-	annotations   app.KeyValues
-	kmsKey, key   string
-	output        string
-}
-
-func (c *common) register(fs *flag.FlagSet) {
-	c.annotations = app.KeyValues{}
-	fs.StringVar(&c.kmsKey, "aws-kms-key-arn", "", "AWS KMS key: key ARN, key id, alias/NAME, alias ARN or awskms:// reference")
-	fs.StringVar(&c.key, "key", "", "key to sign or verify with: an awskms:// reference, or a PEM key file (encrypted cosign keys read COSIGN_PASSWORD)")
-	fs.StringVar(&c.settings.AWSRegion, "aws-region", "", "AWS region for KMS and ECR (default: the AWS SDK's, e.g. AWS_REGION)")
-	fs.BoolVar(&c.settings.Debug, "debug", false, "debug logging: every registry request with its status and timing (never credentials)")
-	fs.IntVar(&c.settings.Jobs, "jobs", 0, "blobs copied and digests signed concurrently (default: number of CPUs, at least 4)")
-	fs.Var(&c.insecure, "insecure-registry", "allow plain HTTP or unverified TLS to this registry host[:port] (repeatable; loopback needs none)")
-	fs.Var(&c.ecr, "ecr-registry", "treat this registry host as Amazon ECR for credentials, e.g. a VPC endpoint name (repeatable)")
-	fs.StringVar(&c.settings.LogFormat, "log-format", "text", "log format: text or json")
-	fs.StringVar(&c.output, "output", "text", "result on stdout: text or json")
-}
-
-// keyRef returns the key the user named with -aws-kms-key-arn or -key.
-func (c *common) keyRef() (string, error) {
-	switch {
-	case c.kmsKey != "" && c.key != "":
-		return "", errors.New("give -aws-kms-key-arn or -key, not both")
-	case c.kmsKey != "":
-		ref, ok := keys.KMSReference(c.kmsKey)
-		if !ok {
-			return "", fmt.Errorf("-aws-kms-key-arn %q is not a KMS key ARN, key id, alias/NAME or awskms:// reference", c.kmsKey)
-		}
-		return ref, nil
-	}
-	return c.key, nil
-}
-
-// build validates the shared flags and builds the logger and service.
-func (c *common) build(stderr io.Writer) (service.Service, error) {
-	if c.output != "text" && c.output != "json" {
-		return nil, fmt.Errorf("invalid -output %q: want text or json", c.output)
-	}
-	c.settings.InsecureRegistries, c.settings.ECRRegistries = c.insecure, c.ecr
-	logger, err := app.NewLogger(c.settings, stderr)
-	if err != nil {
-		return nil, err
-	}
-	return app.NewService(c.settings, logger), nil
-}
-
-func (c *common) keyOptions(lookupEnv func(string) (string, bool)) keys.Options {
-	return keys.Options{
-		AWSRegion: c.settings.AWSRegion,
-		Password: func() ([]byte, error) {
-			p, ok := lookupEnv("COSIGN_PASSWORD")
-			if !ok {
-				return nil, errors.New("the key file is encrypted: set COSIGN_PASSWORD")
-			}
-			return []byte(p), nil
-		},
-	}
-}
-
 // parse parses args into fs with the environment as fallback, printing
 // usage for -h. done is true when the caller should return code.
 func parse(fs *flag.FlagSet, args []string, getenv func(string) string, stdout, stderr io.Writer) (code int, done bool) {
@@ -151,24 +88,11 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	}
 
 	var (
-		c                   common
-		source, destination string
-		manifestAnn, labels = app.KeyValues{}, app.KeyValues{}
-		platforms           app.Strings
-		doCopy, doSign      bool
-		xray, version       bool
+		o       app.Options
+		version bool
 	)
 	fs := flag.NewFlagSet("ocistow", flag.ContinueOnError)
-	fs.StringVar(&source, "source", "", "source image (tag or digest); short Docker names work: busybox")
-	fs.StringVar(&destination, "destination", "", "destination image (tag or digest)")
-	c.register(fs)
-	fs.Var(c.annotations, "annotations", "destination image annotations and config labels, also put in the signature payload (key=value, repeatable)")
-	fs.Var(manifestAnn, "manifest-annotation", "add an annotation to manifests and indexes only (key=value, repeatable)")
-	fs.Var(labels, "label", "add a label to image configs only (key=value, repeatable)")
-	fs.Var(&platforms, "platform", "copy only this platform of a multi-platform image: os/arch[/variant] (repeatable)")
-	fs.BoolVar(&doCopy, "copy", true, "whether to copy the image")
-	fs.BoolVar(&doSign, "sign", true, "whether to sign the image")
-	fs.BoolVar(&xray, "aws-xray", false, "whether to enable AWS X-Ray tracing")
+	o.RegisterPromote(fs)
 	fs.BoolVar(&version, "version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageHead)
@@ -184,42 +108,25 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if fs.NArg() > 0 {
 		return fail(stderr, exitInvalid, fmt.Errorf("unexpected argument %q (flags take -name=value)", fs.Arg(0)))
 	}
-	if !doCopy && !doSign {
-		return fail(stderr, exitInvalid, errors.New("nothing to do: both -copy and -sign are false"))
-	}
-	ref, err := c.keyRef()
+	keyRef, err := o.CheckPromote()
 	if err != nil {
 		return fail(stderr, exitInvalid, err)
 	}
-	if doSign && ref == "" {
-		return fail(stderr, exitInvalid, errors.New("signing needs a key: give -aws-kms-key-arn or -key, or -sign=false to only copy"))
-	}
-	svc, err := c.build(stderr)
+	svc, _, err := o.Build(stderr)
 	if err != nil {
 		return fail(stderr, exitInvalid, err)
 	}
-	req := service.PromoteRequest{
-		CopyRequest: service.CopyRequest{
-			Source:              source,
-			Destination:         destination,
-			Annotations:         c.annotations,
-			ManifestAnnotations: manifestAnn,
-			Labels:              labels,
-			Platforms:           platforms,
-		},
-		Copy: doCopy,
-		Sign: doSign,
-	}
-	if !doCopy && destination == "" {
+	if !o.Copy && o.Destination == "" {
 		return fail(stderr, exitInvalid, errors.New("no destination image given"))
 	}
-	if doSign {
+	var key *keys.Key
+	if keyRef != "" {
 		// Load and check the key before anything is copied.
-		if req.Key, err = keys.LoadSigner(ctx, ref, c.keyOptions(lookupEnv)); err != nil {
+		if key, err = keys.LoadSigner(ctx, keyRef, o.KeyOptions(lookupEnv)); err != nil {
 			return fail(stderr, exitInvalid, err)
 		}
 	}
-	res, err := service.Promote(ctx, svc, req)
+	res, err := service.Promote(ctx, svc, o.PromoteRequest(key))
 	if err != nil {
 		var cs *service.CopySucceededError
 		switch {
@@ -227,13 +134,13 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 			return fail(stderr, exitSignFailed, err)
 		case service.KindOf(err) == service.KindInvalidRequest:
 			return fail(stderr, exitInvalid, err)
-		case doCopy:
+		case o.Copy:
 			return fail(stderr, exitFailed, fmt.Errorf("copy failed: %w", err))
 		default:
 			return fail(stderr, exitFailed, fmt.Errorf("signing failed: %w", err))
 		}
 	}
-	if c.output == "json" {
+	if o.Output == "json" {
 		return printJSON(stdout, stderr, res)
 	}
 	if res.CopyResult != nil {
@@ -248,12 +155,11 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 
 func runVerify(ctx context.Context, args []string, lookupEnv func(string) (string, bool), getenv func(string) string, stdout, stderr io.Writer) int {
 	var (
-		c         common
+		o         app.Options
 		recursive bool
 	)
 	fs := flag.NewFlagSet("ocistow verify", flag.ContinueOnError)
-	c.register(fs)
-	fs.Var(c.annotations, "annotations", "require this annotation in the signature payload (key=value, repeatable)")
+	o.RegisterVerify(fs)
 	fs.BoolVar(&recursive, "recursive", false, "for a multi-platform image, verify every manifest the index lists too")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), verifyUsageHead)
@@ -266,22 +172,22 @@ func runVerify(ctx context.Context, args []string, lookupEnv func(string) (strin
 		return fail(stderr, exitInvalid, errors.New("verify takes exactly one image (see ocistow verify -h)"))
 	}
 	image := fs.Arg(0)
-	ref, err := c.keyRef()
+	ref, err := o.KeyRef()
 	if err != nil {
 		return fail(stderr, exitInvalid, err)
 	}
 	if ref == "" {
 		return fail(stderr, exitInvalid, errors.New("verify needs a key: give -key or -aws-kms-key-arn"))
 	}
-	svc, err := c.build(stderr)
+	svc, _, err := o.Build(stderr)
 	if err != nil {
 		return fail(stderr, exitInvalid, err)
 	}
-	key, err := keys.LoadVerifier(ctx, ref, c.keyOptions(lookupEnv))
+	key, err := keys.LoadVerifier(ctx, ref, o.KeyOptions(lookupEnv))
 	if err != nil {
 		return fail(stderr, exitInvalid, err)
 	}
-	res, err := svc.Verify(ctx, service.VerifyRequest{Image: image, Annotations: c.annotations, Recursive: recursive, Key: key})
+	res, err := svc.Verify(ctx, service.VerifyRequest{Image: image, Annotations: o.Annotations, Recursive: recursive, Key: key})
 	if err != nil {
 		code := exitFailed
 		if service.KindOf(err) == service.KindInvalidRequest {
@@ -289,7 +195,7 @@ func runVerify(ctx context.Context, args []string, lookupEnv func(string) (strin
 		}
 		return fail(stderr, code, fmt.Errorf("verification failed: %w", err))
 	}
-	if c.output == "json" {
+	if o.Output == "json" {
 		return printJSON(stdout, stderr, res)
 	}
 	// Like cosign: the verified payloads, as a JSON array on one line.

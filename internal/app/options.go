@@ -1,0 +1,145 @@
+package app
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/ocistow/ocistow/pkg/keys"
+	"github.com/ocistow/ocistow/pkg/service"
+)
+
+// Options are ocistow's flags, shared by the CLI (flags, then environment)
+// and the Lambda function (environment only), so that both read the same
+// names the same way.
+type Options struct {
+	Settings      Settings
+	Insecure, ECR Strings
+	Annotations   KeyValues
+	KMSKey, Key   string
+	Output        string
+
+	// Promotion only.
+	Source, Destination string
+	ManifestAnnotations KeyValues
+	Labels              KeyValues
+	Platforms           Strings
+	Copy, Sign, XRay    bool
+}
+
+// registerCommon defines the flags every command has.
+func (o *Options) registerCommon(fs *flag.FlagSet) {
+	o.Annotations = KeyValues{}
+	fs.StringVar(&o.KMSKey, "aws-kms-key-arn", "", "AWS KMS key: key ARN, key id, alias/NAME, alias ARN or awskms:// reference")
+	fs.StringVar(&o.Key, "key", "", "key to sign or verify with: an awskms:// reference, or a PEM key file (encrypted cosign keys read COSIGN_PASSWORD)")
+	fs.StringVar(&o.Settings.AWSRegion, "aws-region", "", "AWS region for KMS and ECR (default: the AWS SDK's, e.g. AWS_REGION)")
+	fs.BoolVar(&o.Settings.Debug, "debug", false, "debug logging: every registry request with its status and timing (never credentials)")
+	fs.IntVar(&o.Settings.Jobs, "jobs", 0, "blobs copied and digests signed concurrently (default: number of CPUs, at least 4)")
+	fs.Var(&o.Insecure, "insecure-registry", "allow plain HTTP or unverified TLS to this registry host[:port] (repeatable; loopback needs none)")
+	fs.Var(&o.ECR, "ecr-registry", "treat this registry host as Amazon ECR for credentials, e.g. a VPC endpoint name (repeatable)")
+	fs.StringVar(&o.Settings.LogFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&o.Output, "output", "text", "result on stdout: text or json")
+}
+
+// RegisterPromote defines the promotion flags on fs.
+func (o *Options) RegisterPromote(fs *flag.FlagSet) {
+	fs.StringVar(&o.Source, "source", "", "source image (tag or digest); short Docker names work: busybox")
+	fs.StringVar(&o.Destination, "destination", "", "destination image (tag or digest)")
+	o.registerCommon(fs)
+	o.ManifestAnnotations, o.Labels = KeyValues{}, KeyValues{}
+	fs.Var(o.Annotations, "annotations", "destination image annotations and config labels, also put in the signature payload (key=value, repeatable)")
+	fs.Var(o.ManifestAnnotations, "manifest-annotation", "add an annotation to manifests and indexes only (key=value, repeatable)")
+	fs.Var(o.Labels, "label", "add a label to image configs only (key=value, repeatable)")
+	fs.Var(&o.Platforms, "platform", "copy only this platform of a multi-platform image: os/arch[/variant] (repeatable)")
+	fs.BoolVar(&o.Copy, "copy", true, "whether to copy the image")
+	fs.BoolVar(&o.Sign, "sign", true, "whether to sign the image")
+	fs.BoolVar(&o.XRay, "aws-xray", false, "whether to enable AWS X-Ray tracing")
+}
+
+// RegisterVerify defines the verify command's flags on fs.
+func (o *Options) RegisterVerify(fs *flag.FlagSet) {
+	o.registerCommon(fs)
+	fs.Var(o.Annotations, "annotations", "require this annotation in the signature payload (key=value, repeatable)")
+}
+
+// KeyRef returns the key named with -aws-kms-key-arn or -key.
+func (o *Options) KeyRef() (string, error) {
+	switch {
+	case o.KMSKey != "" && o.Key != "":
+		return "", errors.New("give -aws-kms-key-arn or -key, not both")
+	case o.KMSKey != "":
+		ref, ok := keys.KMSReference(o.KMSKey)
+		if !ok {
+			return "", fmt.Errorf("-aws-kms-key-arn %q is not a KMS key ARN, key id, alias/NAME or awskms:// reference", o.KMSKey)
+		}
+		return ref, nil
+	}
+	return o.Key, nil
+}
+
+// CheckPromote checks the promotion flags that can be checked without the
+// network, and returns the signing key reference (empty when not signing).
+func (o *Options) CheckPromote() (keyRef string, err error) {
+	if !o.Copy && !o.Sign {
+		return "", errors.New("nothing to do: both -copy and -sign are false")
+	}
+	ref, err := o.KeyRef()
+	if err != nil {
+		return "", err
+	}
+	if o.Sign && ref == "" {
+		return "", errors.New("signing needs a key: give -aws-kms-key-arn or -key, or -sign=false to only copy")
+	}
+	if !o.Sign {
+		ref = ""
+	}
+	return ref, nil
+}
+
+// Build validates the shared flags and builds the logger and service,
+// logging to w.
+func (o *Options) Build(w io.Writer) (service.Service, *slog.Logger, error) {
+	if o.Output != "text" && o.Output != "json" {
+		return nil, nil, fmt.Errorf("invalid -output %q: want text or json", o.Output)
+	}
+	o.Settings.InsecureRegistries, o.Settings.ECRRegistries = o.Insecure, o.ECR
+	logger, err := NewLogger(o.Settings, w)
+	if err != nil {
+		return nil, nil, err
+	}
+	return NewService(o.Settings, logger), logger, nil
+}
+
+// KeyOptions returns how to load keys, reading an encrypted key file's
+// password from COSIGN_PASSWORD through lookupEnv.
+func (o *Options) KeyOptions(lookupEnv func(string) (string, bool)) keys.Options {
+	return keys.Options{
+		AWSRegion: o.Settings.AWSRegion,
+		Password: func() ([]byte, error) {
+			p, ok := lookupEnv("COSIGN_PASSWORD")
+			if !ok {
+				return nil, errors.New("the key file is encrypted: set COSIGN_PASSWORD")
+			}
+			return []byte(p), nil
+		},
+	}
+}
+
+// PromoteRequest returns the promotion the flags ask for.
+func (o *Options) PromoteRequest(key *keys.Key) service.PromoteRequest {
+	return service.PromoteRequest{
+		CopyRequest: service.CopyRequest{
+			Source:              o.Source,
+			Destination:         o.Destination,
+			Annotations:         o.Annotations,
+			ManifestAnnotations: o.ManifestAnnotations,
+			Labels:              o.Labels,
+			Platforms:           o.Platforms,
+		},
+		Copy: o.Copy,
+		Sign: o.Sign,
+		Key:  key,
+	}
+}
