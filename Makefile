@@ -3,7 +3,12 @@
 # cosign and the Lambda emulator are built from pinned modules under tools/.
 GO ?= go
 
-.PHONY: build demo test vet fmt-check clean
+STACK ?= ocistow
+MEMORY ?= 1024
+TIMEOUT ?= 900
+TRACING ?= PassThrough
+
+.PHONY: build demo test vet fmt-check clean lambda deploy
 
 build:
 	$(GO) build -trimpath -o bin/ocistow ./cmd/ocistow
@@ -20,5 +25,28 @@ fmt-check:
 test: fmt-check vet
 	$(GO) test -race -count=1 ./...
 
+# The Lambda function for both architectures: dist/ocistow-lambda-{arm64,x86_64}.zip,
+# each holding a static, stripped executable named bootstrap (provided.al2023).
+lambda:
+	@set -e; for a in arm64:arm64 amd64:x86_64; do \
+		goarch=$${a%%:*}; name=$${a#*:}; mkdir -p dist/$$name; \
+		GOOS=linux GOARCH=$$goarch CGO_ENABLED=0 $(GO) build -tags lambda.norpc -trimpath -ldflags="-s -w" \
+			-o dist/$$name/bootstrap ./cmd/ocistow-lambda; \
+		rm -f dist/ocistow-lambda-$$name.zip; (cd dist/$$name && zip -q -X ../ocistow-lambda-$$name.zip bootstrap); \
+		echo "dist/ocistow-lambda-$$name.zip"; \
+	done
+
+# make deploy AWS_KMS_KEY_ARN=arn:aws:kms:… DEPLOY_BUCKET=bucket REPOSITORIES=repo1,repo2
+deploy: lambda
+	@test -n "$(AWS_KMS_KEY_ARN)" || { echo "set AWS_KMS_KEY_ARN (a key ARN)"; exit 2; }
+	@test -n "$(DEPLOY_BUCKET)" || { echo "set DEPLOY_BUCKET (an S3 bucket for the function's code)"; exit 2; }
+	@test -n "$(REPOSITORIES)" || { echo "set REPOSITORIES (ECR repository names to push to, comma-separated)"; exit 2; }
+	aws cloudformation package --template-file deploy/template.yaml --s3-bucket $(DEPLOY_BUCKET) \
+		--output-template-file dist/packaged.yaml
+	aws cloudformation deploy --template-file dist/packaged.yaml --stack-name $(STACK) --capabilities CAPABILITY_IAM \
+		--parameter-overrides KmsKeyArn=$(AWS_KMS_KEY_ARN) DestinationRepositories=$(REPOSITORIES) \
+		MemorySize=$(MEMORY) Timeout=$(TIMEOUT) Tracing=$(TRACING)
+	aws cloudformation describe-stacks --stack-name $(STACK) --query 'Stacks[0].Outputs' --output table
+
 clean:
-	rm -rf bin
+	rm -rf bin dist

@@ -14,45 +14,38 @@ import (
 	"strings"
 	"testing"
 
-	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/ocistow/ocistow/internal/testenv"
 )
 
 // The end-to-end tests run the real ocistow binary against real CNCF
-// Distribution registries on loopback, started here.
+// Distribution registries and local-kms on loopback, started here.
 var e2e struct {
-	bin       string
-	src, dst  *testenv.Registry
-	auth      *testenv.Registry
-	fixtures  map[string]string // name -> digest
-	workDir   string
-	authUsers map[string]string
-	kms       *testenv.KMS
-	cosign    string
+	bin      string
+	bed      *testenv.Bed
+	src, dst *testenv.Registry
+	auth     *testenv.Registry
+	fixtures map[string]string // name -> digest
+	kms      *testenv.KMS
+	cosign   string
 	// trustedRoot keeps cosign verify offline.
 	trustedRoot string
 	// keys by alias name (without "alias/"): id and ARN.
 	keyID, keyARN map[string]string
 }
 
-// The KMS keys the tests sign with, by alias.
 const (
-	rsaKey      = "ocistow-rsa"      // RSA_4096, SIGN_VERIFY
-	ecKey       = "ocistow-ec"       // ECC_NIST_P256, SIGN_VERIFY
-	encryptKey  = "ocistow-encrypt"  // RSA_2048, ENCRYPT_DECRYPT
-	disabledKey = "ocistow-disabled" // ECC_NIST_P256, disabled
-)
-
-const (
-	aliceUser = "alice"
-	alicePass = "wonderland-s3cret-pw"
-	ecrUser   = "AWS"
-	ecrPass   = "ecr-token-0123456789abcdef"
+	aliceUser   = testenv.AliceUser
+	alicePass   = testenv.AlicePass
+	ecrUser     = testenv.ECRUser
+	ecrPass     = testenv.ECRPass
+	rsaKey      = testenv.RSAKey
+	ecKey       = testenv.ECKey
+	encryptKey  = testenv.EncryptKey
+	disabledKey = testenv.DisabledKey
 )
 
 func TestMain(m *testing.M) {
@@ -71,40 +64,17 @@ func testMain(m *testing.M) (int, error) {
 		return 1, err
 	}
 	defer os.RemoveAll(dir)
-	e2e.workDir = dir
 	e2e.bin = filepath.Join(dir, "ocistow")
 	if out, err := exec.Command("go", "build", "-o", e2e.bin, ".").CombinedOutput(); err != nil {
 		return 1, fmt.Errorf("building ocistow: %v\n%s", err, out)
 	}
-	e2e.authUsers = map[string]string{aliceUser: alicePass, ecrUser: ecrPass}
-	for _, r := range []struct {
-		p    **testenv.Registry
-		name string
-		opts testenv.RegistryOptions
-	}{
-		{&e2e.src, "src", testenv.RegistryOptions{}},
-		{&e2e.dst, "dst", testenv.RegistryOptions{}},
-		{&e2e.auth, "auth", testenv.RegistryOptions{Users: e2e.authUsers}},
-	} {
-		reg, err := testenv.StartRegistry(ctx, filepath.Join(dir, r.name), r.opts)
-		if err != nil {
-			return 1, err
-		}
-		defer reg.Close()
-		*r.p = reg
-	}
-	if err := pushFixtures(ctx); err != nil {
-		return 1, err
-	}
-	kms, err := testenv.StartKMS(ctx, filepath.Join(dir, "kms"))
+	bed, err := testenv.StartBed(ctx, dir)
 	if err != nil {
 		return 1, err
 	}
-	defer kms.Close()
-	e2e.kms = kms
-	if err := createKeys(ctx); err != nil {
-		return 1, err
-	}
+	defer bed.Close()
+	e2e.bed, e2e.src, e2e.dst, e2e.auth, e2e.kms = bed, bed.Src, bed.Dst, bed.Auth, bed.KMS
+	e2e.fixtures, e2e.keyID, e2e.keyARN = bed.Fixtures, bed.KeyID, bed.KeyARN
 	if e2e.cosign, err = testenv.Tool("cosign"); err != nil {
 		return 1, err
 	}
@@ -114,63 +84,8 @@ func testMain(m *testing.M) (int, error) {
 	return m.Run(), nil
 }
 
-// pushFixtures builds the test images and pushes them to the source.
-func pushFixtures(ctx context.Context) error {
-	e2e.fixtures = map[string]string{}
-	single, err := testenv.Image(testenv.ImageOptions{Layers: 2, LayerSize: 64 << 10, Seed: 1, Labels: map[string]string{"team": "upstream"}})
-	if err != nil {
-		return err
-	}
-	multi, err := testenv.MixedIndex(10, 128<<10)
-	if err != nil {
-		return err
-	}
-	big, err := testenv.Image(testenv.ImageOptions{Layers: 3, LayerSize: 3 << 20, Seed: 20, OCI: true})
-	if err != nil {
-		return err
-	}
-	other, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 32 << 10, Seed: 30})
-	if err != nil {
-		return err
-	}
-	for name, m := range map[string]interface {
-		Digest() (v1.Hash, error)
-	}{"single": single, "multi": multi, "big": big, "other": other} {
-		if err := testenv.Push(ctx, e2e.src.Host+"/src/"+name+":v1", m); err != nil {
-			return fmt.Errorf("pushing fixture %s: %w", name, err)
-		}
-		d, err := m.Digest()
-		if err != nil {
-			return err
-		}
-		e2e.fixtures[name] = d.String()
-	}
-	return nil
-}
-
-func createKeys(ctx context.Context) error {
-	e2e.keyID, e2e.keyARN = map[string]string{}, map[string]string{}
-	for _, k := range []struct {
-		alias string
-		spec  kmstypes.KeySpec
-		usage kmstypes.KeyUsageType
-	}{
-		{rsaKey, kmstypes.KeySpecRsa4096, kmstypes.KeyUsageTypeSignVerify},
-		{ecKey, kmstypes.KeySpecEccNistP256, kmstypes.KeyUsageTypeSignVerify},
-		{encryptKey, kmstypes.KeySpecRsa2048, kmstypes.KeyUsageTypeEncryptDecrypt},
-		{disabledKey, kmstypes.KeySpecEccNistP256, kmstypes.KeyUsageTypeSignVerify},
-	} {
-		id, arn, err := e2e.kms.CreateKey(ctx, k.spec, k.usage, k.alias)
-		if err != nil {
-			return err
-		}
-		e2e.keyID[k.alias], e2e.keyARN[k.alias] = id, arn
-	}
-	return e2e.kms.DisableKey(ctx, e2e.keyID[disabledKey])
-}
-
 // srcRef names a fixture on the source registry.
-func srcRef(fixture string) string { return e2e.src.Host + "/src/" + fixture + ":v1" }
+func srcRef(fixture string) string { return e2e.bed.SrcRef(fixture) }
 
 // dstRepo returns a destination repository unique to the test.
 func dstRepo(t *testing.T, host string) string {

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -329,7 +330,16 @@ func StatusCode(err error) int {
 func Describe(err error) string {
 	var terr *transportError
 	if !errors.As(err, &terr) {
-		return oneLine(err.Error())
+		msg := err.Error()
+		// The HTTP client quotes whole URLs; a pre-signed blob URL carries
+		// credentials in its query.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			if u, perr := url.Parse(uerr.URL); perr == nil {
+				msg = strings.ReplaceAll(msg, uerr.URL, registry.RedactURL(u))
+			}
+		}
+		return oneLine(msg)
 	}
 	host := ""
 	if terr.Request != nil {

@@ -34,6 +34,11 @@ const (
 	KindSigningFailed Kind = "SigningFailed"
 	// KindVerificationFailed: an image has no valid signature.
 	KindVerificationFailed Kind = "VerificationFailed"
+	// KindTimeout: the work was cancelled before its deadline (the Lambda
+	// function's timeout); the destination tag was left as it was.
+	KindTimeout Kind = "Timeout"
+	// KindInternal: anything else; a bug if it ever shows.
+	KindInternal Kind = "InternalError"
 )
 
 // Error is a Service error with its Kind.

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-lambda-go/lambda/messages"
+	"github.com/aws/aws-lambda-go/lambdacontext"
+
+	"github.com/ocistow/ocistow/internal/app"
+	"github.com/ocistow/ocistow/pkg/keys"
+	"github.com/ocistow/ocistow/pkg/registry"
+	"github.com/ocistow/ocistow/pkg/service"
+)
+
+// Payload is the original ocistow Lambda payload. Unknown fields are
+// refused, so that a misspelt field is an error rather than silently
+// ignored.
+type Payload struct {
+	SrcImageRef string            `json:"SrcImageRef"`
+	DstImageRef string            `json:"DstImageRef"`
+	Annotations map[string]string `json:"Annotations"`
+}
+
+// handler holds what every invocation shares: the service (with its
+// connection pool and credential caches, which expire on their own), the
+// signing key, and the settings read at init. It holds nothing about any
+// one invocation.
+type handler struct {
+	svc    service.Service
+	opts   app.Options
+	key    *keys.Key
+	logger *slog.Logger
+}
+
+// newHandler reads the function's configuration from its environment,
+// with the CLI's variable names, and checks it: an invalid configuration or
+// an unusable key fails here, at init, not at every invocation.
+func newHandler(ctx context.Context, lookupEnv func(string) (string, bool), logOut io.Writer) (*handler, error) {
+	getenv := func(k string) string { v, _ := lookupEnv(k); return v }
+	h := &handler{}
+	fs := flag.NewFlagSet("ocistow-lambda", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	h.opts.RegisterPromote(fs)
+	if err := fs.Parse(nil); err != nil {
+		return nil, err
+	}
+	// Source and destination come with each invocation; the log format is
+	// always JSON in Lambda.
+	if err := app.ApplyEnv(fs, getenv, "source", "destination", "log-format", "output"); err != nil {
+		return nil, err
+	}
+	h.opts.Settings.LogFormat = "json"
+
+	memMB, _ := strconv.Atoi(getenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"))
+	if memMB > 0 {
+		// Keep the heap well inside the function's memory unless the user
+		// chose GOMEMLIMIT, and bound concurrency by memory: each blob in
+		// flight costs buffers, and the smallest functions have 128 MB.
+		if getenv("GOMEMLIMIT") == "" {
+			debug.SetMemoryLimit(int64(memMB) * (1 << 20) * 3 / 4)
+		}
+		if h.opts.Settings.Jobs == 0 {
+			h.opts.Settings.Jobs = min(registry.DefaultJobs(), max(2, memMB/64))
+		}
+	}
+	keyRef, err := h.opts.CheckPromote()
+	if err != nil {
+		return nil, err
+	}
+	h.opts.Settings.InsecureRegistries, h.opts.Settings.ECRRegistries = h.opts.Insecure, h.opts.ECR
+	level := slog.LevelInfo
+	if h.opts.Settings.Debug {
+		level = slog.LevelDebug
+	}
+	h.logger = slog.New(requestIDHandler{slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: level})})
+	h.svc = app.NewService(h.opts.Settings, h.logger)
+	if keyRef != "" {
+		if h.key, err = keys.LoadSigner(ctx, keyRef, h.opts.KeyOptions(lookupEnv)); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// Invoke implements lambda.Handler: it decodes the payload strictly, runs
+// the promotion before the function's deadline, and returns the result
+// object, or a function error with a stable errorType.
+func (h *handler) Invoke(ctx context.Context, payload []byte) (out []byte, err error) {
+	defer func() {
+		// Never a stack trace in a response: a panic is a bug, reported as
+		// one line.
+		if r := recover(); r != nil {
+			h.logger.ErrorContext(ctx, "panic", "err", fmt.Sprint(r))
+			out, err = nil, messages.InvokeResponse_Error{Type: string(service.KindInternal), Message: fmt.Sprintf("internal error: %v", r)}
+		}
+	}()
+	p, err := decode(payload)
+	if err != nil {
+		return nil, invokeError(service.KindInvalidRequest, err)
+	}
+	req := h.opts.PromoteRequest(h.key)
+	req.Source, req.Destination = p.SrcImageRef, p.DstImageRef
+	// Annotations from the environment are defaults; the payload's win.
+	req.Annotations = maps.Clone(h.opts.Annotations)
+	if req.Annotations == nil {
+		req.Annotations = map[string]string{}
+	}
+	maps.Copy(req.Annotations, p.Annotations)
+	if req.Copy && p.SrcImageRef == "" {
+		return nil, invokeError(service.KindInvalidRequest, errors.New("SrcImageRef is required"))
+	}
+	if p.DstImageRef == "" {
+		return nil, invokeError(service.KindInvalidRequest, errors.New("DstImageRef is required"))
+	}
+
+	wctx, cancel, margin := workContext(ctx)
+	defer cancel()
+	res, err := service.Promote(wctx, h.svc, req)
+	if err != nil {
+		if wctx.Err() != nil && ctx.Err() == nil {
+			return nil, invokeError(service.KindTimeout, fmt.Errorf("cancelled %s before the function's timeout; the destination tag was not moved: %w", margin, err))
+		}
+		kind := service.KindOf(err)
+		if kind == "" {
+			kind = service.KindInternal
+		}
+		return nil, invokeError(kind, err)
+	}
+	return json.Marshal(res)
+}
+
+// decode reads the payload, refusing unknown fields and trailing data.
+func decode(payload []byte) (Payload, error) {
+	var p Payload
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return p, fmt.Errorf("invalid payload: %s (want {\"SrcImageRef\": …, \"DstImageRef\": …, \"Annotations\": {…}})", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	if dec.More() {
+		return p, errors.New("invalid payload: data after the JSON object")
+	}
+	return p, nil
+}
+
+// workContext returns a context that ends a margin before the invocation's
+// deadline, so that ocistow stops cleanly, and says so, before Lambda kills
+// the function: a tenth of the time left, between 250 ms and 10 s.
+func workContext(ctx context.Context) (context.Context, context.CancelFunc, time.Duration) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		c, cancel := context.WithCancel(ctx)
+		return c, cancel, 0
+	}
+	margin := min(max(time.Until(deadline)/10, 250*time.Millisecond), 10*time.Second)
+	c, cancel := context.WithDeadline(ctx, deadline.Add(-margin))
+	return c, cancel, margin
+}
+
+func invokeError(kind service.Kind, err error) error {
+	return messages.InvokeResponse_Error{Type: string(kind), Message: strings.Join(strings.Fields(err.Error()), " ")}
+}
+
+// requestIDHandler adds the invocation's aws_request_id to every record
+// logged with its context.
+type requestIDHandler struct{ slog.Handler }
+
+func (h requestIDHandler) Handle(ctx context.Context, r slog.Record) error {
+	if lc, ok := lambdacontext.FromContext(ctx); ok {
+		r.AddAttrs(slog.String("aws_request_id", lc.AwsRequestID))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h requestIDHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return requestIDHandler{h.Handler.WithAttrs(as)}
+}
+
+func (h requestIDHandler) WithGroup(name string) slog.Handler {
+	return requestIDHandler{h.Handler.WithGroup(name)}
+}

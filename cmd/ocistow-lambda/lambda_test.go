@@ -1,0 +1,316 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/ocistow/ocistow/internal/testenv"
+)
+
+// These tests run the real bootstrap binary under the AWS Lambda Runtime
+// Interface Emulator, against real registries and local-kms.
+var e2e struct {
+	bootstrap   string
+	bed         *testenv.Bed
+	cosign      string
+	trustedRoot string
+}
+
+func TestMain(m *testing.M) {
+	code, err := testMain(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lambda e2e setup:", err)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+func testMain(m *testing.M) (int, error) {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "ocistow-lambda-e2e-")
+	if err != nil {
+		return 1, err
+	}
+	defer os.RemoveAll(dir)
+	if e2e.bootstrap, err = testenv.BuildBootstrap(dir); err != nil {
+		return 1, err
+	}
+	if e2e.bed, err = testenv.StartBed(ctx, dir); err != nil {
+		return 1, err
+	}
+	defer e2e.bed.Close()
+	if e2e.cosign, err = testenv.Tool("cosign"); err != nil {
+		return 1, err
+	}
+	if e2e.trustedRoot, err = testenv.WriteEmptyTrustedRoot(dir); err != nil {
+		return 1, err
+	}
+	return m.Run(), nil
+}
+
+// function starts the bootstrap under the emulator with the environment a
+// deployed function would have (plus the test's KMS endpoint), and env.
+func function(t *testing.T, env ...string) *testenv.Lambda {
+	t.Helper()
+	base := append([]string{
+		"AWS_LAMBDA_FUNCTION_TIMEOUT=120",
+		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=128",
+		"AWS_EC2_METADATA_DISABLED=true",
+		"AWS_KMS_KEY_ARN=alias/" + testenv.ECKey,
+	}, e2e.bed.KMS.Env()...)
+	l, err := testenv.StartLambda(t.Context(), e2e.bootstrap, append(base, env...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+type lambdaError struct {
+	ErrorType    string `json:"errorType"`
+	ErrorMessage string `json:"errorMessage"`
+}
+
+type promoteResult struct {
+	Source            string `json:"source"`
+	Destination       string `json:"destination"`
+	SourceDigest      string `json:"sourceDigest"`
+	DestinationDigest string `json:"destinationDigest"`
+	Manifests         []struct {
+		Platform          string `json:"platform"`
+		DestinationDigest string `json:"destinationDigest"`
+	} `json:"manifests"`
+	BlobsCopied  int     `json:"blobsCopied"`
+	BlobsSkipped int     `json:"blobsSkipped"`
+	BytesCopied  int64   `json:"bytesCopied"`
+	TookSeconds  float64 `json:"tookSeconds"`
+	Signatures   *struct {
+		Key     string `json:"key"`
+		Added   int    `json:"added"`
+		Present int    `json:"present"`
+	} `json:"signatures"`
+}
+
+// invoke sends payload and returns the result or the function error.
+func invoke(t *testing.T, l *testenv.Lambda, payload string) (*promoteResult, *lambdaError) {
+	t.Helper()
+	body, err := l.Invoke(t.Context(), payload)
+	if err != nil {
+		t.Fatalf("invoking: %v\n%s", err, l.Output())
+	}
+	var le lambdaError
+	if json.Unmarshal([]byte(body), &le) == nil && le.ErrorType != "" {
+		if strings.Contains(le.ErrorMessage, "goroutine ") || strings.Contains(body, "stackTrace") {
+			t.Errorf("function error carries a stack trace: %s", body)
+		}
+		return nil, &le
+	}
+	var res promoteResult
+	if err := json.Unmarshal([]byte(body), &res); err != nil {
+		t.Fatalf("answer is neither a result nor an error: %s\n%s", body, l.Output())
+	}
+	return &res, nil
+}
+
+func dstRepo(t *testing.T, host string) string {
+	repo := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			return r
+		case r >= 'A' && r <= 'Z':
+			return r + 'a' - 'A'
+		}
+		return '-'
+	}, t.Name())
+	for strings.Contains(repo, "--") {
+		repo = strings.ReplaceAll(repo, "--", "-")
+	}
+	return host + "/lambda-" + strings.Trim(repo, "-")
+}
+
+func digestOf(t *testing.T, ref string) string {
+	t.Helper()
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := remote.Head(r, remote.WithContext(t.Context()))
+	if err != nil {
+		t.Fatalf("reading %s: %v", ref, err)
+	}
+	return d.Digest.String()
+}
+
+func payload(src, dst string, annotations map[string]string) string {
+	b, _ := json.Marshal(map[string]any{"SrcImageRef": src, "DstImageRef": dst, "Annotations": annotations})
+	return string(b)
+}
+
+func TestPromotesAndSignsWithTheSeedPayload(t *testing.T) {
+	l := function(t)
+	dst := dstRepo(t, e2e.bed.Dst.Host) + ":v1"
+	res, le := invoke(t, l, payload(e2e.bed.SrcRef("multi"), dst, map[string]string{"team": "foo", "owner": "martin"}))
+	if le != nil {
+		t.Fatalf("function error %s: %s\n%s", le.ErrorType, le.ErrorMessage, l.Output())
+	}
+	if res.SourceDigest != e2e.bed.Fixtures["multi"] || res.DestinationDigest != digestOf(t, dst) {
+		t.Errorf("result digests %s -> %s; source %s, destination holds %s", res.SourceDigest, res.DestinationDigest, e2e.bed.Fixtures["multi"], digestOf(t, dst))
+	}
+	if len(res.Manifests) != 2 || res.BlobsCopied != 6 || res.BytesCopied == 0 || res.TookSeconds <= 0 {
+		t.Errorf("result %+v: want 2 manifests, 6 blobs copied, bytes and took", res)
+	}
+	if res.Signatures == nil || res.Signatures.Added != 3 || res.Signatures.Key != "awskms:///alias/"+testenv.ECKey {
+		t.Fatalf("signatures %+v: want 3 added with the configured key", res.Signatures)
+	}
+	// The real cosign verifies the index and every child.
+	repo := dstRepo(t, e2e.bed.Dst.Host)
+	images := []string{dst}
+	for _, m := range res.Manifests {
+		images = append(images, repo+"@"+m.DestinationDigest)
+	}
+	for _, img := range images {
+		cmd := exec.Command(e2e.cosign, "verify", "--insecure-ignore-tlog=true", "--trusted-root", e2e.trustedRoot,
+			"--key", "awskms:///alias/"+testenv.ECKey, "-a", "team=foo", "-a", "owner=martin", img)
+		cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, e2e.bed.KMS.Env()...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("cosign verify %s: %v\n%s", img, err, out)
+		}
+	}
+	// Canonical lines are JSON and carry the request id.
+	var copyLine map[string]any
+	for _, line := range strings.Split(l.Output(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["method"] == "Copy" {
+			copyLine = m
+		}
+	}
+	if copyLine == nil {
+		t.Fatalf("no JSON canonical Copy line in the function's output:\n%s", l.Output())
+	}
+	if id, _ := copyLine["aws_request_id"].(string); id == "" {
+		t.Errorf("canonical line lacks aws_request_id: %v", copyLine)
+	}
+	if copyLine["dst_digest"] != res.DestinationDigest {
+		t.Errorf("canonical line dst_digest %v, want %s", copyLine["dst_digest"], res.DestinationDigest)
+	}
+
+	// The same invocation again copies nothing and finds every signature.
+	again, le := invoke(t, l, payload(e2e.bed.SrcRef("multi"), dst, map[string]string{"team": "foo", "owner": "martin"}))
+	if le != nil {
+		t.Fatalf("second invocation: %s: %s", le.ErrorType, le.ErrorMessage)
+	}
+	if again.BlobsCopied != 0 || again.Signatures == nil || again.Signatures.Present != 3 || again.Signatures.Added != 0 {
+		t.Errorf("second invocation %+v, signatures %+v: want nothing copied, 3 present", again, again.Signatures)
+	}
+}
+
+func TestErrorTypes(t *testing.T) {
+	l := function(t)
+	repo := dstRepo(t, e2e.bed.Dst.Host)
+	good := e2e.bed.SrcRef("single")
+	cases := []struct {
+		name, payload, errorType, want string
+	}{
+		{"malformed JSON", `{"SrcImageRef":`, "InvalidRequest", "invalid payload"},
+		{"not an object", `["busybox"]`, "InvalidRequest", "invalid payload"},
+		{"unknown field", `{"SrcImageRef":"` + good + `","DstImageRef":"` + repo + `:a","Annotation":{"team":"foo"}}`, "InvalidRequest", `unknown field "Annotation"`},
+		{"trailing data", `{"SrcImageRef":"` + good + `","DstImageRef":"` + repo + `:a"} {}`, "InvalidRequest", "after the JSON object"},
+		{"missing source", payload("", repo+":a", nil), "InvalidRequest", "SrcImageRef is required"},
+		{"missing destination", payload(good, "", nil), "InvalidRequest", "DstImageRef is required"},
+		{"bad reference", payload("Not A Ref!!", repo+":a", nil), "InvalidRequest", "invalid image reference"},
+		{"empty annotation key", payload(good, repo+":a", map[string]string{"": "x"}), "InvalidRequest", "empty key"},
+		{"source not found", payload(e2e.bed.Src.Host+"/src/missing:v1", repo+":a", nil), "SourceNotFound", "404"},
+		{"unauthorized", payload(e2e.bed.Auth.Host+"/private/img:v1", repo+":a", nil), "Unauthorized", "401"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, le := invoke(t, l, c.payload)
+			if le == nil {
+				t.Fatal("the function succeeded")
+			}
+			if le.ErrorType != c.errorType || !strings.Contains(le.ErrorMessage, c.want) || strings.Contains(le.ErrorMessage, "\n") {
+				t.Errorf("errorType %q message %q: want %q containing %q on one line", le.ErrorType, le.ErrorMessage, c.errorType, c.want)
+			}
+		})
+	}
+	r, err := name.NewRepository(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tags, err := remote.List(r, remote.WithContext(t.Context())); err == nil && len(tags) > 0 {
+		t.Errorf("refused invocations left tags %v", tags)
+	}
+}
+
+func TestInvalidConfigurationFailsAtInit(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"missing key", []string{"AWS_KMS_KEY_ARN=alias/does-not-exist"}, "NotFoundException"},
+		{"disabled key", []string{"AWS_KMS_KEY_ARN=alias/" + testenv.DisabledKey}, "Disabled"},
+		{"bad bool", []string{"SIGN=perhaps"}, "SIGN"},
+		{"no key", []string{"AWS_KMS_KEY_ARN="}, "signing needs a key"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			l := function(t, c.env...)
+			_, le := invoke(t, l, payload(e2e.bed.SrcRef("single"), dstRepo(t, e2e.bed.Dst.Host)+":v1", nil))
+			if le == nil {
+				t.Fatal("the function ran with an invalid configuration")
+			}
+			if le.ErrorType != "InvalidConfiguration" || !strings.Contains(le.ErrorMessage, c.want) {
+				t.Errorf("error %+v: want InvalidConfiguration naming %q", le, c.want)
+			}
+			if !strings.Contains(l.Output(), c.want) {
+				t.Errorf("init log lacks %q:\n%s", c.want, l.Output())
+			}
+		})
+	}
+}
+
+func TestTimeoutLeavesTagUntouched(t *testing.T) {
+	// Every blob upload to the destination is slow: the 3 × 3 MiB image
+	// cannot be copied within a 4 s function timeout.
+	front := testenv.NewFront(e2e.bed.Dst.Host)
+	defer front.Close()
+	var slow atomic.Bool
+	front.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if slow.Load() && r.Method == http.MethodPatch {
+			select {
+			case <-time.After(3 * time.Second):
+			case <-r.Context().Done():
+			}
+		}
+		return false
+	})
+	dst := dstRepo(t, front.Host) + ":stable"
+	l := function(t, "AWS_LAMBDA_FUNCTION_TIMEOUT=4", "SIGN=false", "JOBS=1")
+	if _, le := invoke(t, l, payload(e2e.bed.SrcRef("other"), dst, nil)); le != nil {
+		t.Fatalf("first promotion: %s: %s", le.ErrorType, le.ErrorMessage)
+	}
+	before := digestOf(t, strings.Replace(dst, front.Host, e2e.bed.Dst.Host, 1))
+	slow.Store(true)
+
+	_, le := invoke(t, l, payload(e2e.bed.SrcRef("big"), dst, nil))
+	if le == nil {
+		t.Fatal("a copy that cannot finish in time succeeded")
+	}
+	if le.ErrorType != "Timeout" || !strings.Contains(le.ErrorMessage, "before the function's timeout") {
+		t.Errorf("errorType %q message %q: want Timeout, cancelled before the function's timeout", le.ErrorType, le.ErrorMessage)
+	}
+	if after := digestOf(t, strings.Replace(dst, front.Host, e2e.bed.Dst.Host, 1)); after != before {
+		t.Errorf("tag moved from %s to %s after a cancelled promotion", before, after)
+	}
+}
