@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -312,5 +314,63 @@ func TestTimeoutLeavesTagUntouched(t *testing.T) {
 	}
 	if after := digestOf(t, strings.Replace(dst, front.Host, e2e.bed.Dst.Host, 1)); after != before {
 		t.Errorf("tag moved from %s to %s after a cancelled promotion", before, after)
+	}
+}
+
+// peakRSS returns the high-water resident set size of the running process
+// whose executable is exe, from /proc.
+func peakRSS(t *testing.T, exe string) int64 {
+	t.Helper()
+	procs, err := filepath.Glob("/proc/[0-9]*/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range procs {
+		if target, err := os.Readlink(p); err != nil || target != exe {
+			continue
+		}
+		status, err := os.ReadFile(filepath.Join(filepath.Dir(p), "status"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(status), "\n") {
+			if f := strings.Fields(line); len(f) == 3 && f[0] == "VmHWM:" {
+				kb, err := strconv.ParseInt(f[1], 10, 64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return kb << 10
+			}
+		}
+	}
+	t.Fatalf("no running process of %s", exe)
+	return 0
+}
+
+func TestPromotesMoreThanItsMemory(t *testing.T) {
+	// 192 MiB of layers through a function with 128 MB. The bound checked
+	// is half of that, less than one layer: holding any layer in memory
+	// would break it.
+	const layers, size = 3, 64 << 20
+	img, err := testenv.BulkImage(layers, size, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := e2e.bed.Src.Host + "/src/bulk:v1"
+	if err := testenv.Push(t.Context(), src, img); err != nil {
+		t.Fatal(err)
+	}
+	l := function(t, "SIGN=false")
+	res, le := invoke(t, l, payload(src, dstRepo(t, e2e.bed.Dst.Host)+":v1", nil))
+	if le != nil {
+		t.Fatalf("%s: %s\n%s", le.ErrorType, le.ErrorMessage, l.Output())
+	}
+	if res.BytesCopied < layers*size {
+		t.Fatalf("copied %d bytes, want at least %d", res.BytesCopied, layers*size)
+	}
+	peak := peakRSS(t, e2e.bootstrap)
+	t.Logf("peak RSS %.1f MiB while copying %d MiB", float64(peak)/(1<<20), layers*size>>20)
+	if peak >= size {
+		t.Errorf("peak RSS %d MiB, not below one %d MiB layer: the copy does not stream", peak>>20, size>>20)
 	}
 }

@@ -258,6 +258,8 @@ func TestCosignAndOcistowVerifyEachOther(t *testing.T) {
 	if !strings.Contains(v.stdout, digest) || !strings.Contains(v.stdout, `"team":"bar"`) {
 		t.Errorf("ocistow verify printed %s", v.stdout)
 	}
+	// A private key file verifies too (its public half is used).
+	ocistow(t, []string{"COSIGN_PASSWORD=" + password}, "verify", "-key", filepath.Join(dir, "cosign.key"), repo+":a").mustSucceed(t)
 
 	// cosign signs with the KMS key; ocistow verifies with it.
 	if r := cosign(t, dir, nil, "sign", "--key", "awskms:///alias/"+ecKey, "--tlog-upload=false", "--yes", repo+"@"+digest); r.code != 0 {

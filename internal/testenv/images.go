@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
+	rand2 "math/rand/v2"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -12,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -123,4 +125,22 @@ func Push(ctx context.Context, ref string, m any) error {
 	default:
 		return fmt.Errorf("cannot push %T", m)
 	}
+}
+
+// BulkImage builds a large test image quickly: n layers of size random
+// bytes each, stored as they are (not a real tar+gzip, which copying never
+// looks into). For memory and throughput tests.
+func BulkImage(n int, size int64, seed uint64) (v1.Image, error) {
+	rng := rand2.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), byte(seed >> 16), byte(seed >> 24)})
+	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	for range n {
+		b := make([]byte, size)
+		_, _ = rng.Read(b)
+		var err error
+		if img, err = mutate.AppendLayers(img, static.NewLayer(b, types.OCILayer)); err != nil {
+			return nil, err
+		}
+	}
+	return img, nil
 }

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // A tool is a pinned program the tests run: its tools/ module and package.
@@ -74,13 +75,24 @@ func Tool(name string) (string, error) {
 	}
 	bin := filepath.Join(root, "bin", name)
 	stampFile := filepath.Join(root, "bin", "."+name+".pins")
+	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+		return "", err
+	}
+	// Test packages run in parallel: let one build a tool while the others
+	// wait for it, rather than all building it at once.
+	lock, err := os.OpenFile(filepath.Join(root, "bin", "."+name+".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", fmt.Errorf("locking %s: %w", lock.Name(), err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck // closing releases it anyway
 	if have, err := os.ReadFile(stampFile); err == nil && string(have) == stamp {
 		if _, err := os.Stat(bin); err == nil {
 			return bin, nil
 		}
-	}
-	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
-		return "", err
 	}
 	// Build to a temporary name and rename, so that test packages building
 	// the same tool at once never see a half-written binary.
