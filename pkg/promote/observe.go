@@ -18,6 +18,7 @@ type observer struct {
 	existing  map[string]bool
 	mounted   map[string]bool
 	uploaded  map[string]bool
+	checks    map[string]int // existence checks per blob: one per attempt
 	manifests int
 }
 
@@ -28,6 +29,7 @@ func newObserver(dstRepo string) *observer {
 		existing:      map[string]bool{},
 		mounted:       map[string]bool{},
 		uploaded:      map[string]bool{},
+		checks:        map[string]int{},
 	}
 }
 
@@ -45,6 +47,9 @@ func (o *observer) record(req *http.Request, status int) {
 	path := req.URL.Path
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if req.Method == http.MethodHead && strings.HasPrefix(path, o.blobsPath) {
+		o.checks[strings.TrimPrefix(path, o.blobsPath)]++
+	}
 	switch {
 	case req.Method == http.MethodHead && status == http.StatusOK && strings.HasPrefix(path, o.blobsPath):
 		o.existing[strings.TrimPrefix(path, o.blobsPath)] = true
@@ -61,6 +66,21 @@ func (o *observer) record(req *http.Request, status int) {
 	case req.Method == http.MethodPut && status == http.StatusCreated && strings.HasPrefix(path, o.manifestsPath):
 		o.manifests++
 	}
+}
+
+// outcome says what happened to one blob, and in how many attempts.
+func (o *observer) outcome(digest string) (Outcome, int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch {
+	case o.uploaded[digest]:
+		return Uploaded, o.checks[digest]
+	case o.mounted[digest]:
+		return Mounted, o.checks[digest]
+	case o.existing[digest]:
+		return Skipped, o.checks[digest]
+	}
+	return Failed, o.checks[digest]
 }
 
 // fill copies the counts into res; sizes gives each blob's size.

@@ -25,6 +25,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+
 	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/stamp"
 )
@@ -70,20 +73,37 @@ type Result struct {
 	BlobsMounted int `json:"blobsMounted"`
 	// BytesCopied is the size of the blobs uploaded.
 	BytesCopied int64 `json:"bytesCopied"`
-	// ManifestsWritten counts manifest and index uploads.
+	// ManifestsWritten counts manifest and index uploads; ManifestsSkipped
+	// the child manifests the destination already had (whose blobs were
+	// then not looked at).
 	ManifestsWritten int `json:"manifestsWritten"`
+	ManifestsSkipped int `json:"manifestsSkipped"`
 }
 
 // Copy promotes req.Source to req.Destination with the registry client c.
-func Copy(ctx context.Context, c *registry.Client, req Request) (*Result, error) {
-	obs := newObserver(req.Destination.Context().RepositoryStr())
-	opts := c.RemoteOptions(ctx, obs.wrap)
+func Copy(ctx context.Context, c *registry.Client, req Request, opts ...Option) (*Result, error) {
+	o := makeOptions(opts)
+	defer o.progress.Finish()
+	ctx, span := o.tracer.Start(ctx, "promote.Copy")
+	defer span.End()
 
-	desc, err := remote.Get(req.Source, opts...)
+	obs := newObserver(req.Destination.Context().RepositoryStr())
+	ropts := c.RemoteOptions(ctx, obs.wrap)
+	puller, err := remote.NewPuller(ropts...)
+	if err != nil {
+		return nil, err
+	}
+	pusher, err := remote.NewPusher(ropts...)
+	if err != nil {
+		return nil, err
+	}
+
+	desc, err := puller.Get(ctx, req.Source)
 	if err != nil {
 		return nil, &SourceError{Ref: req.Source, Err: err}
 	}
 	res := &Result{SourceDigest: desc.Digest.String()}
+	src := source{ref: req.Source, progress: o.progress}
 
 	var pushed partial.Describable
 	switch {
@@ -92,24 +112,18 @@ func Copy(ctx context.Context, c *registry.Client, req Request) (*Result, error)
 		if err != nil {
 			return res, &SourceError{Ref: req.Source, Err: err}
 		}
-		var idx v1.ImageIndex = &sourceIndex{base: base, ref: req.Source}
+		var idx v1.ImageIndex = &sourceIndex{base: base, src: src}
 		if len(req.Platforms) > 0 {
 			if idx, err = filterPlatforms(idx, req.Platforms); err != nil {
 				return res, err
 			}
 		}
-		src := idx
+		unstamped := idx
 		if idx, err = stamp.Index(idx, req.Stamp); err != nil {
 			return res, fmt.Errorf("stamping %s: %w", req.Source, err)
 		}
-		if res.Manifests, err = describeChildren(src, idx); err != nil {
+		if res.Manifests, err = describeChildren(unstamped, idx); err != nil {
 			return res, &SourceError{Ref: req.Source, Err: err}
-		}
-		if err := checkDigest(req.Destination, idx); err != nil {
-			return res, err
-		}
-		if err := remote.WriteIndex(req.Destination, idx, opts...); err != nil {
-			return res, &DestinationError{Ref: req.Destination, Err: err}
 		}
 		pushed = idx
 	case desc.MediaType.IsImage():
@@ -117,7 +131,7 @@ func Copy(ctx context.Context, c *registry.Client, req Request) (*Result, error)
 		if err != nil {
 			return res, &SourceError{Ref: req.Source, Err: err}
 		}
-		var img v1.Image = &sourceImage{Image: base, ref: req.Source}
+		var img v1.Image = &sourceImage{Image: base, src: src}
 		if len(req.Platforms) > 0 {
 			if err := checkPlatform(img, req.Platforms); err != nil {
 				return res, err
@@ -126,19 +140,15 @@ func Copy(ctx context.Context, c *registry.Client, req Request) (*Result, error)
 		if img, err = stamp.Image(img, req.Stamp); err != nil {
 			return res, fmt.Errorf("stamping %s: %w", req.Source, err)
 		}
-		if err := checkDigest(req.Destination, img); err != nil {
-			return res, err
-		}
-		if err := remote.Write(req.Destination, img, opts...); err != nil {
-			return res, &DestinationError{Ref: req.Destination, Err: err}
-		}
 		pushed = img
 	case desc.MediaType.IsSchema1():
 		return res, fmt.Errorf("source %s is a Docker schema 1 manifest, which registries no longer accept; rebuild or convert it", req.Source)
 	default:
 		return res, fmt.Errorf("source %s has media type %q, which is neither an image nor an index", req.Source, desc.MediaType)
 	}
-
+	if err := checkDigest(req.Destination, pushed); err != nil {
+		return res, err
+	}
 	d, err := pushed.Digest()
 	if err != nil {
 		return res, err
@@ -148,11 +158,34 @@ func Copy(ctx context.Context, c *registry.Client, req Request) (*Result, error)
 		return res, err
 	}
 	res.DestinationDigest, res.MediaType = d.String(), string(mt)
+	span.SetAttributes(
+		attribute.String("ocistow.source", req.Source.String()),
+		attribute.String("ocistow.destination", req.Destination.String()),
+		attribute.String("ocistow.source_digest", res.SourceDigest),
+		attribute.String("ocistow.destination_digest", res.DestinationDigest),
+	)
+
+	w := &writer{
+		pusher: pusher, puller: puller, repo: req.Destination.Context(),
+		sem: make(chan struct{}, c.Jobs()), jobs: c.Jobs(),
+		tracer: o.tracer, progress: o.progress, obs: obs,
+		blobs: map[v1.Hash]*blobOnce{},
+	}
+	// A destination that already holds exactly this manifest is done: one
+	// HEAD instead of one per blob.
+	if !w.exists(ctx, req.Destination, d) {
+		if err := w.write(ctx, pushed, req.Destination); err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+			return res, &DestinationError{Ref: req.Destination, Err: err}
+		}
+	}
 	sizes, err := blobSizes(pushed)
 	if err != nil {
 		return res, err
 	}
 	obs.fill(res, sizes)
+	res.ManifestsSkipped = w.manifestsSkipped()
 	return res, nil
 }
 

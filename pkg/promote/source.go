@@ -27,12 +27,18 @@ func (e *BlobError) Error() string {
 
 func (e *BlobError) Unwrap() error { return e.Err }
 
+// source is what every wrapped source object shares.
+type source struct {
+	ref      name.Reference
+	progress Progress
+}
+
 // sourceImage wraps an image read from the source so that its blobs report
-// read failures as *BlobError. Its manifest and config are the source's, so
-// digests are unchanged.
+// read failures as *BlobError and the bytes they stream to the progress.
+// Its manifest and config are the source's, so digests are unchanged.
 type sourceImage struct {
 	v1.Image
-	ref name.Reference
+	src source
 }
 
 func (s *sourceImage) Layers() ([]v1.Layer, error) {
@@ -70,16 +76,16 @@ func (s *sourceImage) Descriptor() (*v1.Descriptor, error) { return partial.Desc
 // *remote.MountableLayer.
 func (s *sourceImage) wrap(l v1.Layer) v1.Layer {
 	if ml, ok := l.(*remote.MountableLayer); ok {
-		return &remote.MountableLayer{Layer: &sourceLayer{Layer: ml.Layer, ref: s.ref}, Reference: ml.Reference}
+		return &remote.MountableLayer{Layer: &sourceLayer{Layer: ml.Layer, src: s.src}, Reference: ml.Reference}
 	}
-	return &sourceLayer{Layer: l, ref: s.ref}
+	return &sourceLayer{Layer: l, src: s.src}
 }
 
 // sourceIndex wraps an index read from the source so that its images are
 // sourceImages.
 type sourceIndex struct {
 	base v1.ImageIndex
-	ref  name.Reference
+	src  source
 }
 
 var _ v1.ImageIndex = (*sourceIndex)(nil)
@@ -98,7 +104,7 @@ func (s *sourceIndex) Image(h v1.Hash) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &sourceImage{Image: img, ref: s.ref}, nil
+	return &sourceImage{Image: img, src: s.src}, nil
 }
 
 func (s *sourceIndex) ImageIndex(h v1.Hash) (v1.ImageIndex, error) {
@@ -106,7 +112,7 @@ func (s *sourceIndex) ImageIndex(h v1.Hash) (v1.ImageIndex, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &sourceIndex{base: idx, ref: s.ref}, nil
+	return &sourceIndex{base: idx, src: s.src}, nil
 }
 
 // Layer serves children that are neither images nor indexes.
@@ -122,7 +128,7 @@ func (s *sourceIndex) Layer(h v1.Hash) (v1.Layer, error) {
 
 type sourceLayer struct {
 	v1.Layer
-	ref name.Reference
+	src source
 }
 
 func (l *sourceLayer) Compressed() (io.ReadCloser, error) {
@@ -130,12 +136,13 @@ func (l *sourceLayer) Compressed() (io.ReadCloser, error) {
 	if err != nil {
 		return nil, l.blobError(err)
 	}
-	return &sourceReader{rc: rc, l: l}, nil
+	d, _ := l.Layer.Digest()
+	return &sourceReader{rc: rc, l: l, digest: d.String()}, nil
 }
 
 func (l *sourceLayer) blobError(err error) error {
 	d, _ := l.Layer.Digest()
-	return &BlobError{Source: l.ref, Digest: d, Err: err}
+	return &BlobError{Source: l.src.ref, Digest: d, Err: err}
 }
 
 // Descriptor keeps the layer's descriptor from the source manifest.
@@ -145,12 +152,16 @@ func (l *sourceLayer) Descriptor() (*v1.Descriptor, error) { return partial.Desc
 func (l *sourceLayer) Exists() (bool, error) { return partial.Exists(l.Layer) }
 
 type sourceReader struct {
-	rc io.ReadCloser
-	l  *sourceLayer
+	rc     io.ReadCloser
+	l      *sourceLayer
+	digest string
 }
 
 func (r *sourceReader) Read(p []byte) (int, error) {
 	n, err := r.rc.Read(p)
+	if n > 0 {
+		r.l.src.progress.BlobBytes(r.digest, int64(n))
+	}
 	if err != nil && err != io.EOF {
 		err = r.l.blobError(err)
 	}
