@@ -17,11 +17,14 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambda/messages"
 	"github.com/aws/aws-lambda-go/lambdacontext"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ocistow/ocistow/internal/app"
 	"github.com/ocistow/ocistow/pkg/keys"
 	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/service"
+	"github.com/ocistow/ocistow/pkg/tracing"
 )
 
 // Payload is the original ocistow Lambda payload. Unknown fields are
@@ -38,10 +41,12 @@ type Payload struct {
 // signing key, and the settings read at init. It holds nothing about any
 // one invocation.
 type handler struct {
-	svc    service.Service
-	opts   app.Options
-	key    *keys.Key
-	logger *slog.Logger
+	svc     service.Service
+	opts    app.Options
+	key     *keys.Key
+	logger  *slog.Logger
+	tracing *tracing.Tracing
+	tracer  trace.Tracer
 }
 
 // newHandler reads the function's configuration from its environment,
@@ -58,10 +63,20 @@ func newHandler(ctx context.Context, lookupEnv func(string) (string, bool), logO
 	}
 	// Source and destination come with each invocation; the log format is
 	// always JSON in Lambda.
-	if err := app.ApplyEnv(fs, getenv, "source", "destination", "log-format", "output"); err != nil {
+	if err := app.ApplyEnv(fs, getenv, "source", "destination", "log-format", "output", "o", "quiet"); err != nil {
 		return nil, err
 	}
 	h.opts.Settings.LogFormat = "json"
+	on := tracing.Enabled(h.opts.XRay, getenv)
+	tr, err := tracing.New(ctx, on, "ocistow-lambda", app.Version)
+	if err != nil {
+		return nil, err
+	}
+	h.tracing = tr
+	if on {
+		h.opts.Settings.TracerProvider = h.tracing.Provider
+	}
+	h.tracer = h.tracing.Provider.Tracer("github.com/ocistow/ocistow/cmd/ocistow-lambda")
 
 	memMB, _ := strconv.Atoi(getenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"))
 	if memMB > 0 {
@@ -87,7 +102,9 @@ func newHandler(ctx context.Context, lookupEnv func(string) (string, bool), logO
 	h.logger = slog.New(requestIDHandler{slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: level})})
 	h.svc = app.NewService(h.opts.Settings, h.logger)
 	if keyRef != "" {
-		if h.key, err = keys.LoadSigner(ctx, keyRef, h.opts.KeyOptions(lookupEnv)); err != nil {
+		kopts := h.opts.KeyOptions(lookupEnv)
+		kopts.AWSLoadOptions = app.KeyLoadOptions(h.opts.Settings, h.logger)
+		if h.key, err = keys.LoadSigner(ctx, keyRef, kopts); err != nil {
 			return nil, err
 		}
 	}
@@ -124,6 +141,20 @@ func (h *handler) Invoke(ctx context.Context, payload []byte) (out []byte, err e
 	if p.DstImageRef == "" {
 		return nil, invokeError(service.KindInvalidRequest, errors.New("DstImageRef is required"))
 	}
+
+	// The invocation's span joins the trace Lambda started for it (the
+	// X-Ray header it hands the runtime), so that ocistow's spans show
+	// under the function's segment.
+	if header, ok := ctx.Value("x-amzn-trace-id").(string); ok && header != "" {
+		ctx = h.tracing.Propagator.Extract(ctx, propagation.MapCarrier{"X-Amzn-Trace-Id": header})
+	}
+	ctx, span := h.tracer.Start(ctx, "ocistow-lambda", trace.WithSpanKind(trace.SpanKindServer))
+	defer func() {
+		tracing.End(span, err)
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = h.tracing.Flush(fctx) // Lambda freezes the process once we return
+	}()
 
 	wctx, cancel, margin := workContext(ctx)
 	defer cancel()

@@ -7,12 +7,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/codes"
+	"golang.org/x/term"
 
 	"github.com/ocistow/ocistow/internal/app"
 	"github.com/ocistow/ocistow/pkg/keys"
 	"github.com/ocistow/ocistow/pkg/service"
+	"github.com/ocistow/ocistow/pkg/tracing"
 )
 
 // Exit codes. Scripts may rely on them.
@@ -75,7 +80,7 @@ func parse(fs *flag.FlagSet, args []string, getenv func(string) string, stdout, 
 		}
 		return fail(stderr, exitInvalid, fmt.Errorf("%w (see ocistow -h)", err)), true
 	}
-	if err := app.ApplyEnv(fs, getenv, "version"); err != nil {
+	if err := app.ApplyEnv(fs, getenv, "version", "o"); err != nil {
 		return fail(stderr, exitInvalid, err), true
 	}
 	return 0, false
@@ -112,10 +117,26 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if err != nil {
 		return fail(stderr, exitInvalid, err)
 	}
-	svc, _, err := o.Build(stderr)
+	tr, err := tracing.New(ctx, tracing.Enabled(o.XRay, getenv), "ocistow", app.Version)
 	if err != nil {
 		return fail(stderr, exitInvalid, err)
 	}
+	defer flush(tr)
+	if tracing.Enabled(o.XRay, getenv) {
+		o.Settings.TracerProvider = tr.Provider
+	}
+	logOut := stderr
+	if f, ok := stderr.(*os.File); ok && !o.Quiet && term.IsTerminal(int(f.Fd())) {
+		bars := newBarProgress(stderr)
+		defer bars.Finish()
+		o.Settings.Progress, logOut = bars, bars
+	}
+	svc, _, err := o.Build(logOut)
+	if err != nil {
+		return fail(stderr, exitInvalid, err)
+	}
+	ctx, span := tr.Provider.Tracer("github.com/ocistow/ocistow/cmd/ocistow").Start(ctx, "ocistow")
+	defer span.End()
 	if !o.Copy && o.Destination == "" {
 		return fail(stderr, exitInvalid, errors.New("no destination image given"))
 	}
@@ -128,6 +149,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	}
 	res, err := service.Promote(ctx, svc, o.PromoteRequest(key))
 	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		var cs *service.CopySucceededError
 		switch {
 		case errors.As(err, &cs):
@@ -179,6 +201,14 @@ func runVerify(ctx context.Context, args []string, lookupEnv func(string) (strin
 	if ref == "" {
 		return fail(stderr, exitInvalid, errors.New("verify needs a key: give -key or -aws-kms-key-arn"))
 	}
+	tr, err := tracing.New(ctx, tracing.Enabled(false, getenv), "ocistow", app.Version)
+	if err != nil {
+		return fail(stderr, exitInvalid, err)
+	}
+	defer flush(tr)
+	if tracing.Enabled(false, getenv) {
+		o.Settings.TracerProvider = tr.Provider
+	}
 	svc, _, err := o.Build(stderr)
 	if err != nil {
 		return fail(stderr, exitInvalid, err)
@@ -210,6 +240,13 @@ func runVerify(ctx context.Context, args []string, lookupEnv func(string) (strin
 	fmt.Fprintf(stderr, "Verified %d signatures on %d digests of %s with %s\n", len(res.Verified), len(res.Digests), image, key.Ref)
 	fmt.Fprintln(stdout, string(b))
 	return exitOK
+}
+
+// flush exports the spans still buffered, for at most five seconds.
+func flush(tr *tracing.Tracing) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = tr.Shutdown(ctx)
 }
 
 func printJSON(stdout, stderr io.Writer, v any) int {

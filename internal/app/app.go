@@ -14,10 +14,15 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/google/go-containerregistry/pkg/authn"
 
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/ocistow/ocistow/pkg/canonlog"
 	"github.com/ocistow/ocistow/pkg/ecrauth"
+	"github.com/ocistow/ocistow/pkg/promote"
 	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/service"
+	"github.com/ocistow/ocistow/pkg/tracing"
 )
 
 // Version is ocistow's version, set at build time with
@@ -33,6 +38,10 @@ type Settings struct {
 	ECRRegistries      []string
 	// LogFormat is "text" or "json".
 	LogFormat string
+	// TracerProvider records spans; nil records none.
+	TracerProvider trace.TracerProvider
+	// Progress shows each blob of a copy; nil shows nothing.
+	Progress promote.Progress
 }
 
 // NewLogger returns the logger for s, writing to w.
@@ -56,9 +65,9 @@ func NewLogger(s Settings, w io.Writer) (*slog.Logger, error) {
 // (environment, shared config and credentials files, SSO, web identity,
 // container and instance roles), with the region forced to s.AWSRegion when
 // set, and to the region a caller asks for (an ECR hostname's) otherwise.
-func AWSConfigLoader(s Settings) ecrauth.ConfigLoader {
+func AWSConfigLoader(s Settings, logger *slog.Logger) ecrauth.ConfigLoader {
 	return func(ctx context.Context, region string) (aws.Config, error) {
-		var opts []func(*config.LoadOptions) error
+		opts := awsLoadOptions(s.TracerProvider, logger)
 		if region == "" {
 			region = s.AWSRegion
 		}
@@ -73,18 +82,38 @@ func AWSConfigLoader(s Settings) ecrauth.ConfigLoader {
 	}
 }
 
-// NewService builds the Service for s, logging through logger.
+// KeyLoadOptions are the AWS options for KMS clients: tracing and debug
+// logging, as every AWS client of ocistow has.
+func KeyLoadOptions(s Settings, logger *slog.Logger) []func(*config.LoadOptions) error {
+	return awsLoadOptions(s.TracerProvider, logger)
+}
+
+// NewService builds the Service for s, logging through logger: the core
+// wrapped in canonical log lines, wrapped in tracing (so that each log line
+// carries its span's trace id).
 func NewService(s Settings, logger *slog.Logger) service.Service {
 	kc := authn.NewMultiKeychain(
 		authn.DefaultKeychain,
-		ecrauth.New(AWSConfigLoader(s), ecrauth.WithRegistries(s.ECRRegistries...)),
+		ecrauth.New(AWSConfigLoader(s, logger), ecrauth.WithRegistries(s.ECRRegistries...)),
 	)
-	rc := registry.New(
+	ropts := []registry.Option{
 		registry.WithKeychain(kc),
 		registry.WithInsecureRegistries(s.InsecureRegistries...),
 		registry.WithJobs(s.Jobs),
 		registry.WithLogger(logger),
-		registry.WithUserAgent("ocistow/"+Version),
-	)
-	return canonlog.New(service.New(rc), logger)
+		registry.WithUserAgent("ocistow/" + Version),
+	}
+	var sopts []service.Option
+	tp := s.TracerProvider
+	if tp != nil {
+		ropts = append(ropts, registry.WithTracerProvider(tp))
+		sopts = append(sopts, service.WithTracerProvider(tp))
+	} else {
+		tp = noop.NewTracerProvider()
+	}
+	if s.Progress != nil {
+		sopts = append(sopts, service.WithProgress(s.Progress))
+	}
+	core := service.New(registry.New(ropts...), sopts...)
+	return tracing.NewService(canonlog.New(core, logger), tp)
 }

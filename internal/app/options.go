@@ -27,6 +27,9 @@ type Options struct {
 	Labels              KeyValues
 	Platforms           Strings
 	Copy, Sign, XRay    bool
+	Quiet               bool
+
+	logger *slog.Logger // set by Build
 }
 
 // registerCommon defines the flags every command has.
@@ -41,6 +44,7 @@ func (o *Options) registerCommon(fs *flag.FlagSet) {
 	fs.Var(&o.ECR, "ecr-registry", "treat this registry host as Amazon ECR for credentials, e.g. a VPC endpoint name (repeatable)")
 	fs.StringVar(&o.Settings.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.Output, "output", "text", "result on stdout: text or json")
+	fs.StringVar(&o.Output, "o", "text", "short for -output")
 }
 
 // RegisterPromote defines the promotion flags on fs.
@@ -55,7 +59,8 @@ func (o *Options) RegisterPromote(fs *flag.FlagSet) {
 	fs.Var(&o.Platforms, "platform", "copy only this platform of a multi-platform image: os/arch[/variant] (repeatable)")
 	fs.BoolVar(&o.Copy, "copy", true, "whether to copy the image")
 	fs.BoolVar(&o.Sign, "sign", true, "whether to sign the image")
-	fs.BoolVar(&o.XRay, "aws-xray", false, "whether to enable AWS X-Ray tracing")
+	fs.BoolVar(&o.XRay, "aws-xray", false, "whether to enable AWS X-Ray tracing (OpenTelemetry over OTLP to localhost:4318, the ADOT collector; OTEL_* variables apply)")
+	fs.BoolVar(&o.Quiet, "quiet", false, "no progress bars, only the canonical log lines (progress shows only on a terminal anyway)")
 }
 
 // RegisterVerify defines the verify command's flags on fs.
@@ -109,6 +114,7 @@ func (o *Options) Build(w io.Writer) (service.Service, *slog.Logger, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	o.logger = logger
 	return NewService(o.Settings, logger), logger, nil
 }
 
@@ -116,7 +122,8 @@ func (o *Options) Build(w io.Writer) (service.Service, *slog.Logger, error) {
 // password from COSIGN_PASSWORD through lookupEnv.
 func (o *Options) KeyOptions(lookupEnv func(string) (string, bool)) keys.Options {
 	return keys.Options{
-		AWSRegion: o.Settings.AWSRegion,
+		AWSRegion:      o.Settings.AWSRegion,
+		AWSLoadOptions: KeyLoadOptions(o.Settings, o.logger),
 		Password: func() ([]byte, error) {
 			p, ok := lookupEnv("COSIGN_PASSWORD")
 			if !ok {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ocistow/ocistow/pkg/service"
+	"github.com/ocistow/ocistow/pkg/tracing"
 )
 
 // New wraps next so that each call logs one line to logger at info level
@@ -109,6 +110,9 @@ func (m *middleware) Verify(ctx context.Context, req service.VerifyRequest) (*se
 
 func (m *middleware) log(ctx context.Context, method string, start time.Time, err error, attrs []slog.Attr) {
 	attrs = append(attrs, slog.Duration("took", time.Since(start)))
+	if id := tracing.XRayTraceID(ctx); id != "" {
+		attrs = append(attrs, slog.String("trace_id", id))
+	}
 	level := slog.LevelInfo
 	if err != nil {
 		level = slog.LevelError

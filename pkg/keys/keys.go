@@ -50,6 +50,9 @@ type Options struct {
 	// Password returns the password of an encrypted key file (cosign's
 	// COSIGN_PASSWORD). It may be nil when no key file is encrypted.
 	Password func() ([]byte, error)
+	// AWSLoadOptions are added to the AWS configuration of KMS clients:
+	// tracing and debug-logging middleware.
+	AWSLoadOptions []func(*config.LoadOptions) error
 }
 
 // kmsIDPattern matches a bare KMS key id (UUID, or multi-Region mrk- id).
@@ -165,7 +168,7 @@ func loadKMS(ctx context.Context, ref string, o Options) (*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("invalid KMS key reference %q: want awskms://[ENDPOINT]/ID, ALIAS or ARN", ref)
 	}
-	var lopts []func(*config.LoadOptions) error
+	lopts := append([]func(*config.LoadOptions) error(nil), o.AWSLoadOptions...)
 	region := o.AWSRegion
 	if a, err := arn.Parse(keyID); err == nil && a.Region != "" {
 		region = a.Region // a key lives in one region: call that region's KMS

@@ -20,6 +20,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // DefaultJobs is the number of blobs moved at once when WithJobs is not
@@ -43,6 +46,7 @@ type Client struct {
 	backoff   remote.Backoff
 	userAgent string
 	logger    *slog.Logger
+	tp        trace.TracerProvider
 }
 
 // Option configures a Client.
@@ -78,6 +82,10 @@ func WithRetryBackoff(b remote.Backoff) Option { return func(c *Client) { c.back
 // WithLogger sets the logger that receives one debug record per HTTP
 // request. The default discards them.
 func WithLogger(l *slog.Logger) Option { return func(c *Client) { c.logger = l } }
+
+// WithTracerProvider records a span for every HTTP request to a registry
+// (otelhttp). No trace header is sent to registries.
+func WithTracerProvider(tp trace.TracerProvider) Option { return func(c *Client) { c.tp = tp } }
 
 // WithUserAgent sets the User-Agent sent to registries.
 func WithUserAgent(ua string) Option { return func(c *Client) { c.userAgent = ua } }
@@ -143,7 +151,15 @@ func stripParsePrefix(err error) error {
 // bound to ctx. wrap, if not nil, wraps the transport for this operation
 // only: ocistow uses it to observe what each promotion moved.
 func (c *Client) RemoteOptions(ctx context.Context, wrap func(http.RoundTripper) http.RoundTripper) []remote.Option {
-	var rt http.RoundTripper = &debugLog{next: &retryAfter{next: c.base}, logger: c.logger}
+	base := c.base
+	if c.tp != nil {
+		base = otelhttp.NewTransport(base,
+			otelhttp.WithTracerProvider(c.tp),
+			otelhttp.WithPropagators(propagation.NewCompositeTextMapPropagator()),
+			otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return "HTTP " + r.Method }),
+		)
+	}
+	var rt http.RoundTripper = &debugLog{next: &retryAfter{next: base}, logger: c.logger}
 	if wrap != nil {
 		rt = wrap(rt)
 	}

@@ -15,6 +15,8 @@ import (
 	"unicode/utf8"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/ocistow/ocistow/pkg/promote"
 	"github.com/ocistow/ocistow/pkg/registry"
@@ -59,13 +61,34 @@ type CopyResult struct {
 	Took Duration `json:"tookSeconds"`
 }
 
+// Option configures the Service.
+type Option func(*service)
+
+// WithTracerProvider records spans for each blob, manifest and signature.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(s *service) { s.tp = tp }
+}
+
+// WithProgress reports each blob of every Copy to p (a terminal display).
+func WithProgress(p promote.Progress) Option {
+	return func(s *service) { s.progress = p }
+}
+
 // New returns the Service that talks to registries through c.
-func New(c *registry.Client) Service {
-	return &service{registry: c}
+func New(c *registry.Client, opts ...Option) Service {
+	s := &service{registry: c, tp: noop.NewTracerProvider()}
+	for _, o := range opts {
+		o(s)
+	}
+	s.tracer = s.tp.Tracer("github.com/ocistow/ocistow/pkg/service")
+	return s
 }
 
 type service struct {
 	registry *registry.Client
+	tp       trace.TracerProvider
+	tracer   trace.Tracer
+	progress promote.Progress
 }
 
 func (s *service) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error) {
@@ -74,7 +97,11 @@ func (s *service) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error
 	if err != nil {
 		return nil, err
 	}
-	res, err := promote.Copy(ctx, s.registry, *preq)
+	popts := []promote.Option{promote.WithTracerProvider(s.tp)}
+	if s.progress != nil {
+		popts = append(popts, promote.WithProgress(s.progress))
+	}
+	res, err := promote.Copy(ctx, s.registry, *preq, popts...)
 	out := &CopyResult{Source: preq.Source.String(), Destination: preq.Destination.String(), Took: Duration(time.Since(start))}
 	if res != nil {
 		out.Result = *res

@@ -11,6 +11,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ocistow/ocistow/pkg/keys"
@@ -96,10 +99,16 @@ func (s *service) Sign(ctx context.Context, req SignRequest) (*SignResult, error
 	g.SetLimit(s.registry.Jobs())
 	for i, d := range digests {
 		g.Go(func() error {
-			st, err := sign.Digest(gctx, s.registry, d, req.Annotations, req.Key)
+			sctx, span := s.tracer.Start(gctx, "sign "+d.DigestStr(), trace.WithAttributes(attribute.String("oci.manifest.digest", d.DigestStr())))
+			st, err := sign.Digest(sctx, s.registry, d, req.Annotations, req.Key)
+			span.SetAttributes(attribute.String("ocistow.signature", string(st)))
 			if err != nil {
+				span.RecordError(err)
+				span.SetStatus(codes.Error, err.Error())
+				span.End()
 				return fmt.Errorf("signing %s: %w", d, err)
 			}
+			span.End()
 			mu.Lock()
 			defer mu.Unlock()
 			res.Digests[i] = SignedDigest{Digest: d.DigestStr(), Status: st}
