@@ -4,16 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
@@ -30,6 +33,9 @@ var e2e struct {
 }
 
 func TestMain(m *testing.M) {
+	// Nothing in these tests may reach for the EC2 metadata service (a
+	// non-loopback address) when an AWS SDK finds no credentials.
+	os.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 	code, err := testMain(m)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lambda e2e setup:", err)
@@ -373,4 +379,107 @@ func TestPromotesMoreThanItsMemory(t *testing.T) {
 	if peak >= size {
 		t.Errorf("peak RSS %d MiB, not below one %d MiB layer: the copy does not stream", peak>>20, size>>20)
 	}
+}
+
+// The real bootstrap under the emulator exports its spans before each
+// invocation returns (Lambda freezes the process after).
+func TestSpansAreFlushedBeforeTheInvocationReturns(t *testing.T) {
+	recv := testenv.NewOTLPReceiver()
+	defer recv.Close()
+	l := function(t, "AWS_XRAY=true", "OTEL_EXPORTER_OTLP_ENDPOINT="+recv.Endpoint)
+	if _, le := invoke(t, l, payload(e2e.bed.SrcRef("single"), dstRepo(t, e2e.bed.Dst.Host)+":v1", map[string]string{"team": "foo"})); le != nil {
+		t.Fatalf("%s: %s", le.ErrorType, le.ErrorMessage)
+	}
+	names := map[string]bool{}
+	for _, s := range recv.Spans() {
+		names[strings.Fields(s.Name)[0]] = true
+	}
+	for _, want := range []string{"ocistow-lambda", "Copy", "Sign", "blob", "manifest", "sign"} {
+		if !names[want] {
+			t.Errorf("no %s span exported by the time the invocation returned (have %v)", want, names)
+		}
+	}
+	if !strings.Contains(l.Output(), `"trace_id":"1-`) {
+		t.Errorf("the JSON canonical lines lack a trace id:\n%s", l.Output())
+	}
+}
+
+// Lambda hands the runtime the invocation's X-Ray header (aws-lambda-go
+// puts it in the context); ocistow's spans must join that trace under the
+// function's segment. The emulator does not forward the header (its tracer
+// is a no-op), so this runs the handler in-process with the context Lambda
+// would give it.
+func TestSpansJoinTheInvocationsTrace(t *testing.T) {
+	recv := testenv.NewOTLPReceiver()
+	defer recv.Close()
+	env := map[string]string{
+		"AWS_XRAY":                    "true",
+		"OTEL_EXPORTER_OTLP_ENDPOINT": recv.Endpoint,
+		"AWS_KMS_KEY_ARN":             "alias/" + testenv.ECKey,
+	}
+	for _, kv := range e2e.bed.KMS.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	// In-process, the AWS SDK and the OTLP exporter read the process
+	// environment, as they do in Lambda.
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	var logs strings.Builder
+	h, err := newHandler(t.Context(), func(k string) (string, bool) { v, ok := env[k]; return v, ok }, &syncWriter{w: &logs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := fmt.Sprintf("%08x%s", time.Now().Unix(), "0123456789abcdef01234567")
+	parent := "53995c3f42cd8ad8"
+	header := "Root=1-" + root[:8] + "-" + root[8:] + ";Parent=" + parent + ";Sampled=1"
+	ctx := lambdacontext.NewContext(t.Context(), &lambdacontext.LambdaContext{AwsRequestID: "req-1"})
+	ctx = context.WithValue(ctx, "x-amzn-trace-id", header) //nolint:staticcheck // the key aws-lambda-go uses
+	if _, err := h.Invoke(ctx, []byte(payload(e2e.bed.SrcRef("single"), dstRepo(t, e2e.bed.Dst.Host)+":v1", nil))); err != nil {
+		t.Fatal(err)
+	}
+	// Spans of the init (the key check) are traces of their own; every span
+	// of the invocation is in the invocation's trace.
+	var spans []testenv.Span
+	for _, s := range recv.Spans() {
+		if s.Parent == "" && s.Name != "ocistow-lambda" {
+			continue
+		}
+		spans = append(spans, s)
+	}
+	var top *testenv.Span
+	for i, s := range spans {
+		if s.TraceID != root {
+			t.Errorf("span %s in trace %s, not the invocation's %s", s.Name, s.TraceID, root)
+		}
+		if s.Name == "ocistow-lambda" {
+			top = &spans[i]
+		}
+	}
+	if top == nil || top.Parent != parent {
+		var names []string
+		for _, s := range spans {
+			names = append(names, s.Name)
+		}
+		t.Fatalf("want the ocistow-lambda span under the function's segment %s, got %+v (spans: %v)", parent, top, names)
+	}
+	if len(spans) < 5 {
+		t.Errorf("only %d spans", len(spans))
+	}
+	want := `"trace_id":"1-` + root[:8] + "-" + root[8:] + `"`
+	if !strings.Contains(logs.String(), want) || !strings.Contains(logs.String(), `"aws_request_id":"req-1"`) {
+		t.Errorf("canonical lines lack %s or the request id:\n%s", want, logs.String())
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }

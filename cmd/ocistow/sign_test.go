@@ -473,3 +473,19 @@ func writeImage(t *testing.T, ref string, img v1.Image) {
 		t.Fatalf("writing %s: %v", ref, err)
 	}
 }
+
+func TestDebugShowsAWSCallsWithoutSecrets(t *testing.T) {
+	r := ocistow(t, e2e.kms.Env(), "-debug", "-source", srcRef("single"), "-destination", dstRepo(t, e2e.dst.Host)+":v1",
+		"-aws-kms-key-arn", "alias/"+ecKey).mustSucceed(t)
+	for _, want := range []string{"msg=aws service=KMS operation=DescribeKey", "service=KMS operation=Sign", "msg=http method=HEAD"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("debug output lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	// local-kms's credentials (see testenv.KMS.Env) never show.
+	for _, secret := range []string{"local-kms-secret", "AKIDLOCALKMS", "AWS4-HMAC-SHA256", "Authorization"} {
+		if strings.Contains(r.stderr+r.stdout, secret) {
+			t.Errorf("debug output contains %q", secret)
+		}
+	}
+}

@@ -66,11 +66,15 @@ func StartLambda(ctx context.Context, bootstrap string, env []string) (*Lambda, 
 	return l, nil
 }
 
-// Invoke sends payload and returns the emulator's answer body.
-func (l *Lambda) Invoke(ctx context.Context, payload string) (string, error) {
+// Invoke sends payload and returns the emulator's answer body. header,
+// when not empty, is sent as X-Amzn-Trace-Id, as Lambda's front end would.
+func (l *Lambda) Invoke(ctx context.Context, payload string, header ...string) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.URL, strings.NewReader(payload))
 	if err != nil {
 		return "", err
+	}
+	if len(header) > 0 {
+		req.Header.Set("X-Amzn-Trace-Id", header[0])
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
