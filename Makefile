@@ -8,7 +8,7 @@ MEMORY ?= 1024
 TIMEOUT ?= 900
 TRACING ?= PassThrough
 
-.PHONY: build demo test vet fmt-check clean lambda deploy
+.PHONY: build demo test vet fmt-check clean lambda deploy bench
 
 build:
 	$(GO) build -trimpath -o bin/ocistow ./cmd/ocistow
@@ -47,6 +47,10 @@ deploy: lambda
 		--parameter-overrides KmsKeyArn=$(AWS_KMS_KEY_ARN) DestinationRepositories=$(REPOSITORIES) \
 		MemorySize=$(MEMORY) Timeout=$(TIMEOUT) Tracing=$(TRACING)
 	aws cloudformation describe-stacks --stack-name $(STACK) --query 'Stacks[0].Outputs' --output table
+
+# The side-by-side benchmark (minutes; not part of CI). BENCH_FLAGS=-layers 6 -layer-mib 128 -runs 3
+bench:
+	$(GO) run ./internal/bench $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin dist

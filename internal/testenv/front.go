@@ -3,6 +3,7 @@ package testenv
 import (
 	"bufio"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -28,10 +29,12 @@ type Front struct {
 	modify func(*http.Response) error
 }
 
-// Request is one request seen by a Front, with the status it was answered.
+// Request is one request seen by a Front, with the status it was answered
+// and the size of its body.
 type Request struct {
 	Method, Path, Query string
 	Status              int
+	BodyBytes           int64
 }
 
 // NewFront starts a Front before the registry at host.
@@ -50,6 +53,8 @@ func NewFront(host string) *Front {
 	}
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w, status: 200}
+		body := &countingBody{ReadCloser: r.Body}
+		r.Body = body
 		f.mu.Lock()
 		hook := f.hook
 		f.mu.Unlock()
@@ -57,7 +62,7 @@ func NewFront(host string) *Front {
 			rp.ServeHTTP(rec, r)
 		}
 		f.mu.Lock()
-		f.log = append(f.log, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Status: rec.status})
+		f.log = append(f.log, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Status: rec.status, BodyBytes: body.n})
 		f.mu.Unlock()
 	}))
 	f.Host = strings.TrimPrefix(f.srv.URL, "http://")
@@ -98,6 +103,17 @@ func (f *Front) Count(match func(Request) bool) int {
 
 // Close stops the front.
 func (f *Front) Close() { f.srv.Close() }
+
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n += int64(n)
+	return n, err
+}
 
 type statusRecorder struct {
 	http.ResponseWriter

@@ -32,6 +32,10 @@ func lookupTool(name string) (tool, bool) {
 		return tool{"cosign", "github.com/sigstore/cosign/v2/cmd/cosign"}, true
 	case "aws-lambda-rie":
 		return tool{"rie", "github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie"}, true
+	case "crane":
+		return tool{"crane", "github.com/google/go-containerregistry/cmd/crane"}, true
+	case "regctl":
+		return tool{"regctl", "github.com/regclient/regclient/cmd/regctl"}, true
 	}
 	return tool{}, false
 }
@@ -57,7 +61,7 @@ func Root() (string, error) {
 }
 
 // Tool returns the path of the pinned tool name (registry, local-kms,
-// cosign, aws-lambda-rie), building it into bin/ first when bin/ lacks it or
+// cosign, aws-lambda-rie, and the benchmark's peers crane and regctl), building it into bin/ first when bin/ lacks it or
 // holds a build of other pins. It fails, never skips, when the build fails.
 func Tool(name string) (string, error) {
 	t, ok := lookupTool(name)

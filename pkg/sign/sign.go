@@ -126,7 +126,7 @@ func Digest(ctx context.Context, rc *registry.Client, digest name.Digest, annota
 		// Confirm: read back now, and again after a pause of a few times
 		// our own read-modify-write, by which a writer that read the tag
 		// before our write has written too.
-		ok, err := confirm(ctx, tag, oopts, body, key, max(150*time.Millisecond, 3*time.Since(start)))
+		ok, err := confirm(ctx, tag, oopts, body, key, max(20*time.Millisecond, 3*time.Since(start)))
 		if err != nil {
 			return "", err
 		}
