@@ -8,7 +8,7 @@ MEMORY ?= 1024
 TIMEOUT ?= 900
 TRACING ?= PassThrough
 
-.PHONY: build demo test vet fmt-check clean lambda deploy bench
+.PHONY: build demo test vet fmt-check clean lambda deploy bench fuzz
 
 build:
 	$(GO) build -trimpath -o bin/ocistow ./cmd/ocistow
@@ -24,6 +24,17 @@ fmt-check:
 
 test: fmt-check vet
 	$(GO) test -race -count=1 ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
+
+# Fuzz each target for FUZZTIME (CI: 5s each, from the committed seeds).
+FUZZTIME ?= 30s
+FUZZ_TARGETS = ./pkg/registry:FuzzParseReference ./internal/app:FuzzKeyValues \
+	./cmd/ocistow-lambda/internal/payload:FuzzDecodePayload ./pkg/sign:FuzzCheckPayload
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t#*:}; echo "fuzz $$fn ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$$fn$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
 
 # The Lambda function for both architectures: dist/ocistow-lambda-{arm64,x86_64}.zip,
 # each holding a static, stripped executable named bootstrap (provided.al2023).

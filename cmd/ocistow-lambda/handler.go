@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,21 +19,13 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	lambdapayload "github.com/ocistow/ocistow/cmd/ocistow-lambda/internal/payload"
 	"github.com/ocistow/ocistow/internal/app"
 	"github.com/ocistow/ocistow/pkg/keys"
 	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/service"
 	"github.com/ocistow/ocistow/pkg/tracing"
 )
-
-// Payload is the original ocistow Lambda payload. Unknown fields are
-// refused, so that a misspelt field is an error rather than silently
-// ignored.
-type Payload struct {
-	SrcImageRef string            `json:"SrcImageRef"`
-	DstImageRef string            `json:"DstImageRef"`
-	Annotations map[string]string `json:"Annotations"`
-}
 
 // handler holds what every invocation shares: the service (with its
 // connection pool and credential caches, which expire on their own), the
@@ -114,7 +105,7 @@ func newHandler(ctx context.Context, lookupEnv func(string) (string, bool), logO
 // Invoke implements lambda.Handler: it decodes the payload strictly, runs
 // the promotion before the function's deadline, and returns the result
 // object, or a function error with a stable errorType.
-func (h *handler) Invoke(ctx context.Context, payload []byte) (out []byte, err error) {
+func (h *handler) Invoke(ctx context.Context, raw []byte) (out []byte, err error) {
 	defer func() {
 		// Never a stack trace in a response: a panic is a bug, reported as
 		// one line.
@@ -123,7 +114,7 @@ func (h *handler) Invoke(ctx context.Context, payload []byte) (out []byte, err e
 			out, err = nil, messages.InvokeResponse_Error{Type: string(service.KindInternal), Message: fmt.Sprintf("internal error: %v", r)}
 		}
 	}()
-	p, err := decode(payload)
+	p, err := lambdapayload.Decode(raw)
 	if err != nil {
 		return nil, invokeError(service.KindInvalidRequest, err)
 	}
@@ -170,20 +161,6 @@ func (h *handler) Invoke(ctx context.Context, payload []byte) (out []byte, err e
 		return nil, invokeError(kind, err)
 	}
 	return json.Marshal(res)
-}
-
-// decode reads the payload, refusing unknown fields and trailing data.
-func decode(payload []byte) (Payload, error) {
-	var p Payload
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		return p, fmt.Errorf("invalid payload: %s (want {\"SrcImageRef\": …, \"DstImageRef\": …, \"Annotations\": {…}})", strings.TrimPrefix(err.Error(), "json: "))
-	}
-	if dec.More() {
-		return p, errors.New("invalid payload: data after the JSON object")
-	}
-	return p, nil
 }
 
 // workContext returns a context that ends a margin before the invocation's

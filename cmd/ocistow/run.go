@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -80,7 +82,7 @@ func parse(fs *flag.FlagSet, args []string, getenv func(string) string, stdout, 
 		}
 		return fail(stderr, exitInvalid, fmt.Errorf("%w (see ocistow -h)", err)), true
 	}
-	if err := app.ApplyEnv(fs, getenv, "version", "o"); err != nil {
+	if err := app.ApplyEnv(fs, getenv, "version", "o", "cpuprofile", "memprofile"); err != nil {
 		return fail(stderr, exitInvalid, err), true
 	}
 	return 0, false
@@ -93,12 +95,15 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	}
 
 	var (
-		o       app.Options
-		version bool
+		o                      app.Options
+		version                bool
+		cpuprofile, memprofile string
 	)
 	fs := flag.NewFlagSet("ocistow", flag.ContinueOnError)
 	o.RegisterPromote(fs)
 	fs.BoolVar(&version, "version", false, "print the version and exit")
+	fs.StringVar(&cpuprofile, "cpuprofile", "", "write a pprof CPU profile of the run to this file")
+	fs.StringVar(&memprofile, "memprofile", "", "write a pprof heap profile at the end of the run to this file")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageHead)
 		fs.PrintDefaults()
@@ -117,6 +122,11 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if err != nil {
 		return fail(stderr, exitInvalid, err)
 	}
+	stopProfiles, err := startProfiles(cpuprofile, memprofile)
+	if err != nil {
+		return fail(stderr, exitInvalid, err)
+	}
+	defer stopProfiles()
 	tr, err := tracing.New(ctx, tracing.Enabled(o.XRay, getenv), "ocistow", app.Version)
 	if err != nil {
 		return fail(stderr, exitInvalid, err)
@@ -154,7 +164,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		switch {
 		case errors.As(err, &cs):
 			return fail(stderr, exitSignFailed, err)
-		case service.KindOf(err) == service.KindInvalidRequest:
+		case service.KindOf(err) == service.KindInvalidRequest, service.KindOf(err) == service.KindTagImmutable:
 			return fail(stderr, exitInvalid, err)
 		case o.Copy:
 			return fail(stderr, exitFailed, fmt.Errorf("copy failed: %w", err))
@@ -242,6 +252,34 @@ func runVerify(ctx context.Context, args []string, lookupEnv func(string) (strin
 	return exitOK
 }
 
+// startProfiles starts a CPU profile and arranges a heap profile, for
+// finding where a promotion spends its time and memory (make bench).
+func startProfiles(cpu, mem string) (stop func(), err error) {
+	var f *os.File
+	if cpu != "" {
+		if f, err = os.Create(cpu); err != nil {
+			return nil, err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	return func() {
+		if f != nil {
+			pprof.StopCPUProfile()
+			f.Close()
+		}
+		if mem != "" {
+			if m, err := os.Create(mem); err == nil {
+				runtime.GC()
+				_ = pprof.WriteHeapProfile(m)
+				m.Close()
+			}
+		}
+	}, nil
+}
+
 // flush exports the spans still buffered, for at most five seconds.
 func flush(tr *tracing.Tracing) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -266,6 +304,9 @@ func copySummary(r *service.CopyResult) string {
 		fmt.Fprintf(&b, "%d platforms, ", n)
 	}
 	took := time.Duration(r.Took).Round(time.Millisecond)
+	if r.PreviousDigest != "" {
+		fmt.Fprintf(&b, "tag moved from %s, ", r.PreviousDigest)
+	}
 	if r.ManifestsWritten == 0 {
 		fmt.Fprintf(&b, "destination already up to date in %s", took)
 		return b.String()

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -38,6 +39,9 @@ type Settings struct {
 	ECRRegistries      []string
 	// LogFormat is "text" or "json".
 	LogFormat string
+	// StallTimeout abandons (and retries) a response that delivers nothing
+	// for this long; 0 means registry.DefaultStallTimeout.
+	StallTimeout time.Duration
 	// TracerProvider records spans; nil records none.
 	TracerProvider trace.TracerProvider
 	// Progress shows each blob of a copy; nil shows nothing.
@@ -102,6 +106,9 @@ func NewService(s Settings, logger *slog.Logger) service.Service {
 		registry.WithJobs(s.Jobs),
 		registry.WithLogger(logger),
 		registry.WithUserAgent("ocistow/" + Version),
+	}
+	if s.StallTimeout > 0 {
+		ropts = append(ropts, registry.WithStallTimeout(s.StallTimeout))
 	}
 	var sopts []service.Option
 	tp := s.TracerProvider

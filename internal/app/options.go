@@ -8,6 +8,7 @@ import (
 	"log/slog"
 
 	"github.com/ocistow/ocistow/pkg/keys"
+	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/service"
 )
 
@@ -28,6 +29,7 @@ type Options struct {
 	Platforms           Strings
 	Copy, Sign, XRay    bool
 	Quiet               bool
+	Immutable           bool
 
 	logger *slog.Logger // set by Build
 }
@@ -43,6 +45,7 @@ func (o *Options) registerCommon(fs *flag.FlagSet) {
 	fs.Var(&o.Insecure, "insecure-registry", "allow plain HTTP or unverified TLS to this registry host[:port] (repeatable; loopback needs none)")
 	fs.Var(&o.ECR, "ecr-registry", "treat this registry host as Amazon ECR for credentials, e.g. a VPC endpoint name (repeatable)")
 	fs.StringVar(&o.Settings.LogFormat, "log-format", "text", "log format: text or json")
+	fs.DurationVar(&o.Settings.StallTimeout, "stall-timeout", registry.DefaultStallTimeout, "abandon and retry a registry response that sends nothing for this long")
 	fs.StringVar(&o.Output, "output", "text", "result on stdout: text or json")
 	fs.StringVar(&o.Output, "o", "text", "short for -output")
 }
@@ -60,6 +63,7 @@ func (o *Options) RegisterPromote(fs *flag.FlagSet) {
 	fs.BoolVar(&o.Copy, "copy", true, "whether to copy the image")
 	fs.BoolVar(&o.Sign, "sign", true, "whether to sign the image")
 	fs.BoolVar(&o.XRay, "aws-xray", false, "whether to enable AWS X-Ray tracing (OpenTelemetry over OTLP to localhost:4318, the ADOT collector; OTEL_* variables apply)")
+	fs.BoolVar(&o.Immutable, "immutable", false, "refuse, before writing anything, to move a destination tag that points at another digest")
 	fs.BoolVar(&o.Quiet, "quiet", false, "no progress bars, only the canonical log lines (progress shows only on a terminal anyway)")
 }
 
@@ -144,6 +148,7 @@ func (o *Options) PromoteRequest(key *keys.Key) service.PromoteRequest {
 			ManifestAnnotations: o.ManifestAnnotations,
 			Labels:              o.Labels,
 			Platforms:           o.Platforms,
+			Immutable:           o.Immutable,
 		},
 		Copy: o.Copy,
 		Sign: o.Sign,

@@ -54,6 +54,9 @@ func (m *middleware) Copy(ctx context.Context, req service.CopyRequest) (*servic
 			slog.Int("blobs_mounted", res.BlobsMounted),
 			slog.Int64("bytes", res.BytesCopied),
 		)
+		if res.PreviousDigest != "" {
+			attrs = append(attrs, slog.String("tag_moved_from", res.PreviousDigest))
+		}
 	}
 	m.log(ctx, "Copy", start, err, attrs)
 	return res, err

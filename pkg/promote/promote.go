@@ -45,7 +45,13 @@ type Request struct {
 	// source that satisfy one of them (os/arch[/variant]); the destination
 	// gets an index of just those.
 	Platforms []v1.Platform
+	// Immutable refuses, before writing anything, to move a destination tag
+	// that already points at another digest.
+	Immutable bool
 }
+
+// ErrTagWouldMove is returned (wrapped) when Immutable refuses a promotion.
+var ErrTagWouldMove = errors.New("destination tag already points at another digest")
 
 // Manifest describes one image of a promoted index.
 type Manifest struct {
@@ -71,6 +77,9 @@ type Result struct {
 	BlobsCopied  int `json:"blobsCopied"`
 	BlobsSkipped int `json:"blobsSkipped"`
 	BlobsMounted int `json:"blobsMounted"`
+	// PreviousDigest is what the destination tag pointed at before, when the
+	// promotion moved it to another digest.
+	PreviousDigest string `json:"previousDigest,omitempty"`
 	// BytesCopied is the size of the blobs uploaded.
 	BytesCopied int64 `json:"bytesCopied"`
 	// ManifestsWritten counts manifest and index uploads; ManifestsSkipped
@@ -172,8 +181,16 @@ func Copy(ctx context.Context, c *registry.Client, req Request, opts ...Option) 
 		blobs: map[v1.Hash]*blobOnce{},
 	}
 	// A destination that already holds exactly this manifest is done: one
-	// HEAD instead of one per blob.
-	if !w.exists(ctx, req.Destination, d) {
+	// HEAD instead of one per blob. A tag that points elsewhere is about to
+	// move: say so, or refuse.
+	current := w.current(ctx, req.Destination)
+	if current != "" && current != d.String() {
+		res.PreviousDigest = current
+		if req.Immutable {
+			return res, fmt.Errorf("%w: %s is %s, the promotion would make it %s (-immutable)", ErrTagWouldMove, req.Destination, current, d)
+		}
+	}
+	if current != d.String() {
 		if err := w.write(ctx, pushed, req.Destination); err != nil {
 			span.RecordError(err)
 			span.SetStatus(codes.Error, err.Error())

@@ -1,6 +1,7 @@
 package promote
 
 import (
+	"errors"
 	"fmt"
 	"io"
 
@@ -26,6 +27,14 @@ func (e *BlobError) Error() string {
 }
 
 func (e *BlobError) Unwrap() error { return e.Err }
+
+// Temporary reports whether the failure is worth retrying (a reset or
+// stalled connection, not a digest mismatch), so that go-containerregistry
+// retries the blob.
+func (e *BlobError) Temporary() bool {
+	var t interface{ Temporary() bool }
+	return errors.As(e.Err, &t) && t.Temporary()
+}
 
 // source is what every wrapped source object shares.
 type source struct {

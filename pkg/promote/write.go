@@ -105,11 +105,14 @@ func (w *writer) manifestsSkipped() int {
 	return w.skipped
 }
 
-// exists reports whether the destination holds manifest d at ref. Errors
-// count as "no": writing will report them.
-func (w *writer) exists(ctx context.Context, ref name.Reference, d v1.Hash) bool {
+// current returns the digest the destination holds at ref, or "" when it
+// holds nothing there. Errors count as nothing: writing will report them.
+func (w *writer) current(ctx context.Context, ref name.Reference) string {
 	got, err := w.puller.Head(ctx, ref)
-	return err == nil && got.Digest == d
+	if err != nil {
+		return ""
+	}
+	return got.Digest.String()
 }
 
 func (w *writer) write(ctx context.Context, m partial.Describable, ref name.Reference) error {
@@ -139,7 +142,7 @@ func (w *writer) writeIndex(ctx context.Context, idx v1.ImageIndex, ref name.Ref
 			}
 			childRef := w.repo.Digest(d.String())
 			g.Go(func() error {
-				if w.exists(gctx, childRef, d) {
+				if w.current(gctx, childRef) == d.String() {
 					w.mu.Lock()
 					w.skipped++
 					w.mu.Unlock()

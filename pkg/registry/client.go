@@ -47,7 +47,16 @@ type Client struct {
 	userAgent string
 	logger    *slog.Logger
 	tp        trace.TracerProvider
+	stall     time.Duration
 }
+
+// DefaultStallTimeout is how long a response body may deliver nothing
+// before the request is abandoned (and retried).
+const DefaultStallTimeout = 60 * time.Second
+
+// WithStallTimeout sets how long a response may deliver no data before it
+// is abandoned; 0 turns the guard off.
+func WithStallTimeout(d time.Duration) Option { return func(c *Client) { c.stall = d } }
 
 // Option configures a Client.
 type Option func(*Client)
@@ -101,6 +110,7 @@ func New(opts ...Option) *Client {
 		keychain: authn.DefaultKeychain,
 		insecure: map[string]bool{},
 		jobs:     DefaultJobs(),
+		stall:    DefaultStallTimeout,
 		backoff:  DefaultBackoff,
 		logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
@@ -159,7 +169,7 @@ func (c *Client) RemoteOptions(ctx context.Context, wrap func(http.RoundTripper)
 			otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return "HTTP " + r.Method }),
 		)
 	}
-	var rt http.RoundTripper = &debugLog{next: &retryAfter{next: base}, logger: c.logger}
+	var rt http.RoundTripper = &debugLog{next: &retryAfter{next: &manifestLimit{next: &stallGuard{next: base, timeout: c.stall}}}, logger: c.logger}
 	if wrap != nil {
 		rt = wrap(rt)
 	}

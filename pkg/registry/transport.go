@@ -3,12 +3,14 @@ package registry
 import (
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -193,3 +195,111 @@ func newBaseTransport(insecure map[string]bool) http.RoundTripper {
 	}
 	return &plainHTTPGuard{next: rt, hosts: insecure}
 }
+
+// MaxManifestSize is the largest manifest or index ocistow reads: 4 MiB,
+// the limit registries such as Distribution and ECR enforce on writes.
+const MaxManifestSize = 4 << 20
+
+// manifestLimit refuses manifests larger than MaxManifestSize, whether the
+// registry declares the size or streams more than it declared.
+type manifestLimit struct {
+	next http.RoundTripper
+}
+
+func (t *manifestLimit) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err != nil || req.Method != http.MethodGet || !strings.Contains(req.URL.Path, "/manifests/") {
+		return resp, err
+	}
+	if resp.ContentLength > MaxManifestSize {
+		resp.Body.Close()
+		return nil, fmt.Errorf("manifest %s is %d bytes, over the %d-byte limit", req.URL.Path, resp.ContentLength, MaxManifestSize)
+	}
+	resp.Body = &limitedBody{ReadCloser: resp.Body, left: MaxManifestSize + 1, path: req.URL.Path}
+	return resp, nil
+}
+
+type limitedBody struct {
+	io.ReadCloser
+	left int64
+	path string
+}
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.ReadCloser.Read(p)
+	l.left -= int64(n)
+	if l.left <= 0 {
+		return n, fmt.Errorf("manifest %s is over the %d-byte limit", l.path, MaxManifestSize)
+	}
+	return n, err
+}
+
+// stallGuard ends a response whose body stops delivering data for longer
+// than timeout, so that a stalled registry cannot hang a promotion: each
+// read must make progress within timeout.
+type stallGuard struct {
+	next    http.RoundTripper
+	timeout time.Duration
+}
+
+func (t *stallGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err != nil || t.timeout <= 0 || resp.Body == nil || resp.Body == http.NoBody {
+		return resp, err
+	}
+	resp.Body = newStallBody(resp.Body, t.timeout, req.URL.Host)
+	return resp, nil
+}
+
+type stallBody struct {
+	rc      io.ReadCloser
+	timer   *time.Timer
+	timeout time.Duration
+	host    string
+	stalled atomic.Bool
+}
+
+func newStallBody(rc io.ReadCloser, timeout time.Duration, host string) *stallBody {
+	b := &stallBody{rc: rc, timeout: timeout, host: host}
+	b.timer = time.AfterFunc(timeout, func() {
+		b.stalled.Store(true)
+		rc.Close()
+	})
+	return b
+}
+
+func (b *stallBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if b.stalled.Load() {
+		return n, &StallError{Host: b.host, After: b.timeout}
+	}
+	if n > 0 {
+		b.timer.Reset(b.timeout)
+	}
+	return n, err
+}
+
+func (b *stallBody) Close() error {
+	b.timer.Stop()
+	return b.rc.Close()
+}
+
+// StallError is a response that delivered nothing for too long. It is
+// temporary: the request is retried.
+type StallError struct {
+	Host  string
+	After time.Duration
+}
+
+func (e *StallError) Error() string {
+	return fmt.Sprintf("registry %s sent nothing for %s: gave up on a stalled connection", e.Host, e.After)
+}
+
+// Temporary marks the error as worth retrying.
+func (e *StallError) Temporary() bool { return true }
+
+// Timeout marks the error as a timeout.
+func (e *StallError) Timeout() bool { return true }

@@ -34,6 +34,9 @@ const (
 	KindSigningFailed Kind = "SigningFailed"
 	// KindVerificationFailed: an image has no valid signature.
 	KindVerificationFailed Kind = "VerificationFailed"
+	// KindTagImmutable: -immutable refused to move the destination tag;
+	// nothing was written.
+	KindTagImmutable Kind = "TagImmutable"
 	// KindTimeout: the work was cancelled before its deadline (the Lambda
 	// function's timeout); the destination tag was left as it was.
 	KindTimeout Kind = "Timeout"

@@ -49,6 +49,9 @@ type CopyRequest struct {
 	// Platforms keeps only these platforms (os/arch[/variant]) of a
 	// multi-platform source.
 	Platforms []string `json:"platforms,omitempty"`
+	// Immutable refuses to move a destination tag that points at another
+	// digest.
+	Immutable bool `json:"immutable,omitempty"`
 }
 
 // CopyResult is the output of Service.Copy.
@@ -141,7 +144,7 @@ func (s *service) copyRequest(req CopyRequest) (*promote.Request, error) {
 		}
 		platforms = append(platforms, *pl)
 	}
-	return &promote.Request{Source: src, Destination: dst, Stamp: st, Platforms: platforms}, nil
+	return &promote.Request{Source: src, Destination: dst, Stamp: st, Platforms: platforms, Immutable: req.Immutable}, nil
 }
 
 // ParsePlatform parses os/arch[/variant], as -platform takes it.
@@ -193,6 +196,8 @@ func classifyCopy(err error) error {
 	var be *promote.BlobError
 	code := promote.StatusCode(err)
 	switch {
+	case errors.Is(err, promote.ErrTagWouldMove):
+		return &Error{Kind: KindTagImmutable, Err: err}
 	case errors.As(err, &be):
 		return &Error{Kind: KindSourceFailed, Err: err}
 	case code == 401 || code == 403:

@@ -73,21 +73,9 @@ func VerifyDigest(ctx context.Context, rc *registry.Client, digest name.Digest, 
 			reasons["signature does not verify with "+key.Ref] = true
 			continue
 		}
-		var sci payload.SimpleContainerImage
-		if err := json.Unmarshal(p, &sci); err != nil {
-			reasons["payload is not a simple-signing payload"] = true
-			continue
-		}
-		if sci.Critical.Type != payload.CosignSignatureType {
-			reasons[fmt.Sprintf("payload type %q", sci.Critical.Type)] = true
-			continue
-		}
-		if sci.Critical.Image.DockerManifestDigest != digest.DigestStr() {
-			reasons["payload names another digest, "+sci.Critical.Image.DockerManifestDigest] = true
-			continue
-		}
-		if missing := missingAnnotations(sci.Optional, required); missing != "" {
-			reasons["annotation "+missing+" missing or different"] = true
+		sci, reason := CheckPayload(p, digest.DigestStr(), required)
+		if reason != "" {
+			reasons[reason] = true
 			continue
 		}
 		ok = append(ok, Verified{Digest: digest.DigestStr(), Payload: sci})
@@ -100,6 +88,26 @@ func VerifyDigest(ctx context.Context, rc *registry.Client, digest name.Digest, 
 		return nil, &VerifyError{Digest: digest.DigestStr(), Reason: fmt.Sprintf("none of %d signatures is valid: %s", len(list), strings.Join(sorted(rs), "; "))}
 	}
 	return ok, nil
+}
+
+// CheckPayload checks a verified signature's payload: a cosign container
+// image signature naming digest and carrying every required annotation. It
+// returns the parsed payload, or why it does not pass.
+func CheckPayload(p []byte, digest string, required map[string]string) (payload.SimpleContainerImage, string) {
+	var sci payload.SimpleContainerImage
+	if err := json.Unmarshal(p, &sci); err != nil {
+		return sci, "payload is not a simple-signing payload"
+	}
+	if sci.Critical.Type != payload.CosignSignatureType {
+		return sci, fmt.Sprintf("payload type %q", sci.Critical.Type)
+	}
+	if sci.Critical.Image.DockerManifestDigest != digest {
+		return sci, "payload names another digest, " + sci.Critical.Image.DockerManifestDigest
+	}
+	if missing := missingAnnotations(sci.Optional, required); missing != "" {
+		return sci, "annotation " + missing + " missing or different"
+	}
+	return sci, ""
 }
 
 func missingAnnotations(have map[string]any, want map[string]string) string {
