@@ -510,3 +510,33 @@ func assertContains(t *testing.T, what string, got, want map[string]string) {
 		}
 	}
 }
+
+func TestMovingATagIsReportedOrRefused(t *testing.T) {
+	repo := dstRepo(t, e2e.dst.Host)
+	ocistow(t, nil, "-source", srcRef("other"), "-destination", repo+":stable", "-sign=false").mustSucceed(t)
+
+	r := ocistow(t, nil, "-source", srcRef("single"), "-destination", repo+":stable", "-sign=false", "-immutable")
+	line := r.errLine(t)
+	if r.code != exitInvalid || !strings.Contains(line, e2e.fixtures["other"]) || !strings.Contains(line, "-immutable") {
+		t.Errorf("exit %d, line %q: want exit 2 naming the current digest and -immutable", r.code, line)
+	}
+	if !strings.Contains(r.stderr, "error_type=TagImmutable") {
+		t.Errorf("canonical line lacks error_type=TagImmutable:\n%s", r.stderr)
+	}
+	if got := get(t, repo+":stable", nil).Digest.String(); got != e2e.fixtures["other"] {
+		t.Errorf("-immutable let the tag move to %s", got)
+	}
+	// The same digest again is no move: -immutable lets it through.
+	ocistow(t, nil, "-source", srcRef("other"), "-destination", repo+":stable", "-sign=false", "-immutable").mustSucceed(t)
+
+	r = ocistow(t, nil, "-source", srcRef("single"), "-destination", repo+":stable", "-sign=false", "-output", "json").mustSucceed(t)
+	var res struct {
+		PreviousDigest string `json:"previousDigest"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.PreviousDigest != e2e.fixtures["other"] || !strings.Contains(r.stderr, "tag_moved_from="+e2e.fixtures["other"]) {
+		t.Errorf("previousDigest %q; log:\n%s\nwant the move from %s reported", res.PreviousDigest, r.stderr, e2e.fixtures["other"])
+	}
+}

@@ -118,8 +118,11 @@ func Copy(ctx context.Context, c *registry.Client, req Request, opts ...Option) 
 	switch {
 	case desc.MediaType.IsIndex():
 		base, err := desc.ImageIndex()
+		if err == nil {
+			_, err = base.IndexManifest()
+		}
 		if err != nil {
-			return res, &SourceError{Ref: req.Source, Err: err}
+			return res, &SourceError{Ref: req.Source, Err: fmt.Errorf("reading index: %w", err)}
 		}
 		var idx v1.ImageIndex = &sourceIndex{base: base, src: src}
 		if len(req.Platforms) > 0 {
@@ -137,8 +140,11 @@ func Copy(ctx context.Context, c *registry.Client, req Request, opts ...Option) 
 		pushed = idx
 	case desc.MediaType.IsImage():
 		base, err := desc.Image()
+		if err == nil {
+			_, err = base.Manifest()
+		}
 		if err != nil {
-			return res, &SourceError{Ref: req.Source, Err: err}
+			return res, &SourceError{Ref: req.Source, Err: fmt.Errorf("reading manifest: %w", err)}
 		}
 		var img v1.Image = &sourceImage{Image: base, src: src}
 		if len(req.Platforms) > 0 {
@@ -175,6 +181,7 @@ func Copy(ctx context.Context, c *registry.Client, req Request, opts ...Option) 
 	)
 
 	w := &writer{
+		src:    req.Source,
 		pusher: pusher, puller: puller, repo: req.Destination.Context(),
 		sem: make(chan struct{}, c.Jobs()), jobs: c.Jobs(),
 		tracer: o.tracer, progress: o.progress, obs: obs,
@@ -194,6 +201,10 @@ func Copy(ctx context.Context, c *registry.Client, req Request, opts ...Option) 
 		if err := w.write(ctx, pushed, req.Destination); err != nil {
 			span.RecordError(err)
 			span.SetStatus(codes.Error, err.Error())
+			var se *SourceError
+			if errors.As(err, &se) {
+				return res, err
+			}
 			return res, &DestinationError{Ref: req.Destination, Err: err}
 		}
 	}

@@ -80,6 +80,7 @@ func makeOptions(opts []Option) options {
 // manifest the reference names. It uses one go-containerregistry Pusher,
 // so the registry is pinged and a token fetched once, not per blob.
 type writer struct {
+	src      name.Reference // for attributing read failures to the source
 	pusher   *remote.Pusher
 	puller   *remote.Puller
 	repo     name.Repository
@@ -126,10 +127,15 @@ func (w *writer) write(ctx context.Context, m partial.Describable, ref name.Refe
 	}
 }
 
+// sourceErr attributes a failure to read the source's manifests.
+func (w *writer) sourceErr(what string, err error) error {
+	return &SourceError{Ref: w.src, Err: fmt.Errorf("%s: %w", what, err)}
+}
+
 func (w *writer) writeIndex(ctx context.Context, idx v1.ImageIndex, ref name.Reference) error {
 	children, err := partial.Manifests(idx)
 	if err != nil {
-		return err
+		return w.sourceErr("reading the manifests an index lists", err)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(w.jobs)
@@ -138,7 +144,7 @@ func (w *writer) writeIndex(ctx context.Context, idx v1.ImageIndex, ref name.Ref
 		case v1.Image, v1.ImageIndex:
 			d, err := c.Digest()
 			if err != nil {
-				return err
+				return w.sourceErr("reading a child manifest", err)
 			}
 			childRef := w.repo.Digest(d.String())
 			g.Go(func() error {
@@ -165,11 +171,11 @@ func (w *writer) writeIndex(ctx context.Context, idx v1.ImageIndex, ref name.Ref
 func (w *writer) writeImage(ctx context.Context, img v1.Image, ref name.Reference) error {
 	layers, err := img.Layers()
 	if err != nil {
-		return err
+		return w.sourceErr("reading manifest", err)
 	}
 	cl, err := partial.ConfigLayer(img)
 	if err != nil {
-		return err
+		return w.sourceErr("reading config", err)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, l := range append(layers, cl) {
