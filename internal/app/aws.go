@@ -9,8 +9,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/smithy-go/middleware"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
-	"go.opentelemetry.io/contrib/instrumentation/github.com/aws/aws-sdk-go-v2/otelaws"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/ocistow/ocistow/pkg/tracing"
 )
 
 // awsLoadOptions returns the AWS SDK options every AWS client of ocistow
@@ -20,7 +22,7 @@ import (
 func awsLoadOptions(tp trace.TracerProvider, logger *slog.Logger) []func(*config.LoadOptions) error {
 	var api []func(*middleware.Stack) error
 	if tp != nil {
-		otelaws.AppendMiddlewares(&api, otelaws.WithTracerProvider(tp))
+		api = append(api, awsTracing(tp.Tracer("github.com/ocistow/ocistow/internal/app/aws")))
 	}
 	if logger != nil && logger.Enabled(context.Background(), slog.LevelDebug) {
 		api = append(api, func(s *middleware.Stack) error {
@@ -50,4 +52,29 @@ func awsLoadOptions(tp trace.TracerProvider, logger *slog.Logger) []func(*config
 		return nil
 	}
 	return []func(*config.LoadOptions) error{config.WithAPIOptions(api)}
+}
+
+// awsTracing makes one client span per AWS call, named Service.Operation
+// (KMS.Sign), covering its retries. It stands in for contrib's otelaws,
+// which was deprecated without an owner and links the schemas of services
+// ocistow never calls (DynamoDB, SQS) into the binary.
+func awsTracing(tracer trace.Tracer) func(*middleware.Stack) error {
+	return func(s *middleware.Stack) error {
+		return s.Initialize.Add(middleware.InitializeMiddlewareFunc("ocistow-tracing",
+			func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+				service, op := awsmiddleware.GetServiceID(ctx), awsmiddleware.GetOperationName(ctx)
+				ctx, span := tracer.Start(ctx, service+"."+op, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+					attribute.String("rpc.system", "aws-api"),
+					attribute.String("rpc.service", service),
+					attribute.String("rpc.method", op),
+					attribute.String("cloud.region", awsmiddleware.GetRegion(ctx)),
+				))
+				out, md, err := next.HandleInitialize(ctx, in)
+				if id, ok := awsmiddleware.GetRequestIDMetadata(md); ok {
+					span.SetAttributes(attribute.String("aws.request_id", id))
+				}
+				tracing.End(span, err)
+				return out, md, err
+			}), middleware.After)
+	}
 }

@@ -2,9 +2,9 @@
 // digests, so that cosign, policy-controller, Kyverno and Ratify can verify
 // what ocistow promoted.
 //
-// The formats are cosign's and sigstore's own: the simple-signing payload
-// from sigstore's payload package, the signature layers and the
-// sha256-<hex>.sig tag from cosign's oci packages. No transparency log entry
+// The formats are cosign's: the simple-signing payload from sigstore's
+// payload package, the signature layers and the sha256-<hex>.sig tag as
+// cosign stores them (store.go). No transparency log entry
 // is made: keys are an organisation's own, and a public log would publish
 // every promotion. Verify with `cosign verify --insecure-ignore-tlog=true`.
 package sign
@@ -24,10 +24,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-	"github.com/sigstore/cosign/v2/pkg/oci"
-	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
-	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
-	"github.com/sigstore/cosign/v2/pkg/oci/static"
 	"github.com/sigstore/sigstore/pkg/signature/options"
 	"github.com/sigstore/sigstore/pkg/signature/payload"
 
@@ -84,16 +80,9 @@ func Digest(ctx context.Context, rc *registry.Client, digest name.Digest, annota
 	if err != nil {
 		return "", fmt.Errorf("signing with %s: %s", key.Ref, keys.DescribeAWSError(err))
 	}
-	sig, err := static.NewSignature(body, base64.StdEncoding.EncodeToString(raw))
-	if err != nil {
-		return "", err
-	}
-	tag, err := ociremote.SignatureTag(digest)
-	if err != nil {
-		return "", err
-	}
+	b64 := base64.StdEncoding.EncodeToString(raw)
+	tag := SignatureTag(digest)
 	ropts := rc.RemoteOptions(ctx, nil)
-	oopts := ociremote.WithRemoteOptions(ropts...)
 
 	status := Present
 	for attempt := 0; attempt < maxAttempts; attempt++ {
@@ -103,18 +92,16 @@ func Digest(ctx context.Context, rc *registry.Client, digest name.Digest, annota
 			}
 		}
 		start := time.Now()
-		existing, err := ociremote.Signatures(tag, oopts)
+		base, existing, err := readSignatures(ctx, tag, ropts)
 		if err != nil {
 			return "", fmt.Errorf("reading signatures %s: %s", tag, promote.Describe(err))
 		}
-		if found, err := hasSignature(existing, body, key); err != nil {
-			return "", err
-		} else if found && status == Present {
+		if found := hasSignature(existing, body, key); found && status == Present {
 			// Signed before, by an earlier run or a concurrent signer;
 			// whoever wrote it confirms it stays.
 			return Present, nil
 		} else if !found {
-			sigs, err := mutate.AppendSignatures(existing, false, sig)
+			sigs, err := appendSignature(base, body, b64)
 			if err != nil {
 				return "", err
 			}
@@ -126,7 +113,7 @@ func Digest(ctx context.Context, rc *registry.Client, digest name.Digest, annota
 		// Confirm: read back now, and again after a pause of a few times
 		// our own read-modify-write, by which a writer that read the tag
 		// before our write has written too.
-		ok, err := confirm(ctx, tag, oopts, body, key, max(20*time.Millisecond, 3*time.Since(start)))
+		ok, err := confirm(ctx, tag, ropts, body, key, max(20*time.Millisecond, 3*time.Since(start)))
 		if err != nil {
 			return "", err
 		}
@@ -139,20 +126,19 @@ func Digest(ctx context.Context, rc *registry.Client, digest name.Digest, annota
 
 // confirm reports whether our signature is in the tag now and still after
 // pause.
-func confirm(ctx context.Context, tag name.Tag, oopts ociremote.Option, body []byte, key *keys.Key, pause time.Duration) (bool, error) {
+func confirm(ctx context.Context, tag name.Tag, ropts []remote.Option, body []byte, key *keys.Key, pause time.Duration) (bool, error) {
 	for i := range 2 {
 		if i > 0 {
 			if err := sleep(ctx, pause+time.Duration(rand.Int64N(int64(pause)))); err != nil {
 				return false, err
 			}
 		}
-		sigs, err := ociremote.Signatures(tag, oopts)
+		_, sigs, err := readSignatures(ctx, tag, ropts)
 		if err != nil {
 			return false, fmt.Errorf("reading back signatures %s: %s", tag, promote.Describe(err))
 		}
-		found, err := hasSignature(sigs, body, key)
-		if err != nil || !found {
-			return false, err
+		if !hasSignature(sigs, body, key) {
+			return false, nil
 		}
 	}
 	return true, nil
@@ -160,29 +146,20 @@ func confirm(ctx context.Context, tag name.Tag, oopts ociremote.Option, body []b
 
 // hasSignature reports whether sigs holds a signature of body that key
 // verifies: ours, or an equivalent one by the same key.
-func hasSignature(sigs oci.Signatures, body []byte, key *keys.Key) (bool, error) {
-	list, err := sigs.Get()
-	if err != nil {
-		return false, fmt.Errorf("reading signatures: %w", err)
-	}
-	for _, s := range list {
-		p, err := s.Payload()
-		if err != nil || !bytes.Equal(p, body) {
+func hasSignature(sigs []stored, body []byte, key *keys.Key) bool {
+	for _, s := range sigs {
+		if !bytes.Equal(s.payload, body) {
 			continue
 		}
-		b64, err := s.Base64Signature()
+		raw, err := base64.StdEncoding.DecodeString(s.b64)
 		if err != nil {
 			continue
 		}
-		raw, err := base64.StdEncoding.DecodeString(b64)
-		if err != nil {
-			continue
-		}
-		if key.VerifySignature(bytes.NewReader(raw), bytes.NewReader(p)) == nil {
-			return true, nil
+		if key.VerifySignature(bytes.NewReader(raw), bytes.NewReader(s.payload)) == nil {
+			return true
 		}
 	}
-	return false, nil
+	return false
 }
 
 // tagWriteError explains a refused write of the .sig tag.

@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 	"github.com/sigstore/sigstore/pkg/signature/payload"
 
 	"github.com/ocistow/ocistow/pkg/keys"
@@ -36,17 +35,10 @@ func (e *VerifyError) Error() string { return fmt.Sprintf("%s: %s", e.Digest, e.
 // and carry every one of the required annotations. It returns the
 // signatures that pass, or a *VerifyError when none does.
 func VerifyDigest(ctx context.Context, rc *registry.Client, digest name.Digest, key *keys.Key, required map[string]string) ([]Verified, error) {
-	tag, err := ociremote.SignatureTag(digest)
-	if err != nil {
-		return nil, err
-	}
-	sigs, err := ociremote.Signatures(tag, ociremote.WithRemoteOptions(rc.RemoteOptions(ctx, nil)...))
+	tag := SignatureTag(digest)
+	_, list, err := readSignatures(ctx, tag, rc.RemoteOptions(ctx, nil))
 	if err != nil {
 		return nil, fmt.Errorf("reading signatures %s: %s", tag, promote.Describe(err))
-	}
-	list, err := sigs.Get()
-	if err != nil {
-		return nil, fmt.Errorf("reading signatures %s: %w", tag, err)
 	}
 	if len(list) == 0 {
 		return nil, &VerifyError{Digest: digest.DigestStr(), Reason: "no signatures found"}
@@ -54,17 +46,12 @@ func VerifyDigest(ctx context.Context, rc *registry.Client, digest name.Digest, 
 	var ok []Verified
 	reasons := map[string]bool{}
 	for _, s := range list {
-		p, err := s.Payload()
-		if err != nil {
-			reasons["unreadable payload"] = true
-			continue
-		}
-		b64, err := s.Base64Signature()
-		if err != nil {
+		p := s.payload
+		if s.b64 == "" {
 			reasons["no signature annotation"] = true
 			continue
 		}
-		raw, err := base64.StdEncoding.DecodeString(b64)
+		raw, err := base64.StdEncoding.DecodeString(s.b64)
 		if err != nil {
 			reasons["signature is not base64"] = true
 			continue

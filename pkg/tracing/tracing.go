@@ -6,10 +6,9 @@
 // OTEL_* variables); off, every tracer is a no-op and nothing is exported.
 //
 // The X-Ray id generator and propagator come from
-// go.opentelemetry.io/contrib/propagators/aws, and AWS SDK spans from
-// contrib's otelaws: both were deprecated in September 2026 for want of an
-// owner, still work, and are the only implementations there are. They are
-// pinned; replacing them is tracked in the README.
+// go.opentelemetry.io/contrib/propagators/aws, deprecated in September 2026
+// for want of an owner; it still works and is pinned, and replacing it is
+// tracked in the README.
 package tracing
 
 import (
