@@ -4,14 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -132,19 +128,7 @@ func invoke(t *testing.T, l *testenv.Lambda, payload string) (*promoteResult, *l
 }
 
 func dstRepo(t *testing.T, host string) string {
-	repo := strings.Map(func(r rune) rune {
-		switch {
-		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
-			return r
-		case r >= 'A' && r <= 'Z':
-			return r + 'a' - 'A'
-		}
-		return '-'
-	}, t.Name())
-	for strings.Contains(repo, "--") {
-		repo = strings.ReplaceAll(repo, "--", "-")
-	}
-	return host + "/lambda-" + strings.Trim(repo, "-")
+	return host + "/lambda-" + testenv.RepoName(t.Name())
 }
 
 func digestOf(t *testing.T, ref string) string {
@@ -323,36 +307,6 @@ func TestTimeoutLeavesTagUntouched(t *testing.T) {
 	}
 }
 
-// peakRSS returns the high-water resident set size of the running process
-// whose executable is exe, from /proc.
-func peakRSS(t *testing.T, exe string) int64 {
-	t.Helper()
-	procs, err := filepath.Glob("/proc/[0-9]*/exe")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range procs {
-		if target, err := os.Readlink(p); err != nil || target != exe {
-			continue
-		}
-		status, err := os.ReadFile(filepath.Join(filepath.Dir(p), "status"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, line := range strings.Split(string(status), "\n") {
-			if f := strings.Fields(line); len(f) == 3 && f[0] == "VmHWM:" {
-				kb, err := strconv.ParseInt(f[1], 10, 64)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return kb << 10
-			}
-		}
-	}
-	t.Fatalf("no running process of %s", exe)
-	return 0
-}
-
 func TestPromotesMoreThanItsMemory(t *testing.T) {
 	// 192 MiB of layers through a function with 128 MB. The bound checked
 	// is half of that, less than one layer: holding any layer in memory
@@ -374,7 +328,7 @@ func TestPromotesMoreThanItsMemory(t *testing.T) {
 	if res.BytesCopied < layers*size {
 		t.Fatalf("copied %d bytes, want at least %d", res.BytesCopied, layers*size)
 	}
-	peak := peakRSS(t, e2e.bootstrap)
+	peak := testenv.PeakRSS(e2e.bootstrap)
 	t.Logf("peak RSS %.1f MiB while copying %d MiB", float64(peak)/(1<<20), layers*size>>20)
 	if peak >= size {
 		t.Errorf("peak RSS %d MiB, not below one %d MiB layer: the copy does not stream", peak>>20, size>>20)
@@ -426,8 +380,8 @@ func TestSpansJoinTheInvocationsTrace(t *testing.T) {
 	for k, v := range env {
 		t.Setenv(k, v)
 	}
-	var logs strings.Builder
-	h, err := newHandler(t.Context(), func(k string) (string, bool) { v, ok := env[k]; return v, ok }, &syncWriter{w: &logs})
+	var logs testenv.Buffer
+	h, err := newHandler(t.Context(), func(k string) (string, bool) { v, ok := env[k]; return v, ok }, &logs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,15 +425,4 @@ func TestSpansJoinTheInvocationsTrace(t *testing.T) {
 	if !strings.Contains(logs.String(), want) || !strings.Contains(logs.String(), `"aws_request_id":"req-1"`) {
 		t.Errorf("canonical lines lack %s or the request id:\n%s", want, logs.String())
 	}
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }

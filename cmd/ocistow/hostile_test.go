@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -39,18 +38,11 @@ func hostile(t *testing.T, env []string, args ...string) result {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, e2e.bin, args...)
 	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), "DOCKER_CONFIG=" + t.TempDir(), "AWS_EC2_METADATA_DISABLED=true"}, env...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
+	r := runCmd(t, cmd)
 	if ctx.Err() != nil {
-		t.Fatalf("ocistow hung on a hostile registry:\n%s", stderr.String())
+		t.Fatalf("ocistow hung on a hostile registry:\n%s", r.stderr)
 	}
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	}
-	return result{stdout: stdout.String(), stderr: stderr.String(), code: code}
+	return r
 }
 
 func isBlobGet(r *http.Request) bool {

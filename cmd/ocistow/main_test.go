@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -92,19 +90,7 @@ func srcRef(fixture string) string { return e2e.bed.SrcRef(fixture) }
 
 // dstRepo returns a destination repository unique to the test.
 func dstRepo(t *testing.T, host string) string {
-	repo := strings.Map(func(r rune) rune {
-		switch {
-		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
-			return r
-		case r >= 'A' && r <= 'Z':
-			return r + 'a' - 'A'
-		}
-		return '-'
-	}, t.Name())
-	for strings.Contains(repo, "--") {
-		repo = strings.ReplaceAll(repo, "--", "-")
-	}
-	return host + "/" + strings.Trim(repo, "-")
+	return host + "/" + testenv.RepoName(t.Name())
 }
 
 type result struct {
@@ -126,17 +112,18 @@ func ocistow(t *testing.T, env []string, args ...string) result {
 		"AWS_CONFIG_FILE=" + filepath.Join(home, "aws-config"),
 		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(home, "aws-credentials"),
 	}, env...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("running ocistow: %v", err)
+	return runCmd(t, cmd)
+}
+
+// runCmd runs cmd and returns its result, failing the test when it cannot
+// run at all.
+func runCmd(t *testing.T, cmd *exec.Cmd) result {
+	t.Helper()
+	stdout, stderr, code, err := testenv.Run(cmd)
+	if err != nil {
+		t.Fatalf("running %s: %v", cmd.Path, err)
 	}
-	return result{stdout: stdout.String(), stderr: stderr.String(), code: code}
+	return result{stdout: stdout, stderr: stderr, code: code}
 }
 
 // mustSucceed fails the test unless r exited 0.

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -39,21 +38,12 @@ func cosign(t *testing.T, dir string, env []string, args ...string) result {
 		"DOCKER_CONFIG=" + filepath.Join(home, ".docker"),
 		"AWS_EC2_METADATA_DISABLED=true",
 	}, e2e.kms.Env()...), env...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("running cosign: %v", err)
-	}
+	r := runCmd(t, cmd)
 	// The tests run offline: cosign must never have tried the internet.
-	if strings.Contains(stderr.String(), "TUF") || strings.Contains(stderr.String(), "sigstore.dev") {
-		t.Fatalf("cosign %s reached for the internet:\n%s", args[0], stderr.String())
+	if strings.Contains(r.stderr, "TUF") || strings.Contains(r.stderr, "sigstore.dev") {
+		t.Fatalf("cosign %s reached for the internet:\n%s", args[0], r.stderr)
 	}
-	return result{stdout: stdout.String(), stderr: stderr.String(), code: code}
+	return r
 }
 
 // cosignVerify runs cosign verify with a KMS key and the given annotations.

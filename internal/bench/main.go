@@ -270,7 +270,7 @@ func measure(cmd *exec.Cmd, env []string) (wall, cpu time.Duration, rss int64, o
 		var hwm int64
 		status := fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)
 		for {
-			if v := vmHWM(status); v > hwm {
+			if v := testenv.VmHWM(status); v > hwm {
 				hwm = v
 			}
 			select {
@@ -291,19 +291,15 @@ func measure(cmd *exec.Cmd, env []string) (wall, cpu time.Duration, rss int64, o
 	return wall, cpu, rss, buf.String(), err
 }
 
-// vmHWM reads the peak RSS from a /proc status file, or 0.
-func vmHWM(path string) int64 {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmHWM:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
+// tally counts requests and request-body bytes sent to the destination.
+func tally(reqs []testenv.Request) (n int, uploaded int64) {
+	for _, r := range reqs {
+		n++
+		if r.Method == http.MethodPatch || r.Method == http.MethodPut || r.Method == http.MethodPost {
+			uploaded += r.BodyBytes
 		}
 	}
-	return 0
+	return n, uploaded
 }
 
 func digestAt(ctx context.Context, ref string) string {
@@ -324,12 +320,7 @@ func (b *bench) copyOnce(ctx context.Context, scenario, tool string, run int, sr
 	dst := dstHost + "/" + repoTag
 	wall, cpu, rss, out, err := measure(b.command(tool, src, dst), env)
 	m := measurement{scenario: scenario, tool: tool, run: run, wall: wall, cpu: cpu, rssBytes: rss}
-	for _, r := range front.Requests()[before:] {
-		m.requests++
-		if r.Method == http.MethodPatch || r.Method == http.MethodPut || r.Method == http.MethodPost {
-			m.uploaded += r.BodyBytes
-		}
-	}
+	m.requests, m.uploaded = tally(front.Requests()[before:])
 	want := digestAt(ctx, src)
 	m.ok = err == nil && want != "" && digestAt(ctx, dst) == want
 	if !m.ok {
@@ -490,12 +481,7 @@ func (b *bench) copyQuiet(ctx context.Context, tool, src string, d *destination,
 	before := len(d.front.Requests())
 	wall, cpu, rss, out, err := measure(b.command(tool, src, d.front.Host+"/"+repoTag), nil)
 	m := measurement{wall: wall, cpu: cpu, rssBytes: rss}
-	for _, r := range d.front.Requests()[before:] {
-		m.requests++
-		if r.Method == http.MethodPatch || r.Method == http.MethodPut || r.Method == http.MethodPost {
-			m.uploaded += r.BodyBytes
-		}
-	}
+	m.requests, m.uploaded = tally(d.front.Requests()[before:])
 	m.ok = err == nil && digestAt(ctx, d.front.Host+"/"+repoTag) == digestAt(ctx, src)
 	if !m.ok {
 		m.note = oneLine(fmt.Sprint(err, " ", lastLine(out)))
@@ -530,12 +516,7 @@ func (b *bench) promoteSign(ctx context.Context) {
 					m.note = oneLine(lastLine(out1) + " " + lastLine(out2))
 				}
 			}
-			for _, r := range d.front.Requests() {
-				m.requests++
-				if r.Method == http.MethodPatch || r.Method == http.MethodPut || r.Method == http.MethodPost {
-					m.uploaded += r.BodyBytes
-				}
-			}
+			m.requests, m.uploaded = tally(d.front.Requests())
 			log("%-22s %-12s run %d: %6.2fs wall %6.2fs cpu %v %s", scenario, tool, run, m.wall.Seconds(), m.cpu.Seconds(), okWord(m.ok), m.note)
 			b.results = append(b.results, m)
 			d.close(filepath.Join(b.dir, "dst-"+name))
@@ -592,7 +573,7 @@ func (b *bench) lambda(ctx context.Context) error {
 		body, err := l.Invoke(ctx, fmt.Sprintf(`{"SrcImageRef":%q,"DstImageRef":%q}`, b.src.Host+"/bench/big:v1", d.front.Host+"/bench/big:v1"))
 		wall := time.Since(start)
 		m := measurement{scenario: scenario, tool: "ocistow-lambda", run: run, wall: wall, ok: err == nil && !strings.Contains(body, "errorType")}
-		m.rssBytes = peakRSS(bootstrap)
+		m.rssBytes = testenv.PeakRSS(bootstrap)
 		m.note = fmt.Sprintf("package init %.1f ms; cold start to first answer %.0f ms; binary %.1f MiB",
 			packageInit(bootstrap), float64(coldStart.Microseconds())/1000, float64(st.Size())/(1<<20))
 		if !m.ok {
@@ -604,18 +585,6 @@ func (b *bench) lambda(ctx context.Context) error {
 		d.close(filepath.Join(b.dir, fmt.Sprintf("dst-lambda-%d", run)))
 	}
 	return nil
-}
-
-// peakRSS reads VmHWM of the running process whose executable is exe.
-func peakRSS(exe string) int64 {
-	procs, _ := filepath.Glob("/proc/[0-9]*/exe")
-	for _, p := range procs {
-		if t, err := os.Readlink(p); err != nil || t != exe {
-			continue
-		}
-		return vmHWM(filepath.Join(filepath.Dir(p), "status"))
-	}
-	return 0
 }
 
 func human(n int64) string {

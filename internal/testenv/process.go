@@ -7,7 +7,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -100,4 +104,67 @@ func (p *Process) waitHTTP(ctx context.Context, url string, ready func(int) bool
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// Buffer is a bytes.Buffer safe for concurrent writers, for capturing a
+// process's or a logger's output.
+type Buffer = lockedBuffer
+
+// RepoName turns a test name into a valid repository path component:
+// lower case letters and digits, single dashes between.
+func RepoName(testName string) string {
+	repo := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			return r
+		case r >= 'A' && r <= 'Z':
+			return r + 'a' - 'A'
+		}
+		return '-'
+	}, testName)
+	for strings.Contains(repo, "--") {
+		repo = strings.ReplaceAll(repo, "--", "-")
+	}
+	return strings.Trim(repo, "-")
+}
+
+// PeakRSS returns the high-water resident set size (VmHWM) of the running
+// process whose executable is exe, or 0 when none runs.
+func PeakRSS(exe string) int64 {
+	procs, _ := filepath.Glob("/proc/[0-9]*/exe")
+	for _, p := range procs {
+		if target, err := os.Readlink(p); err != nil || target != exe {
+			continue
+		}
+		return VmHWM(filepath.Join(filepath.Dir(p), "status"))
+	}
+	return 0
+}
+
+// VmHWM reads the peak RSS from a /proc/<pid>/status file, or 0.
+func VmHWM(statusPath string) int64 {
+	b, err := os.ReadFile(statusPath)
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// Run runs cmd to its end and returns what it printed and its exit code;
+// err is set only when it could not run at all.
+func Run(cmd *exec.Cmd) (stdout, stderr string, code int, err error) {
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return out.String(), errOut.String(), ee.ExitCode(), nil
+	}
+	return out.String(), errOut.String(), 0, err
 }
