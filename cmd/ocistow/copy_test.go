@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
@@ -538,5 +541,62 @@ func TestMovingATagIsReportedOrRefused(t *testing.T) {
 	}
 	if res.PreviousDigest != e2e.fixtures["other"] || !strings.Contains(r.stderr, "tag_moved_from="+e2e.fixtures["other"]) {
 		t.Errorf("previousDigest %q; log:\n%s\nwant the move from %s reported", res.PreviousDigest, r.stderr, e2e.fixtures["other"])
+	}
+}
+
+// A promotion killed with SIGKILL in the middle of its blobs leaves the tag
+// as it was; running it again uploads only what was not yet complete.
+func TestKilledPromotionResumes(t *testing.T) {
+	front := testenv.NewFront(e2e.dst.Host)
+	defer front.Close()
+	repo := dstRepo(t, front.Host)
+	ocistow(t, nil, "-source", srcRef("other"), "-destination", repo+":stable", "-sign=false").mustSucceed(t)
+
+	// Uploads finish one at a time; after the second finished upload, the
+	// next one hangs until the process is killed.
+	var commits atomic.Int32
+	hang := make(chan struct{})
+	front.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodPut && strings.Contains(r.URL.RawQuery, "digest=") && commits.Add(1) > 2 {
+			select {
+			case <-hang:
+			case <-r.Context().Done():
+			}
+			http.Error(w, "gone", http.StatusServiceUnavailable)
+			return true
+		}
+		return false
+	})
+	cmd := exec.Command(e2e.bin, "-source", srcRef("big"), "-destination", repo+":stable", "-sign=false", "-jobs", "1")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "AWS_EC2_METADATA_DISABLED=true"}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	// Wait until the registry committed two blobs and the third hangs.
+	for commits.Load() < 3 {
+		select {
+		case err := <-done:
+			t.Fatalf("ocistow ended before it could be killed: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	close(hang)
+	front.SetHook(nil)
+	if got := get(t, repo+":stable", nil).Digest.String(); got != e2e.fixtures["other"] {
+		t.Fatalf("after SIGKILL the tag points at %s, want the old %s", got, e2e.fixtures["other"])
+	}
+
+	res := ocistow(t, nil, "-source", srcRef("big"), "-destination", repo+":stable", "-sign=false", "-output", "json").mustSucceed(t).copyResult(t)
+	if res.BlobsSkipped != 2 || res.BlobsCopied != 2 {
+		t.Errorf("resumed run copied %d and skipped %d blobs, want 2 and 2 (the two committed before the kill)", res.BlobsCopied, res.BlobsSkipped)
+	}
+	if get(t, repo+":stable", nil).Digest.String() != e2e.fixtures["big"] {
+		t.Error("the resumed promotion did not complete")
 	}
 }

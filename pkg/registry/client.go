@@ -30,10 +30,12 @@ import (
 // by the network rather than the CPU.
 func DefaultJobs() int { return max(4, runtime.GOMAXPROCS(0)) }
 
-// DefaultBackoff is the retry schedule for transient registry failures
-// (connection resets, timeouts, 408, 429, 5xx): five attempts over about
-// eight seconds, longer when the registry sends Retry-After.
-var DefaultBackoff = remote.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 5}
+// DefaultBackoff returns the retry schedule for transient registry
+// failures (connection resets, timeouts, 408, 429, 5xx): five attempts over
+// about eight seconds, longer when the registry sends Retry-After.
+func DefaultBackoff() remote.Backoff {
+	return remote.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 5}
+}
 
 // Client carries the settings shared by every registry operation of one
 // ocistow process: credentials, the connection pool, insecure hosts, and
@@ -111,7 +113,7 @@ func New(opts ...Option) *Client {
 		insecure: map[string]bool{},
 		jobs:     DefaultJobs(),
 		stall:    DefaultStallTimeout,
-		backoff:  DefaultBackoff,
+		backoff:  DefaultBackoff(),
 		logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	for _, o := range opts {

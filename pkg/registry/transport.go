@@ -146,9 +146,15 @@ func (t *debugLog) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-// safeQuery lists the query parameters that carry no secret and help when
-// reading a debug log.
-var safeQuery = map[string]bool{"digest": true, "mount": true, "from": true, "n": true, "last": true}
+// safeQuery reports whether a query parameter carries no secret and helps
+// when reading a debug log.
+func safeQuery(k string) bool {
+	switch k {
+	case "digest", "mount", "from", "n", "last":
+		return true
+	}
+	return false
+}
 
 // RedactURL renders u without user information and with every query value
 // replaced by "redacted" except those known to carry no secret (digest,
@@ -160,7 +166,7 @@ func RedactURL(u *url.URL) string {
 	if c.RawQuery != "" {
 		q := c.Query()
 		for k := range q {
-			if !safeQuery[k] {
+			if !safeQuery(k) {
 				q[k] = []string{"redacted"}
 			}
 		}
