@@ -549,7 +549,8 @@ func TestMovingATagIsReportedOrRefused(t *testing.T) {
 func TestKilledPromotionResumes(t *testing.T) {
 	front := testenv.NewFront(e2e.dst.Host)
 	defer front.Close()
-	repo := dstRepo(t, front.Host)
+	// A repository of its own each time: the test needs blobs to upload.
+	repo := fmt.Sprintf("%s-%d", dstRepo(t, front.Host), time.Now().UnixNano())
 	ocistow(t, nil, "-source", srcRef("other"), "-destination", repo+":stable", "-sign=false").mustSucceed(t)
 
 	// Uploads finish one at a time; after the second finished upload, the
