@@ -8,7 +8,7 @@ MEMORY ?= 1024
 TIMEOUT ?= 900
 TRACING ?= PassThrough
 
-.PHONY: build demo test vet fmt-check clean lambda deploy bench fuzz
+.PHONY: build demo test vet fmt-check clean lambda deploy bench fuzz chaos
 
 build:
 	$(GO) build -trimpath -o bin/ocistow ./cmd/ocistow
@@ -58,6 +58,12 @@ deploy: lambda
 		--parameter-overrides KmsKeyArn=$(AWS_KMS_KEY_ARN) DestinationRepositories=$(REPOSITORIES) \
 		MemorySize=$(MEMORY) Timeout=$(TIMEOUT) Tracing=$(TRACING)
 	aws cloudformation describe-stacks --stack-name $(STACK) --query 'Stacks[0].Outputs' --output table
+
+# The reliability scenarios at full scale (CI runs them smaller), printing their figures.
+CHAOS_RUNS ?= 20
+chaos:
+	CHAOS_RUNS=$(CHAOS_RUNS) $(GO) test -count=1 -v -run 'TestChaos|TestRetries|TestHostileRegistries|TestBlobRedirect|TestKilledPromotionResumes|TestFailedCopyLeavesTagUntouched|TestConcurrentSigners|TestMovingATag|TestTimeoutLeavesTagUntouched' ./cmd/... \
+		| grep -E '^(=== RUN|--- |ok|FAIL)|chaos:'
 
 # The side-by-side benchmark (minutes; not part of CI). BENCH_FLAGS=-layers 6 -layer-mib 128 -runs 3
 bench:

@@ -32,6 +32,8 @@ func lookupTool(name string) (tool, bool) {
 		return tool{"cosign", "github.com/sigstore/cosign/v2/cmd/cosign"}, true
 	case "aws-lambda-rie":
 		return tool{"rie", "github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie"}, true
+	case "toxiproxy-server":
+		return tool{"toxiproxy", "github.com/Shopify/toxiproxy/v2/cmd/server"}, true
 	case "crane":
 		return tool{"crane", "github.com/google/go-containerregistry/cmd/crane"}, true
 	case "regctl":
