@@ -62,7 +62,7 @@ deploy: lambda
 # The reliability scenarios at full scale (CI runs them smaller), printing their figures.
 CHAOS_RUNS ?= 20
 chaos:
-	CHAOS_RUNS=$(CHAOS_RUNS) $(GO) test -count=1 -v -run 'TestChaos|TestRetries|TestHostileRegistries|TestBlobRedirect|TestKilledPromotionResumes|TestFailedCopyLeavesTagUntouched|TestConcurrentSigners|TestMovingATag|TestTimeoutLeavesTagUntouched' ./cmd/... \
+	CHAOS_RUNS=$(CHAOS_RUNS) $(GO) test -count=1 -v -run 'TestChaos|TestKMSThrottling|TestConcurrentPromotions|TestOverallTimeout|TestRetries|TestHostileRegistries|TestBlobRedirect|TestKilledPromotionResumes|TestFailedCopyLeavesTagUntouched|TestConcurrentSigners|TestMovingATag|TestTimeoutLeavesTagUntouched' ./cmd/... \
 		| grep -E '^(=== RUN|--- |ok|FAIL)|chaos:'
 
 # The side-by-side benchmark (minutes; not part of CI). BENCH_FLAGS=-layers 6 -layer-mib 128 -runs 3

@@ -2,9 +2,12 @@ package main
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/ocistow/ocistow/internal/testenv"
@@ -66,5 +69,154 @@ func TestChaosConnectionResets(t *testing.T) {
 	t.Logf("chaos: connection resets on ~10%% of connections: %d of %d promotions succeeded, every digest equal to the source's; %d requests cut and retried", ok, runs, faults)
 	if faults == 0 {
 		t.Error("no connection was cut: the scenario tested nothing")
+	}
+}
+
+// Latency and a bandwidth limit on every connection, then a connection
+// that stops carrying data: the promotion completes under the first two,
+// and the stall is abandoned and retried instead of hanging.
+func TestChaosSlowAndStalledConnections(t *testing.T) {
+	ctx := t.Context()
+	tp, err := testenv.StartToxiproxy(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tp.Close()
+	src, err := tp.Proxy(ctx, "src", e2e.src.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.Toxic(ctx, "src", "latency", "latency", "downstream", 1, map[string]any{"latency": 50, "jitter": 20}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.Toxic(ctx, "src", "bandwidth", "bandwidth", "downstream", 1, map[string]any{"rate": 8192}); err != nil { // KB/s
+		t.Fatal(err)
+	}
+	repo := dstRepo(t, e2e.dst.Host)
+	r := ocistow(t, nil, "-source", src+"/src/big:v1", "-destination", repo+":slow", "-sign=false")
+	if r.code != 0 || get(t, repo+":slow", nil).Digest.String() != e2e.fixtures["big"] {
+		t.Fatalf("promotion over a slow link failed: %s", r.stderr)
+	}
+	// "timeout" stops all data on a third of connections and closes them
+	// after a second: the requests are retried, nothing hangs.
+	if err := tp.RemoveToxic(ctx, "src", "bandwidth"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.Toxic(ctx, "src", "stall", "timeout", "downstream", 0.3, map[string]any{"timeout": 1000}); err != nil {
+		t.Fatal(err)
+	}
+	stalls := 0
+	for i := range chaosRuns() {
+		dst := fmt.Sprintf("%s:stall-%d", repo, i)
+		r := ocistow(t, nil, "-source", src+"/src/big:v1", "-destination", dst, "-sign=false", "-stall-timeout", "500ms", "-debug")
+		stalls += strings.Count(r.stderr, "msg=http") - strings.Count(r.stderr, "status=")
+		stalls += strings.Count(r.stderr, "level=WARN")
+		if r.code != 0 {
+			t.Errorf("promotion %d failed over stalling connections: %s", i, r.stderr)
+			continue
+		}
+		if get(t, dst, nil).Digest.String() != e2e.fixtures["big"] {
+			t.Errorf("promotion %d has another digest", i)
+		}
+	}
+	t.Logf("chaos: 50 ms latency and 8 MB/s, then a third of connections stalled: every promotion succeeded; %d requests stalled and retried", stalls)
+	if stalls == 0 {
+		t.Error("no connection stalled: the scenario tested nothing")
+	}
+}
+
+// KMS throttles every other Sign call: the AWS SDK's retries absorb it.
+func TestKMSThrottlingIsRetried(t *testing.T) {
+	front := testenv.NewFront(strings.TrimPrefix(e2e.kms.Endpoint, "http://"))
+	defer front.Close()
+	var signs, throttled atomic.Int32
+	front.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".Sign") || signs.Add(1)%2 == 0 {
+			return false
+		}
+		throttled.Add(1)
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte(`{"__type":"ThrottlingException","message":"Rate exceeded"}`))
+		return true
+	})
+	env := append(e2e.kms.Env(), "AWS_ENDPOINT_URL_KMS=http://"+front.Host)
+	dst := dstRepo(t, e2e.dst.Host) + ":v1"
+	ocistow(t, env, "-source", srcRef("multi"), "-destination", dst, "-aws-kms-key-arn", "alias/"+ecKey).mustSucceed(t)
+	if throttled.Load() == 0 {
+		t.Fatal("KMS never throttled: the test tested nothing")
+	}
+	if v := cosignVerify(t, "awskms:///alias/"+ecKey, dst); v.code != 0 {
+		t.Errorf("signature made through throttling does not verify: %s", v.stderr)
+	}
+	t.Logf("chaos: KMS throttled %d of %d Sign calls; promotion and signing succeeded", throttled.Load(), signs.Load())
+}
+
+// Eight whole promotions (copy and sign) of one image into one repository
+// at once, four to one tag and four to tags of their own: all succeed, and
+// the digest carries exactly one signature.
+func TestConcurrentPromotions(t *testing.T) {
+	repo := dstRepo(t, e2e.dst.Host)
+	var wg sync.WaitGroup
+	results := make([]result, 8)
+	for i := range results {
+		tag := "shared"
+		if i%2 == 1 {
+			tag = fmt.Sprintf("own-%d", i)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = ocistow(t, e2e.kms.Env(), "-source", srcRef("single"), "-destination", repo+":"+tag,
+				"-annotations", "team=foo", "-aws-kms-key-arn", "alias/"+ecKey)
+		}()
+	}
+	wg.Wait()
+	for i, r := range results {
+		if r.code != 0 {
+			t.Errorf("promotion %d exited %d: %s", i, r.code, r.stderr)
+		}
+	}
+	d := get(t, repo+":shared", nil).Digest.String()
+	for i := 1; i < 8; i += 2 {
+		if got := get(t, fmt.Sprintf("%s:own-%d", repo, i), nil).Digest.String(); got != d {
+			t.Errorf("tag own-%d is %s, want the same stamped digest %s", i, got, d)
+		}
+	}
+	if n := sigCount(t, repo, d); n != 1 {
+		t.Errorf("%d signatures after 8 concurrent promotions with one key and payload, want 1", n)
+	}
+	if v := cosignVerify(t, "awskms:///alias/"+ecKey, repo+":shared", "team=foo"); v.code != 0 {
+		t.Errorf("cosign verify: %s", v.stderr)
+	}
+}
+
+// The overall deadline holds over a registry that answers ever more
+// slowly: the promotion gives up with one line and the tag stays put.
+func TestOverallTimeout(t *testing.T) {
+	front := testenv.NewFront(e2e.dst.Host)
+	defer front.Close()
+	// The server notices a client hanging up only once it reads the body,
+	// which this front never does: release the handlers at the end.
+	stop := make(chan struct{})
+	defer close(stop)
+	front.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodPatch {
+			select {
+			case <-r.Context().Done():
+			case <-stop:
+			}
+			return true
+		}
+		return false
+	})
+	repo := dstRepo(t, front.Host)
+	r := ocistow(t, nil, "-source", srcRef("big"), "-destination", repo+":v1", "-sign=false", "-timeout", "2s")
+	line := r.errLine(t)
+	if r.code != exitFailed || !strings.Contains(line, "deadline exceeded") {
+		t.Errorf("exit %d, line %q: want exit 1 saying the deadline passed", r.code, line)
+	}
+	if ts := tags(t, dstRepo(t, e2e.dst.Host), nil); len(ts) != 0 {
+		t.Errorf("tags %v after a timed-out promotion", ts)
 	}
 }

@@ -145,6 +145,11 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if err != nil {
 		return fail(stderr, exitInvalid, err)
 	}
+	if o.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.Timeout)
+		defer cancel()
+	}
 	ctx, span := tr.Provider.Tracer("github.com/ocistow/ocistow/cmd/ocistow").Start(ctx, "ocistow")
 	defer span.End()
 	if !o.Copy && o.Destination == "" {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/ocistow/ocistow/pkg/keys"
 	"github.com/ocistow/ocistow/pkg/registry"
@@ -30,6 +31,7 @@ type Options struct {
 	Copy, Sign, XRay    bool
 	Quiet               bool
 	Immutable           bool
+	Timeout             time.Duration
 
 	logger *slog.Logger // set by Build
 }
@@ -63,6 +65,7 @@ func (o *Options) RegisterPromote(fs *flag.FlagSet) {
 	fs.BoolVar(&o.Copy, "copy", true, "whether to copy the image")
 	fs.BoolVar(&o.Sign, "sign", true, "whether to sign the image")
 	fs.BoolVar(&o.XRay, "aws-xray", false, "whether to enable AWS X-Ray tracing (OpenTelemetry over OTLP to localhost:4318, the ADOT collector; OTEL_* variables apply)")
+	fs.DurationVar(&o.Timeout, "timeout", 0, "give up on the whole promotion after this long, leaving the destination tag as it was (0: no limit)")
 	fs.BoolVar(&o.Immutable, "immutable", false, "refuse, before writing anything, to move a destination tag that points at another digest")
 	fs.BoolVar(&o.Quiet, "quiet", false, "no progress bars, only the canonical log lines (progress shows only on a terminal anyway)")
 }
