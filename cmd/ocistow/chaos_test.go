@@ -22,24 +22,33 @@ func chaosRuns() int {
 	return 4
 }
 
+// toxiproxy starts Toxiproxy with a proxy per name/upstream pair and
+// returns it with the proxies' addresses, in order.
+func toxiproxy(t *testing.T, nameUpstream ...string) (*testenv.Toxiproxy, []string) {
+	t.Helper()
+	tp, err := testenv.StartToxiproxy(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tp.Close() })
+	var addrs []string
+	for i := 0; i+1 < len(nameUpstream); i += 2 {
+		addr, err := tp.Proxy(t.Context(), nameUpstream[i], nameUpstream[i+1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, addr)
+	}
+	return tp, addrs
+}
+
 // Connections through a real TCP proxy (Toxiproxy) are cut in the middle of
 // blob transfers, on about 10 % of connections, both from the source and to
 // the destination: every promotion still succeeds, byte for byte.
 func TestChaosConnectionResets(t *testing.T) {
 	ctx := t.Context()
-	tp, err := testenv.StartToxiproxy(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tp.Close()
-	src, err := tp.Proxy(ctx, "src", e2e.src.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst, err := tp.Proxy(ctx, "dst", e2e.dst.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tp, proxies := toxiproxy(t, "src", e2e.src.Host, "dst", e2e.dst.Host)
+	src, dst := proxies[0], proxies[1]
 	// limit_data closes a connection once it has carried this many bytes:
 	// mid-blob for the 3 MiB layers of the fixture.
 	if err := tp.Toxic(ctx, "src", "cut-downloads", "limit_data", "downstream", 0.1, map[string]any{"bytes": 1 << 20}); err != nil {
@@ -77,15 +86,8 @@ func TestChaosConnectionResets(t *testing.T) {
 // and the stall is abandoned and retried instead of hanging.
 func TestChaosSlowAndStalledConnections(t *testing.T) {
 	ctx := t.Context()
-	tp, err := testenv.StartToxiproxy(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tp.Close()
-	src, err := tp.Proxy(ctx, "src", e2e.src.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tp, proxies := toxiproxy(t, "src", e2e.src.Host)
+	src := proxies[0]
 	if err := tp.Toxic(ctx, "src", "latency", "latency", "downstream", 1, map[string]any{"latency": 50, "jitter": 20}); err != nil {
 		t.Fatal(err)
 	}
