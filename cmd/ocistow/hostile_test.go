@@ -122,6 +122,14 @@ func TestHostileRegistries(t *testing.T) {
 			_, _ = w.Write(singleBody)
 			return true
 		}, want: []string{"source", "text/html"}},
+		{name: "missing content type", image: "single", hook: func(w http.ResponseWriter, r *http.Request) bool {
+			if !isManifestGet(r, "/v1") {
+				return false
+			}
+			w.Header()["Content-Type"] = nil // no sniffing either
+			_, _ = w.Write(singleBody)
+			return true
+		}, want: []string{"source"}},
 		{name: "index that points at itself", image: "multi", hook: func(w http.ResponseWriter, r *http.Request) bool {
 			if firstChild == "" || !isManifestGet(r, firstChild) {
 				return false
