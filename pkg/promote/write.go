@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -178,7 +179,8 @@ func (w *writer) writeImage(ctx context.Context, img v1.Image, ref name.Referenc
 		return w.sourceErr("reading config", err)
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	for _, l := range append(layers, cl) {
+	// A copy: the image may hand out its own slice.
+	for _, l := range append(slices.Clone(layers), cl) {
 		mt, err := l.MediaType()
 		if err != nil {
 			return err
