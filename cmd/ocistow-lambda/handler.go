@@ -152,6 +152,10 @@ func (h *handler) Invoke(ctx context.Context, raw []byte) (out []byte, err error
 	res, err := service.Promote(wctx, h.svc, req)
 	if err != nil {
 		if wctx.Err() != nil && ctx.Err() == nil {
+			var cs *service.CopySucceededError
+			if errors.As(err, &cs) {
+				return nil, invokeError(service.KindTimeout, fmt.Errorf("signing cancelled %s before the function's timeout: %w", margin, err))
+			}
 			return nil, invokeError(service.KindTimeout, fmt.Errorf("cancelled %s before the function's timeout; the destination tag was not moved: %w", margin, err))
 		}
 		kind := service.KindOf(err)

@@ -601,3 +601,34 @@ func TestKilledPromotionResumes(t *testing.T) {
 		t.Error("the resumed promotion did not complete")
 	}
 }
+
+// -immutable fails closed: a registry that will not say where the tag
+// points does not get it moved.
+func TestImmutableFailsClosed(t *testing.T) {
+	front := testenv.NewFront(e2e.dst.Host)
+	defer front.Close()
+	repo := dstRepo(t, front.Host)
+	ocistow(t, nil, "-source", srcRef("other"), "-destination", repo+":stable", "-sign=false").mustSucceed(t)
+	front.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodHead && strings.Contains(r.URL.Path, "/manifests/") {
+			w.WriteHeader(http.StatusForbidden)
+			return true
+		}
+		return false
+	})
+	r := ocistow(t, nil, "-source", srcRef("single"), "-destination", repo+":stable", "-sign=false", "-immutable")
+	if line := r.errLine(t); r.code == 0 || !strings.Contains(line, "-immutable") {
+		t.Errorf("exit %d, line %q: want a refusal naming -immutable", r.code, line)
+	}
+	front.SetHook(nil)
+	if got := get(t, repo+":stable", nil).Digest.String(); got != e2e.fixtures["other"] {
+		t.Errorf("tag moved to %s behind a registry that hid it", got)
+	}
+}
+
+func TestShortOutputFlagWinsOverTheEnvironment(t *testing.T) {
+	r := ocistow(t, []string{"OUTPUT=text"}, "-source", srcRef("single"), "-destination", dstRepo(t, e2e.dst.Host)+":v1", "-sign=false", "-o", "json").mustSucceed(t)
+	if !strings.HasPrefix(strings.TrimSpace(r.stdout), "{") {
+		t.Errorf("-o json lost to OUTPUT=text: %s", r.stdout)
+	}
+}

@@ -26,7 +26,7 @@ import (
 const (
 	exitOK         = 0
 	exitFailed     = 1 // the promotion or verification failed; the destination tag is as it was
-	exitInvalid    = 2 // bad flags, input or key: nothing was attempted
+	exitInvalid    = 2 // bad flags, input or key, or -immutable refused: nothing was written
 	exitSignFailed = 3 // the copy succeeded but signing failed: the image is in place, unsigned
 )
 
@@ -49,7 +49,8 @@ comma-separated list there (ANNOTATIONS=team=platform,owner=martin).
 Command-line flags win over the environment.
 
 Exit codes: 0 done; 1 failed (the destination tag is as it was); 2 bad flags,
-input or key (nothing was attempted); 3 copied but not signed.
+input or key, or -immutable refused to move the tag (nothing was written);
+3 copied but not signed.
 
 Flags:
 `
@@ -82,7 +83,11 @@ func parse(fs *flag.FlagSet, args []string, getenv func(string) string, stdout, 
 		}
 		return fail(stderr, exitInvalid, fmt.Errorf("%w (see ocistow -h)", err)), true
 	}
-	if err := app.ApplyEnv(fs, getenv, "version", "o", "cpuprofile", "memprofile"); err != nil {
+	skip := []string{"version", "o", "cpuprofile", "memprofile"}
+	if fs.Lookup("o") != nil && isSet(fs, "o") {
+		skip = append(skip, "output") // -o and -output are one flag
+	}
+	if err := app.ApplyEnv(fs, getenv, skip...); err != nil {
 		return fail(stderr, exitInvalid, err), true
 	}
 	return 0, false
@@ -283,6 +288,13 @@ func startProfiles(cpu, mem string) (stop func(), err error) {
 			}
 		}
 	}, nil
+}
+
+// isSet reports whether flag name was given on the command line.
+func isSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // flush exports the spans still buffered, for at most five seconds.

@@ -50,8 +50,13 @@ type Request struct {
 	Immutable bool
 }
 
-// ErrTagWouldMove is returned (wrapped) when Immutable refuses a promotion.
-var ErrTagWouldMove = errors.New("destination tag already points at another digest")
+// ErrTagWouldMove is returned (wrapped) when Immutable refuses a promotion
+// because the tag points at another digest; ErrTagUnknown when it refuses
+// because the registry would not say where the tag points.
+var (
+	ErrTagWouldMove = errors.New("destination tag already points at another digest")
+	ErrTagUnknown   = errors.New("cannot tell where the destination tag points")
+)
 
 // Manifest describes one image of a promoted index.
 type Manifest struct {
@@ -132,7 +137,7 @@ func Copy(ctx context.Context, c *registry.Client, req Request, opts ...Option) 
 		}
 		unstamped := idx
 		if idx, err = stamp.Index(idx, req.Stamp); err != nil {
-			return res, fmt.Errorf("stamping %s: %w", req.Source, err)
+			return res, &SourceError{Ref: req.Source, Err: fmt.Errorf("stamping: %w", err)}
 		}
 		if res.Manifests, err = describeChildren(unstamped, idx); err != nil {
 			return res, &SourceError{Ref: req.Source, Err: err}
@@ -148,12 +153,12 @@ func Copy(ctx context.Context, c *registry.Client, req Request, opts ...Option) 
 		}
 		var img v1.Image = &sourceImage{Image: base, src: src}
 		if len(req.Platforms) > 0 {
-			if err := checkPlatform(img, req.Platforms); err != nil {
+			if err := checkPlatform(req.Source, img, req.Platforms); err != nil {
 				return res, err
 			}
 		}
 		if img, err = stamp.Image(img, req.Stamp); err != nil {
-			return res, fmt.Errorf("stamping %s: %w", req.Source, err)
+			return res, &SourceError{Ref: req.Source, Err: fmt.Errorf("stamping: %w", err)}
 		}
 		pushed = img
 	case desc.MediaType.IsSchema1():
@@ -185,12 +190,17 @@ func Copy(ctx context.Context, c *registry.Client, req Request, opts ...Option) 
 		pusher: pusher, puller: puller, repo: req.Destination.Context(),
 		sem: make(chan struct{}, c.Jobs()), jobs: c.Jobs(),
 		tracer: o.tracer, progress: o.progress, obs: obs,
-		blobs: map[v1.Hash]*blobOnce{},
+		blobs: map[v1.Hash]*blobOnce{}, sizes: map[string]int64{},
 	}
 	// A destination that already holds exactly this manifest is done: one
 	// HEAD instead of one per blob. A tag that points elsewhere is about to
 	// move: say so, or refuse.
-	current := w.current(ctx, req.Destination)
+	current, err := w.current(ctx, req.Destination)
+	if err != nil && req.Immutable {
+		// -immutable fails closed: a registry that will not say where the
+		// tag points (403, 429, 5xx) does not get it moved.
+		return res, fmt.Errorf("%w: %s (%s), so -immutable leaves it alone", ErrTagUnknown, req.Destination, Describe(err))
+	}
 	if current != "" && current != d.String() {
 		res.PreviousDigest = current
 		if req.Immutable {
@@ -199,8 +209,8 @@ func Copy(ctx context.Context, c *registry.Client, req Request, opts ...Option) 
 	}
 	if current != d.String() {
 		if err := w.write(ctx, pushed, req.Destination); err != nil {
-			span.RecordError(err)
-			span.SetStatus(codes.Error, err.Error())
+			span.RecordError(errors.New(Describe(err)))
+			span.SetStatus(codes.Error, Describe(err))
 			var se *SourceError
 			if errors.As(err, &se) {
 				return res, err
@@ -208,11 +218,7 @@ func Copy(ctx context.Context, c *registry.Client, req Request, opts ...Option) 
 			return res, &DestinationError{Ref: req.Destination, Err: err}
 		}
 	}
-	sizes, err := blobSizes(pushed)
-	if err != nil {
-		return res, err
-	}
-	obs.fill(res, sizes)
+	obs.fill(res, w.blobSizes())
 	res.ManifestsSkipped = w.manifestsSkipped()
 	return res, nil
 }
@@ -283,10 +289,10 @@ func filterPlatforms(idx v1.ImageIndex, specs []v1.Platform) (v1.ImageIndex, err
 	return mutate.RemoveManifests(idx, func(d v1.Descriptor) bool { return !matchesAny(d.Platform, specs) }), nil
 }
 
-func checkPlatform(img v1.Image, specs []v1.Platform) error {
+func checkPlatform(src name.Reference, img v1.Image, specs []v1.Platform) error {
 	cf, err := img.ConfigFile()
 	if err != nil {
-		return fmt.Errorf("reading source config: %w", err)
+		return &SourceError{Ref: src, Err: fmt.Errorf("reading config: %w", err)}
 	}
 	p := cf.Platform()
 	if matchesAny(p, specs) {
@@ -319,37 +325,6 @@ func describeChildren(src, dst v1.ImageIndex) ([]Manifest, error) {
 		}
 	}
 	return out, nil
-}
-
-// blobSizes maps the digest of every blob reachable from m to its size.
-func blobSizes(m partial.Describable) (map[string]int64, error) {
-	sizes := map[string]int64{}
-	var walk func(partial.Describable) error
-	walk = func(m partial.Describable) error {
-		switch m := m.(type) {
-		case v1.ImageIndex:
-			children, err := partial.Manifests(m)
-			if err != nil {
-				return err
-			}
-			for _, c := range children {
-				if err := walk(c); err != nil {
-					return err
-				}
-			}
-		case v1.Image:
-			mf, err := m.Manifest()
-			if err != nil {
-				return err
-			}
-			sizes[mf.Config.Digest.String()] = mf.Config.Size
-			for _, l := range mf.Layers {
-				sizes[l.Digest.String()] = l.Size
-			}
-		}
-		return nil
-	}
-	return sizes, walk(m)
 }
 
 // SourceError is a failure to read the source.

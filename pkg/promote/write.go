@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"net/http"
 	"slices"
 	"sync"
 
@@ -93,6 +95,7 @@ type writer struct {
 
 	mu      sync.Mutex
 	blobs   map[v1.Hash]*blobOnce
+	sizes   map[string]int64 // of every blob settled
 	skipped int
 }
 
@@ -107,14 +110,25 @@ func (w *writer) manifestsSkipped() int {
 	return w.skipped
 }
 
-// current returns the digest the destination holds at ref, or "" when it
-// holds nothing there. Errors count as nothing: writing will report them.
-func (w *writer) current(ctx context.Context, ref name.Reference) string {
+func (w *writer) blobSizes() map[string]int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.sizes
+}
+
+// current returns the digest the destination holds at ref: "" with a nil
+// error when it holds nothing there (404), and the error when the registry
+// would not say.
+func (w *writer) current(ctx context.Context, ref name.Reference) (string, error) {
 	got, err := w.puller.Head(ctx, ref)
 	if err != nil {
-		return ""
+		var terr *transport.Error
+		if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
+			return "", nil
+		}
+		return "", err
 	}
-	return got.Digest.String()
+	return got.Digest.String(), nil
 }
 
 func (w *writer) write(ctx context.Context, m partial.Describable, ref name.Reference) error {
@@ -138,18 +152,30 @@ func (w *writer) writeIndex(ctx context.Context, idx v1.ImageIndex, ref name.Ref
 	if err != nil {
 		return w.sourceErr("reading the manifests an index lists", err)
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(w.jobs)
-	for _, child := range children {
-		switch c := child.(type) {
-		case v1.Image, v1.ImageIndex:
+	// Everything that can fail is read before any work starts, so that no
+	// worker outlives an early return.
+	digests := make([]v1.Hash, len(children))
+	for i, child := range children {
+		if c, ok := child.(partial.Describable); ok {
+			if _, isLayer := child.(v1.Layer); isLayer {
+				continue
+			}
 			d, err := c.Digest()
 			if err != nil {
 				return w.sourceErr("reading a child manifest", err)
 			}
+			digests[i] = d
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(w.jobs)
+	for i, child := range children {
+		switch c := child.(type) {
+		case v1.Image, v1.ImageIndex:
+			d := digests[i]
 			childRef := w.repo.Digest(d.String())
 			g.Go(func() error {
-				if w.current(gctx, childRef) == d.String() {
+				if cur, _ := w.current(gctx, childRef); cur == d.String() {
 					w.mu.Lock()
 					w.skipped++
 					w.mu.Unlock()
@@ -178,16 +204,20 @@ func (w *writer) writeImage(ctx context.Context, img v1.Image, ref name.Referenc
 	if err != nil {
 		return w.sourceErr("reading config", err)
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	// A copy: the image may hand out its own slice.
+	// A copy: the image may hand out its own slice. Media types are read
+	// before any work starts, so that no worker outlives an early return.
+	var blobs []v1.Layer
 	for _, l := range append(slices.Clone(layers), cl) {
 		mt, err := l.MediaType()
 		if err != nil {
-			return err
+			return w.sourceErr("reading a layer's media type", err)
 		}
-		if !mt.IsDistributable() {
-			continue // foreign layers stay where they are
+		if mt.IsDistributable() { // foreign layers stay where they are
+			blobs = append(blobs, l)
 		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, l := range blobs {
 		g.Go(func() error { return w.writeBlob(gctx, l) })
 	}
 	if err := g.Wait(); err != nil {
@@ -224,6 +254,9 @@ func (w *writer) uploadBlob(ctx context.Context, l v1.Layer, d v1.Hash) error {
 	if err != nil {
 		return err
 	}
+	w.mu.Lock()
+	w.sizes[d.String()] = size
+	w.mu.Unlock()
 	mt, _ := l.MediaType()
 	ctx, span := w.tracer.Start(ctx, "blob "+d.String(), trace.WithAttributes(
 		attribute.String("oci.blob.digest", d.String()),
@@ -237,8 +270,8 @@ func (w *writer) uploadBlob(ctx context.Context, l v1.Layer, d v1.Hash) error {
 	outcome, attempts := w.obs.outcome(d.String())
 	if err != nil {
 		outcome = Failed
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
+		span.RecordError(errors.New(Describe(err)))
+		span.SetStatus(codes.Error, Describe(err))
 	}
 	span.SetAttributes(attribute.String("oci.blob.outcome", string(outcome)), attribute.Int("oci.blob.retries", max(0, attempts-1)))
 	w.progress.BlobDone(d.String(), outcome)
@@ -264,8 +297,8 @@ func (w *writer) putManifest(ctx context.Context, ref name.Reference, m remote.T
 		}
 	}
 	if err := w.pusher.Put(ctx, ref, m); err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
+		span.RecordError(errors.New(Describe(err)))
+		span.SetStatus(codes.Error, Describe(err))
 		return err
 	}
 	return nil

@@ -165,7 +165,9 @@ func stripParsePrefix(err error) error {
 func (c *Client) RemoteOptions(ctx context.Context, wrap func(http.RoundTripper) http.RoundTripper) []remote.Option {
 	base := c.base
 	if c.tp != nil {
-		base = otelhttp.NewTransport(base,
+		// otelhttp records the whole URL; a pre-signed blob URL carries
+		// credentials in its query. Overwrite it with the redacted form.
+		base = otelhttp.NewTransport(&redactSpanURL{next: base},
 			otelhttp.WithTracerProvider(c.tp),
 			otelhttp.WithPropagators(propagation.NewCompositeTextMapPropagator()),
 			otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return "HTTP " + r.Method }),

@@ -3,6 +3,8 @@ package registry
 import (
 	"crypto/tls"
 	"fmt"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"io"
 	"log/slog"
 	"net"
@@ -61,6 +63,12 @@ type plainHTTPGuard struct {
 func (g *plainHTTPGuard) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Scheme == "http" && !IsLoopback(req.URL.Host) && !g.hosts[req.URL.Host] && !g.hosts[req.URL.Hostname()] {
 		return nil, fmt.Errorf("refusing plain HTTP to %s (name it with -insecure-registry to allow)", req.URL.Host)
+	}
+	// A remote registry may not redirect us to this machine (the Lambda
+	// Runtime API, a metadata proxy): loopback is for registries the user
+	// named as such.
+	if req.Response != nil && IsLoopback(req.URL.Host) && !IsLoopback(req.Response.Request.URL.Host) {
+		return nil, fmt.Errorf("refusing a redirect from %s to this machine (%s)", req.Response.Request.URL.Host, req.URL.Host)
 	}
 	return g.next.RoundTrip(req)
 }
@@ -214,7 +222,7 @@ type manifestLimit struct {
 
 func (t *manifestLimit) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.next.RoundTrip(req)
-	if err != nil || req.Method != http.MethodGet || !strings.Contains(req.URL.Path, "/manifests/") {
+	if err != nil || req.Method != http.MethodGet || !isManifestPath(req.URL.Path) {
 		return resp, err
 	}
 	if resp.ContentLength > MaxManifestSize {
@@ -223,6 +231,12 @@ func (t *manifestLimit) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp.Body = &limitedBody{ReadCloser: resp.Body, left: MaxManifestSize + 1, path: req.URL.Path}
 	return resp, nil
+}
+
+// isManifestPath reports whether path is /v2/<name>/manifests/<reference>.
+func isManifestPath(path string) bool {
+	parts := strings.Split(path, "/")
+	return len(parts) >= 4 && parts[1] == "v2" && parts[len(parts)-2] == "manifests"
 }
 
 type limitedBody struct {
@@ -274,16 +288,19 @@ func newStallBody(rc io.ReadCloser, timeout time.Duration, host string) *stallBo
 		b.stalled.Store(true)
 		rc.Close()
 	})
+	b.timer.Stop() // runs only while a Read waits
 	return b
 }
 
+// Read times only the wait inside the read, so that a reader that stops
+// reading (a destination that stopped taking the upload this body feeds)
+// is not blamed on this registry.
 func (b *stallBody) Read(p []byte) (int, error) {
+	b.timer.Reset(b.timeout)
 	n, err := b.rc.Read(p)
+	b.timer.Stop()
 	if b.stalled.Load() {
 		return n, &StallError{Host: b.host, After: b.timeout}
-	}
-	if n > 0 {
-		b.timer.Reset(b.timeout)
 	}
 	return n, err
 }
@@ -309,3 +326,14 @@ func (e *StallError) Temporary() bool { return true }
 
 // Timeout marks the error as a timeout.
 func (e *StallError) Timeout() bool { return true }
+
+// redactSpanURL sits under otelhttp and replaces the url.full attribute of
+// the request's span with RedactURL's form.
+type redactSpanURL struct {
+	next http.RoundTripper
+}
+
+func (t *redactSpanURL) RoundTrip(req *http.Request) (*http.Response, error) {
+	trace.SpanFromContext(req.Context()).SetAttributes(attribute.String("url.full", RedactURL(req.URL)))
+	return t.next.RoundTrip(req)
+}

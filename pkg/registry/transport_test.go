@@ -94,3 +94,33 @@ func TestIsLoopback(t *testing.T) {
 		}
 	}
 }
+
+func TestManifestPath(t *testing.T) {
+	for path, want := range map[string]bool{
+		"/v2/library/busybox/manifests/latest":     true,
+		"/v2/org/manifests/app/manifests/sha256:x": true,
+		"/v2/org/manifests/app/blobs/sha256:x":     false, // a repository named manifests
+		"/v2/":                                     false,
+	} {
+		if got := isManifestPath(path); got != want {
+			t.Errorf("isManifestPath(%q) = %v, want %v", path, got, want)
+		}
+	}
+}
+
+func TestNoRedirectFromARemoteRegistryToThisMachine(t *testing.T) {
+	next := &recorder{}
+	g := &plainHTTPGuard{next: next, hosts: map[string]bool{}}
+	from, _ := http.NewRequest(http.MethodGet, "https://registry.example.com/v2/r/blobs/sha256:x", nil)
+	to, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:9001/2018-06-01/runtime/invocation/next", nil)
+	to.Response = &http.Response{Request: from}
+	if _, err := g.RoundTrip(to); err == nil || next.called {
+		t.Errorf("a redirect from a remote registry to loopback was followed")
+	}
+	// A loopback registry redirecting to loopback is fine.
+	local, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:5000/v2/r/blobs/sha256:x", nil)
+	to.Response = &http.Response{Request: local}
+	if _, err := g.RoundTrip(to); err != nil {
+		t.Errorf("loopback to loopback refused: %v", err)
+	}
+}

@@ -25,10 +25,6 @@ const (
 	// KindCopyFailed: writing to the destination failed; the destination tag
 	// was left as it was.
 	KindCopyFailed Kind = "CopyFailed"
-	// KindKeyUnusable: the signing or verification key cannot be used
-	// (not found, disabled, wrong usage, no credentials, KMS unreachable,
-	// unreadable file, wrong password). Checked before anything is copied.
-	KindKeyUnusable Kind = "KeyUnusable"
 	// KindSigningFailed: signing failed; when it follows a copy, the copy
 	// succeeded.
 	KindSigningFailed Kind = "SigningFailed"

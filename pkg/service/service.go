@@ -196,7 +196,7 @@ func classifyCopy(err error) error {
 	var be *promote.BlobError
 	code := promote.StatusCode(err)
 	switch {
-	case errors.Is(err, promote.ErrTagWouldMove):
+	case errors.Is(err, promote.ErrTagWouldMove), errors.Is(err, promote.ErrTagUnknown):
 		return &Error{Kind: KindTagImmutable, Err: err}
 	case errors.As(err, &be):
 		return &Error{Kind: KindSourceFailed, Err: err}

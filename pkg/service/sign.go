@@ -169,9 +169,12 @@ func (s *service) targets(ctx context.Context, image string, given []string, rec
 	if len(given) > 0 {
 		out := make([]name.Digest, len(given))
 		for i, d := range given {
-			if out[i], err = name.NewDigest(repo.Name()+"@"+d, name.WeakValidation); err != nil {
+			// repo.Digest keeps the repository's registry as parsed (an
+			// -insecure-registry host stays insecure).
+			if _, err := v1.NewHash(d); err != nil {
 				return nil, &Error{Kind: KindInvalidRequest, Err: fmt.Errorf("invalid digest %q: %w", d, err)}
 			}
+			out[i] = repo.Digest(d)
 		}
 		return out, nil
 	}

@@ -123,6 +123,7 @@ func Index(base v1.ImageIndex, s Stamp) (v1.ImageIndex, error) {
 	}
 
 	idx := &index{base: base, children: map[v1.Hash]partial.Describable{}}
+	renamed := map[string]string{} // old child digest -> new
 	for i, d := range im.Manifests {
 		var child partial.Describable
 		switch {
@@ -153,11 +154,37 @@ func Index(base v1.ImageIndex, s Stamp) (v1.ImageIndex, error) {
 			return nil, err
 		}
 		idx.children[nd.Digest] = child
+		renamed[d.Digest.String()] = nd.Digest.String()
 		dm, err := decodeObject(rawDescs[i])
 		if err != nil {
 			return nil, fmt.Errorf("parsing index manifests: %w", err)
 		}
 		if err := setDescriptorFields(dm, nd); err != nil {
+			return nil, err
+		}
+		if rawDescs[i], err = encodeObject(dm); err != nil {
+			return nil, err
+		}
+	}
+	// Build attestations (buildx) name the image they describe by digest in
+	// an annotation; stamping renamed those images, so follow the renaming.
+	for i, d := range im.Manifests {
+		old, ok := d.Annotations[referenceDigestAnnotation]
+		if !ok || renamed[old] == "" {
+			continue
+		}
+		dm, err := decodeObject(rawDescs[i])
+		if err != nil {
+			return nil, fmt.Errorf("parsing index manifests: %w", err)
+		}
+		anns := map[string]json.RawMessage{}
+		if err := json.Unmarshal(dm["annotations"], &anns); err != nil {
+			return nil, fmt.Errorf("parsing index manifests: %w", err)
+		}
+		if anns[referenceDigestAnnotation], err = json.Marshal(renamed[old]); err != nil {
+			return nil, err
+		}
+		if dm["annotations"], err = encodeObject(anns); err != nil {
 			return nil, err
 		}
 		if rawDescs[i], err = encodeObject(dm); err != nil {
@@ -175,6 +202,10 @@ func Index(base v1.ImageIndex, s Stamp) (v1.ImageIndex, error) {
 	}
 	return idx, nil
 }
+
+// referenceDigestAnnotation is how a buildx attestation manifest names the
+// image it describes.
+const referenceDigestAnnotation = "vnd.docker.reference.digest"
 
 func isImageConfig(mt types.MediaType) bool {
 	return mt == types.DockerConfigJSON || mt == types.OCIConfigJSON

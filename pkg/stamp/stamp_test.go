@@ -9,7 +9,10 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/ocistow/ocistow/pkg/stamp"
@@ -128,5 +131,41 @@ func TestLabelsSkipNonImageConfigs(t *testing.T) {
 	m, _ := img.Manifest()
 	if m.Annotations["a"] != "1" {
 		t.Errorf("annotations %v", m.Annotations)
+	}
+}
+
+func TestIndexFollowsAttestationsToRenamedImages(t *testing.T) {
+	img, err := random.Image(256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	att, err := random.Image(64, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := img.Digest()
+	base := mutate.AppendManifests(empty.Index,
+		mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+		mutate.IndexAddendum{Add: att, Descriptor: v1.Descriptor{
+			Platform:    &v1.Platform{OS: "unknown", Architecture: "unknown"},
+			Annotations: map[string]string{"vnd.docker.reference.digest": d.String(), "vnd.docker.reference.type": "attestation-manifest"},
+		}},
+	)
+	idx, err := stamp.Index(base, stamp.Stamp{Annotations: map[string]string{"team": "foo"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if im.Manifests[0].Digest == d {
+		t.Fatal("the image was not restamped")
+	}
+	if got := im.Manifests[1].Annotations["vnd.docker.reference.digest"]; got != im.Manifests[0].Digest.String() {
+		t.Errorf("attestation names %s, want the stamped image %s", got, im.Manifests[0].Digest)
+	}
+	if im.Manifests[1].Annotations["vnd.docker.reference.type"] != "attestation-manifest" {
+		t.Errorf("other annotations lost: %v", im.Manifests[1].Annotations)
 	}
 }
