@@ -154,6 +154,25 @@ func (r result) errLine(t *testing.T) string {
 	return lines[0]
 }
 
+// refused checks what every refused promotion owes the user: one error
+// line naming each of wants, and (when repo is not "") nothing written at
+// the destination.
+func (r result) refused(t *testing.T, wants []string, repo string) {
+	t.Helper()
+	line := r.errLine(t)
+	for _, w := range wants {
+		if !strings.Contains(line, w) {
+			t.Errorf("error line %q lacks %q", line, w)
+		}
+	}
+	if repo == "" {
+		return
+	}
+	if ts := tags(t, repo, nil); len(ts) != 0 {
+		t.Errorf("destination has tags %v after a refused promotion", ts)
+	}
+}
+
 // copyResult parses the -output json result.
 func (r result) copyResult(t *testing.T) copyResultJSON {
 	t.Helper()
