@@ -11,7 +11,6 @@ import (
 	"maps"
 	"runtime/debug"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda/messages"
@@ -21,6 +20,7 @@ import (
 
 	lambdapayload "github.com/ocistow/ocistow/cmd/ocistow-lambda/internal/payload"
 	"github.com/ocistow/ocistow/internal/app"
+	"github.com/ocistow/ocistow/internal/oneline"
 	"github.com/ocistow/ocistow/pkg/keys"
 	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/service"
@@ -182,7 +182,7 @@ func workContext(ctx context.Context) (context.Context, context.CancelFunc, time
 }
 
 func invokeError(kind service.Kind, err error) error {
-	return messages.InvokeResponse_Error{Type: string(kind), Message: strings.Join(strings.Fields(err.Error()), " ")}
+	return messages.InvokeResponse_Error{Type: string(kind), Message: oneline.Error(err)}
 }
 
 // requestIDHandler adds the invocation's aws_request_id to every record

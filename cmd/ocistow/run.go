@@ -17,6 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/ocistow/ocistow/internal/app"
+	"github.com/ocistow/ocistow/internal/oneline"
 	"github.com/ocistow/ocistow/pkg/keys"
 	"github.com/ocistow/ocistow/pkg/service"
 	"github.com/ocistow/ocistow/pkg/tracing"
@@ -348,6 +349,6 @@ func humanBytes(n int64) string {
 
 // fail prints err as the one line a user needs and returns code.
 func fail(stderr io.Writer, code int, err error) int {
-	fmt.Fprintf(stderr, "ocistow: %s\n", strings.Join(strings.Fields(err.Error()), " "))
+	fmt.Fprintf(stderr, "ocistow: %s\n", oneline.Error(err))
 	return code
 }

@@ -39,6 +39,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/ocistow/ocistow/internal/oneline"
 	"github.com/ocistow/ocistow/internal/testenv"
 )
 
@@ -324,7 +325,7 @@ func (b *bench) copyOnce(ctx context.Context, scenario, tool string, run int, sr
 	want := digestAt(ctx, src)
 	m.ok = err == nil && want != "" && digestAt(ctx, dst) == want
 	if !m.ok {
-		m.note = oneLine(fmt.Sprint(err, " ", lastLine(out)))
+		m.note = oneline.String(fmt.Sprint(err, " ", lastLine(out)))
 	}
 	log("%-22s %-8s run %d: %6.2fs wall %6.2fs cpu %6.1f MiB rss %s up %4d req %v", scenario, tool, run, wall.Seconds(), cpu.Seconds(), float64(rss)/(1<<20), human(m.uploaded), m.requests, okWord(m.ok))
 	return m
@@ -341,8 +342,6 @@ func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
 }
-
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 func (b *bench) fullCopy(ctx context.Context, scenario, tag string, tools []string) {
 	for run := 1; run <= b.cfg.runs; run++ {
@@ -395,7 +394,7 @@ func (b *bench) noop(ctx context.Context, tools []string) {
 			}
 		}
 		if !m.ok {
-			m.note = oneLine(lastLine(out))
+			m.note = oneline.String(lastLine(out))
 		}
 		log("%-22s %-8s run %d: %6.2fs wall, %d requests, %s uploaded, %v", scenario, m.tool, run, wall.Seconds(), m.requests, human(m.uploaded), okWord(m.ok))
 		b.results = append(b.results, m)
@@ -484,7 +483,7 @@ func (b *bench) copyQuiet(ctx context.Context, tool, src string, d *destination,
 	m.requests, m.uploaded = tally(d.front.Requests()[before:])
 	m.ok = err == nil && digestAt(ctx, d.front.Host+"/"+repoTag) == digestAt(ctx, src)
 	if !m.ok {
-		m.note = oneLine(fmt.Sprint(err, " ", lastLine(out)))
+		m.note = oneline.String(fmt.Sprint(err, " ", lastLine(out)))
 	}
 	return m
 }
@@ -505,7 +504,7 @@ func (b *bench) promoteSign(ctx context.Context) {
 				wall, cpu, rss, out, err := measure(exec.Command(b.tools["ocistow"], "-source", src, "-destination", dst, "-aws-kms-key-arn", "alias/"+b.keyAlias, "-quiet"), b.kms.Env())
 				m.wall, m.cpu, m.rssBytes, m.ok = wall, cpu, rss, err == nil
 				if err != nil {
-					m.note = oneLine(lastLine(out))
+					m.note = oneline.String(lastLine(out))
 				}
 			} else {
 				w1, c1, r1, out1, err1 := measure(b.command("crane", src, dst), nil)
@@ -513,7 +512,7 @@ func (b *bench) promoteSign(ctx context.Context) {
 				w2, c2, r2, out2, err2 := measure(exec.Command(b.tools["cosign"], "sign", "--key", "awskms:///alias/"+b.keyAlias, "--tlog-upload=false", "--yes", d.front.Host+"/bench/big@"+digest), b.kms.Env())
 				m.wall, m.cpu, m.rssBytes, m.ok = w1+w2, c1+c2, max(r1, r2), err1 == nil && err2 == nil
 				if !m.ok {
-					m.note = oneLine(lastLine(out1) + " " + lastLine(out2))
+					m.note = oneline.String(lastLine(out1) + " " + lastLine(out2))
 				}
 			}
 			m.requests, m.uploaded = tally(d.front.Requests())
@@ -577,7 +576,7 @@ func (b *bench) lambda(ctx context.Context) error {
 		m.note = fmt.Sprintf("package init %.1f ms; cold start to first answer %.0f ms; binary %.1f MiB",
 			packageInit(bootstrap), float64(coldStart.Microseconds())/1000, float64(st.Size())/(1<<20))
 		if !m.ok {
-			m.note += " " + oneLine(body)
+			m.note += " " + oneline.String(body)
 		}
 		log("%-22s run %d: %6.2fs wall, peak RSS %.1f MiB, %s", scenario, run, wall.Seconds(), float64(m.rssBytes)/(1<<20), m.note)
 		b.results = append(b.results, m)

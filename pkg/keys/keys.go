@@ -30,6 +30,8 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 	awskms "github.com/sigstore/sigstore/pkg/signature/kms/aws"
 	"github.com/sigstore/sigstore/pkg/signature/options"
+
+	"github.com/ocistow/ocistow/internal/oneline"
 )
 
 // Key is a loaded signing or verification key.
@@ -222,11 +224,9 @@ func DescribeAWSError(err error) string {
 	switch {
 	case strings.Contains(msg, "failed to retrieve credentials") || strings.Contains(msg, "no EC2 IMDS role found") ||
 		strings.Contains(msg, "failed to refresh cached credentials"):
-		return "no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run with a role): " + oneLine(msg)
+		return "no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run with a role): " + oneline.String(msg)
 	case strings.Contains(msg, "connection refused") || strings.Contains(msg, "no such host") || strings.Contains(msg, "i/o timeout"):
-		return "KMS unreachable: " + oneLine(msg)
+		return "KMS unreachable: " + oneline.String(msg)
 	}
-	return oneLine(msg)
+	return oneline.String(msg)
 }
-
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

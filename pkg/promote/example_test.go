@@ -29,7 +29,7 @@ func ExampleCopy() {
 		Platforms: []v1.Platform{{OS: "linux", Architecture: "amd64"}, {OS: "linux", Architecture: "arm64"}},
 	})
 	if err != nil {
-		fmt.Println(promote.Describe(err))
+		fmt.Println(registry.Describe(err))
 		return
 	}
 	fmt.Println(res.DestinationDigest, res.BlobsCopied, res.BlobsSkipped, res.BlobsMounted)

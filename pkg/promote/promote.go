@@ -13,8 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 
@@ -23,7 +21,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -199,7 +196,7 @@ func Copy(ctx context.Context, c *registry.Client, req Request, opts ...Option) 
 	if err != nil && req.Immutable {
 		// -immutable fails closed: a registry that will not say where the
 		// tag points (403, 429, 5xx) does not get it moved.
-		return res, fmt.Errorf("%w: %s (%s), so -immutable leaves it alone", ErrTagUnknown, req.Destination, Describe(err))
+		return res, fmt.Errorf("%w: %s (%s), so -immutable leaves it alone", ErrTagUnknown, req.Destination, registry.Describe(err))
 	}
 	if current != "" && current != d.String() {
 		res.PreviousDigest = current
@@ -209,8 +206,8 @@ func Copy(ctx context.Context, c *registry.Client, req Request, opts ...Option) 
 	}
 	if current != d.String() {
 		if err := w.write(ctx, pushed, req.Destination); err != nil {
-			span.RecordError(errors.New(Describe(err)))
-			span.SetStatus(codes.Error, Describe(err))
+			span.RecordError(errors.New(registry.Describe(err)))
+			span.SetStatus(codes.Error, registry.Describe(err))
 			var se *SourceError
 			if errors.As(err, &se) {
 				return res, err
@@ -333,7 +330,9 @@ type SourceError struct {
 	Err error
 }
 
-func (e *SourceError) Error() string { return fmt.Sprintf("source %s: %s", e.Ref, Describe(e.Err)) }
+func (e *SourceError) Error() string {
+	return fmt.Sprintf("source %s: %s", e.Ref, registry.Describe(e.Err))
+}
 func (e *SourceError) Unwrap() error { return e.Err }
 
 // DestinationError is a failure to write the destination.
@@ -347,61 +346,6 @@ func (e *DestinationError) Error() string {
 	if errors.As(e.Err, &be) {
 		return be.Error()
 	}
-	return fmt.Sprintf("destination %s: %s", e.Ref, Describe(e.Err))
+	return fmt.Sprintf("destination %s: %s", e.Ref, registry.Describe(e.Err))
 }
 func (e *DestinationError) Unwrap() error { return e.Err }
-
-// StatusCode returns the HTTP status a registry answered with, if err
-// carries one, or 0.
-func StatusCode(err error) int {
-	var terr *transportError
-	if errors.As(err, &terr) {
-		return terr.StatusCode
-	}
-	return 0
-}
-
-// Describe renders a registry error on one line: what the registry
-// answered and its error codes, without request dumps.
-func Describe(err error) string {
-	var terr *transportError
-	if !errors.As(err, &terr) {
-		msg := err.Error()
-		// The HTTP client quotes whole URLs; a pre-signed blob URL carries
-		// credentials in its query.
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			if u, perr := url.Parse(uerr.URL); perr == nil {
-				msg = strings.ReplaceAll(msg, uerr.URL, registry.RedactURL(u))
-			}
-		}
-		return oneLine(msg)
-	}
-	host := ""
-	if terr.Request != nil {
-		host = terr.Request.URL.Host
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "registry %s answered %d %s", host, terr.StatusCode, http.StatusText(terr.StatusCode))
-	for i, d := range terr.Errors {
-		if i == 0 {
-			b.WriteString(": ")
-		} else {
-			b.WriteString("; ")
-		}
-		b.WriteString(string(d.Code))
-		if d.Message != "" {
-			b.WriteString(" " + d.Message)
-		}
-	}
-	if terr.Request != nil {
-		fmt.Fprintf(&b, " (%s %s)", terr.Request.Method, terr.Request.URL.Path)
-	}
-	return oneLine(b.String())
-}
-
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
-}
-
-type transportError = transport.Error

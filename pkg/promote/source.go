@@ -10,6 +10,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/ocistow/ocistow/pkg/registry"
 )
 
 // BlobError is a failure to read one blob from the source: the registry
@@ -23,7 +25,7 @@ type BlobError struct {
 }
 
 func (e *BlobError) Error() string {
-	return fmt.Sprintf("source %s: blob %s: %s", e.Source.Context(), e.Digest, Describe(e.Err))
+	return fmt.Sprintf("source %s: blob %s: %s", e.Source.Context(), e.Digest, registry.Describe(e.Err))
 }
 
 func (e *BlobError) Unwrap() error { return e.Err }

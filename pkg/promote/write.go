@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"net/http"
 	"slices"
 	"sync"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/ocistow/ocistow/pkg/registry"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -270,8 +273,8 @@ func (w *writer) uploadBlob(ctx context.Context, l v1.Layer, d v1.Hash) error {
 	outcome, attempts := w.obs.outcome(d.String())
 	if err != nil {
 		outcome = Failed
-		span.RecordError(errors.New(Describe(err)))
-		span.SetStatus(codes.Error, Describe(err))
+		span.RecordError(errors.New(registry.Describe(err)))
+		span.SetStatus(codes.Error, registry.Describe(err))
 	}
 	span.SetAttributes(attribute.String("oci.blob.outcome", string(outcome)), attribute.Int("oci.blob.retries", max(0, attempts-1)))
 	w.progress.BlobDone(d.String(), outcome)
@@ -297,8 +300,8 @@ func (w *writer) putManifest(ctx context.Context, ref name.Reference, m remote.T
 		}
 	}
 	if err := w.pusher.Put(ctx, ref, m); err != nil {
-		span.RecordError(errors.New(Describe(err)))
-		span.SetStatus(codes.Error, Describe(err))
+		span.RecordError(errors.New(registry.Describe(err)))
+		span.SetStatus(codes.Error, registry.Describe(err))
 		return err
 	}
 	return nil

@@ -194,7 +194,7 @@ func classifyCopy(err error) error {
 	var se *promote.SourceError
 	var de *promote.DestinationError
 	var be *promote.BlobError
-	code := promote.StatusCode(err)
+	code := registry.StatusCode(err)
 	switch {
 	case errors.Is(err, promote.ErrTagWouldMove), errors.Is(err, promote.ErrTagUnknown):
 		return &Error{Kind: KindTagImmutable, Err: err}

@@ -17,7 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ocistow/ocistow/pkg/keys"
-	"github.com/ocistow/ocistow/pkg/promote"
+	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/sign"
 )
 
@@ -181,10 +181,10 @@ func (s *service) targets(ctx context.Context, image string, given []string, rec
 	desc, err := remote.Get(ref, s.registry.RemoteOptions(ctx, nil)...)
 	if err != nil {
 		kind := KindSigningFailed
-		if c := promote.StatusCode(err); c == 401 || c == 403 {
+		if c := registry.StatusCode(err); c == 401 || c == 403 {
 			kind = KindUnauthorized
 		}
-		return nil, &Error{Kind: kind, Err: fmt.Errorf("%s: %s", image, promote.Describe(err))}
+		return nil, &Error{Kind: kind, Err: fmt.Errorf("%s: %s", image, registry.Describe(err))}
 	}
 	out := []name.Digest{repo.Digest(desc.Digest.String())}
 	if !recursive || !desc.MediaType.IsIndex() {
@@ -215,7 +215,7 @@ func (s *service) targets(ctx context.Context, image string, given []string, rec
 		return nil
 	}
 	if err := walk(idx); err != nil {
-		return nil, fmt.Errorf("%s: reading index: %s", image, promote.Describe(err))
+		return nil, fmt.Errorf("%s: reading index: %s", image, registry.Describe(err))
 	}
 	return out, nil
 }

@@ -28,7 +28,6 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature/payload"
 
 	"github.com/ocistow/ocistow/pkg/keys"
-	"github.com/ocistow/ocistow/pkg/promote"
 	"github.com/ocistow/ocistow/pkg/registry"
 )
 
@@ -94,7 +93,7 @@ func Digest(ctx context.Context, rc *registry.Client, digest name.Digest, annota
 		start := time.Now()
 		base, existing, err := readSignatures(ctx, tag, ropts)
 		if err != nil {
-			return "", fmt.Errorf("reading signatures %s: %s", tag, promote.Describe(err))
+			return "", fmt.Errorf("reading signatures %s: %s", tag, registry.Describe(err))
 		}
 		if found := hasSignature(existing, body, key); found && status == Present {
 			// Signed before, by an earlier run or a concurrent signer;
@@ -135,7 +134,7 @@ func confirm(ctx context.Context, tag name.Tag, ropts []remote.Option, body []by
 		}
 		_, sigs, err := readSignatures(ctx, tag, ropts)
 		if err != nil {
-			return false, fmt.Errorf("reading back signatures %s: %s", tag, promote.Describe(err))
+			return false, fmt.Errorf("reading back signatures %s: %s", tag, registry.Describe(err))
 		}
 		if !hasSignature(sigs, body, key) {
 			return false, nil
@@ -168,10 +167,10 @@ func tagWriteError(tag name.Tag, err error) error {
 	if errors.As(err, &terr) && (terr.StatusCode == http.StatusBadRequest || terr.StatusCode == http.StatusConflict || terr.StatusCode == http.StatusForbidden) {
 		msg := strings.ToLower(err.Error())
 		if strings.Contains(msg, "immutab") || strings.Contains(msg, "already exists") || strings.Contains(msg, "tag_invalid") {
-			return fmt.Errorf("registry refused to overwrite signature tag %s (tag immutability): make the repository's tags mutable, or exclude *.sig with an ECR tag-mutability exclusion filter; %s", tag, promote.Describe(err))
+			return fmt.Errorf("registry refused to overwrite signature tag %s (tag immutability): make the repository's tags mutable, or exclude *.sig with an ECR tag-mutability exclusion filter; %s", tag, registry.Describe(err))
 		}
 	}
-	return fmt.Errorf("writing signature tag %s: %s", tag, promote.Describe(err))
+	return fmt.Errorf("writing signature tag %s: %s", tag, registry.Describe(err))
 }
 
 func backoff(attempt int) time.Duration {

@@ -12,7 +12,6 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature/payload"
 
 	"github.com/ocistow/ocistow/pkg/keys"
-	"github.com/ocistow/ocistow/pkg/promote"
 	"github.com/ocistow/ocistow/pkg/registry"
 )
 
@@ -38,7 +37,7 @@ func VerifyDigest(ctx context.Context, rc *registry.Client, digest name.Digest, 
 	tag := SignatureTag(digest)
 	_, list, err := readSignatures(ctx, tag, rc.RemoteOptions(ctx, nil))
 	if err != nil {
-		return nil, fmt.Errorf("reading signatures %s: %s", tag, promote.Describe(err))
+		return nil, fmt.Errorf("reading signatures %s: %s", tag, registry.Describe(err))
 	}
 	if len(list) == 0 {
 		return nil, &VerifyError{Digest: digest.DigestStr(), Reason: "no signatures found"}
