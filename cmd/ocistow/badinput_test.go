@@ -46,7 +46,7 @@ func TestBadInput(t *testing.T) {
 		{"no destination", nil, []string{"-source", good, "-sign=false"}, exitInvalid, []string{"no destination"}, false},
 		{"malformed source", nil, []string{"-source", "Not A Ref!!", "-destination", "DST", "-sign=false"}, exitInvalid, []string{"source", "invalid image reference", "Not A Ref!!"}, true},
 		{"malformed destination", nil, []string{"-source", good, "-destination", "DST@sha256:nothex", "-sign=false"}, exitInvalid, []string{"destination", "invalid image reference"}, true},
-		{"unknown tag", nil, []string{"-source", e2e.src.Host + "/src/single:nope", "-destination", "DST", "-sign=false"}, exitFailed, []string{"source", "single:nope", "404", "MANIFEST_UNKNOWN"}, true},
+		{"unknown tag", nil, []string{"-source", e2e.src.Host + "/src/single:nope", "-destination", "DST", "-sign=false"}, exitFailed, []string{"source", "single:nope", "404 Not Found"}, true},
 		{"unknown repository", nil, []string{"-source", e2e.src.Host + "/src/missing:v1", "-destination", "DST", "-sign=false"}, exitFailed, []string{"source", "src/missing", "404"}, true},
 		{"unauthorized source", nil, []string{"-source", e2e.auth.Host + "/private/img:v1", "-destination", "DST", "-sign=false"}, exitFailed, []string{"source", e2e.auth.Host, "401"}, true},
 		{"annotation without =", nil, []string{"-source", good, "-destination", "DST", "-sign=false", "-annotations", "team"}, exitInvalid, []string{"team", "key=value"}, true},
@@ -63,7 +63,7 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			repo := dstRepo(t, e2e.dst.Host)
+			repo := dstRepo(t, e2e.dstFront.Host)
 			args := make([]string, len(c.args))
 			for i, a := range c.args {
 				args[i] = strings.Replace(a, "DST", repo+":v1", 1)

@@ -53,6 +53,12 @@ func isManifestGet(r *http.Request, suffix string) bool {
 	return r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/manifests/") && strings.HasSuffix(r.URL.Path, suffix)
 }
 
+// isFixtureManifestGet matches a GET of a fixture's manifest, by tag or by
+// digest (ocistow resolves a tag with HEAD, then GETs by digest).
+func isFixtureManifestGet(r *http.Request, fixture string) bool {
+	return r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v2/src/"+fixture+"/manifests/")
+}
+
 func TestHostileRegistries(t *testing.T) {
 	singleBody := rawManifest(t, srcRef("single"))
 	multiIdx := rawManifest(t, srcRef("multi"))
@@ -89,7 +95,7 @@ func TestHostileRegistries(t *testing.T) {
 			return nil
 		}, want: []string{"source", "blob sha256:"}},
 		{name: "manifest over 4 MiB", image: "single", hook: func(w http.ResponseWriter, r *http.Request) bool {
-			if !isManifestGet(r, "/v1") {
+			if !isFixtureManifestGet(r, "single") {
 				return false
 			}
 			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
@@ -98,7 +104,7 @@ func TestHostileRegistries(t *testing.T) {
 			return true
 		}, want: []string{"source", "over the 4194304-byte limit"}},
 		{name: "manifest over 4 MiB undeclared", image: "single", hook: func(w http.ResponseWriter, r *http.Request) bool {
-			if !isManifestGet(r, "/v1") {
+			if !isFixtureManifestGet(r, "single") {
 				return false
 			}
 			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
@@ -107,7 +113,7 @@ func TestHostileRegistries(t *testing.T) {
 			return true
 		}, want: []string{"source", "over the 4194304-byte limit"}},
 		{name: "malformed manifest", image: "single", hook: func(w http.ResponseWriter, r *http.Request) bool {
-			if !isManifestGet(r, "/v1") {
+			if !isFixtureManifestGet(r, "single") {
 				return false
 			}
 			w.Header().Set("Content-Type", "application/vnd.docker.distribution.manifest.v2+json")
@@ -115,7 +121,7 @@ func TestHostileRegistries(t *testing.T) {
 			return true
 		}, want: []string{"source"}},
 		{name: "wrong content type", image: "single", hook: func(w http.ResponseWriter, r *http.Request) bool {
-			if !isManifestGet(r, "/v1") {
+			if !isFixtureManifestGet(r, "single") {
 				return false
 			}
 			w.Header().Set("Content-Type", "text/html")
@@ -123,7 +129,7 @@ func TestHostileRegistries(t *testing.T) {
 			return true
 		}, want: []string{"source", "text/html"}},
 		{name: "missing content type", image: "single", hook: func(w http.ResponseWriter, r *http.Request) bool {
-			if !isManifestGet(r, "/v1") {
+			if !isFixtureManifestGet(r, "single") {
 				return false
 			}
 			w.Header()["Content-Type"] = nil // no sniffing either
@@ -159,7 +165,7 @@ func TestHostileRegistries(t *testing.T) {
 			defer front.Close()
 			front.SetHook(c.hook)
 			front.SetModify(c.modify)
-			repo := dstRepo(t, e2e.dst.Host)
+			repo := dstRepo(t, e2e.dstFront.Host)
 			args := append([]string{"-source", front.Host + "/src/" + c.image + ":v1", "-destination", repo + ":v1", "-sign=false"}, c.extra...)
 			r := hostile(t, nil, args...)
 			if r.code == 0 {

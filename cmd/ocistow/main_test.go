@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +26,9 @@ var e2e struct {
 	bin      string
 	bed      *testenv.Bed
 	src, dst *testenv.Registry
+	// dstFront is a recording front on dst: destinations named through it
+	// can be checked for what was written.
+	dstFront *testenv.Front
 	auth     *testenv.Registry
 	fixtures map[string]string // name -> digest
 	kms      *testenv.KMS
@@ -76,6 +80,8 @@ func testMain(m *testing.M) (int, error) {
 	defer bed.Close()
 	e2e.bed, e2e.src, e2e.dst, e2e.auth, e2e.kms = bed, bed.Src, bed.Dst, bed.Auth, bed.KMS
 	e2e.fixtures, e2e.keyID, e2e.keyARN = bed.Fixtures, bed.KeyID, bed.KeyARN
+	e2e.dstFront = testenv.NewFront(e2e.dst.Host)
+	defer e2e.dstFront.Close()
 	if e2e.cosign, err = testenv.Tool("cosign"); err != nil {
 		return 1, err
 	}
@@ -156,7 +162,10 @@ func (r result) errLine(t *testing.T) string {
 
 // refused checks what every refused promotion owes the user: one error
 // line naming each of wants, and (when repo is not "") nothing written at
-// the destination.
+// the destination repository, which must be named through e2e.dstFront: no
+// manifest at all, and for a refusal before the copy (exit 2) no request
+// that writes anything (POST, PATCH, PUT, DELETE). A copy that fails
+// mid-way (exit 1) may leave blobs, which the next run reuses.
 func (r result) refused(t *testing.T, wants []string, repo string) {
 	t.Helper()
 	line := r.errLine(t)
@@ -167,6 +176,18 @@ func (r result) refused(t *testing.T, wants []string, repo string) {
 	}
 	if repo == "" {
 		return
+	}
+	host, path, _ := strings.Cut(repo, "/")
+	if host != e2e.dstFront.Host {
+		t.Fatalf("refusal checks need the destination named through e2e.dstFront, not %s", host)
+	}
+	for _, req := range e2e.dstFront.Requests() {
+		if !strings.HasPrefix(req.Path, "/v2/"+path+"/") || req.Method == http.MethodGet || req.Method == http.MethodHead {
+			continue
+		}
+		if r.code == exitInvalid || strings.Contains(req.Path, "/manifests/") {
+			t.Errorf("refused promotion (exit %d) wrote at the destination: %s %s", r.code, req.Method, req.Path)
+		}
 	}
 	if ts := tags(t, repo, nil); len(ts) != 0 {
 		t.Errorf("destination has tags %v after a refused promotion", ts)
@@ -194,11 +215,14 @@ type copyResultJSON struct {
 		SourceDigest      string `json:"sourceDigest"`
 		DestinationDigest string `json:"destinationDigest"`
 	} `json:"manifests"`
-	BlobsCopied      int   `json:"blobsCopied"`
-	BlobsSkipped     int   `json:"blobsSkipped"`
-	BlobsMounted     int   `json:"blobsMounted"`
-	BytesCopied      int64 `json:"bytesCopied"`
-	ManifestsWritten int   `json:"manifestsWritten"`
+	BlobsCopied      int    `json:"blobsCopied"`
+	BlobsSkipped     int    `json:"blobsSkipped"`
+	BlobsMounted     int    `json:"blobsMounted"`
+	BytesCopied      int64  `json:"bytesCopied"`
+	ManifestsWritten int    `json:"manifestsWritten"`
+	UpToDate         bool   `json:"upToDate"`
+	SourcePulls      int    `json:"sourcePulls"`
+	PreviousDigest   string `json:"previousDigest"`
 }
 
 // get reads ref from a registry, with basic auth when auth is not nil.

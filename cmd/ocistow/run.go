@@ -325,12 +325,12 @@ func copySummary(r *service.CopyResult) string {
 	if r.PreviousDigest != "" {
 		fmt.Fprintf(&b, "tag moved from %s, ", r.PreviousDigest)
 	}
-	if r.ManifestsWritten == 0 {
-		fmt.Fprintf(&b, "destination already up to date in %s", took)
+	if r.UpToDate {
+		fmt.Fprintf(&b, "destination already up to date, %d source pulls, in %s", r.SourcePulls, took)
 		return b.String()
 	}
-	fmt.Fprintf(&b, "%d blobs copied (%s), %d skipped, %d mounted in %s",
-		r.BlobsCopied, humanBytes(r.BytesCopied), r.BlobsSkipped, r.BlobsMounted, took)
+	fmt.Fprintf(&b, "%d blobs copied (%s), %d skipped, %d mounted, %d manifests written, %d source pulls in %s",
+		r.BlobsCopied, humanBytes(r.BytesCopied), r.BlobsSkipped, r.BlobsMounted, r.ManifestsWritten, r.SourcePulls, took)
 	return b.String()
 }
 

@@ -372,7 +372,7 @@ func TestSigningBadInput(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			repo := dstRepo(t, e2e.dst.Host)
+			repo := dstRepo(t, e2e.dstFront.Host)
 			args := append([]string{"-source", srcRef("single"), "-destination", repo + ":v1"}, c.key...)
 			r := ocistow(t, c.env, args...)
 			if r.code != exitInvalid {

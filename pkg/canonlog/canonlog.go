@@ -53,6 +53,8 @@ func (m *middleware) Copy(ctx context.Context, req service.CopyRequest) (*servic
 			slog.Int("blobs_skipped", res.BlobsSkipped),
 			slog.Int("blobs_mounted", res.BlobsMounted),
 			slog.Int64("bytes", res.BytesCopied),
+			slog.Bool("up_to_date", res.UpToDate),
+			slog.Int("src_pulls", res.SourcePulls),
 		)
 		if res.PreviousDigest != "" {
 			attrs = append(attrs, slog.String("tag_moved_from", res.PreviousDigest))

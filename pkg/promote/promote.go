@@ -10,9 +10,12 @@
 package promote
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 
@@ -21,9 +24,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/stamp"
@@ -48,12 +53,13 @@ type Request struct {
 }
 
 // ErrTagWouldMove is returned (wrapped) when Immutable refuses a promotion
-// because the tag points at another digest; ErrTagUnknown when it refuses
-// because the registry would not say where the tag points.
-var (
-	ErrTagWouldMove = errors.New("destination tag already points at another digest")
-	ErrTagUnknown   = errors.New("cannot tell where the destination tag points")
-)
+// because the tag points at another digest.
+var ErrTagWouldMove = errors.New("destination tag already points at another digest")
+
+// ErrUnsupported is returned (wrapped) for a source ocistow cannot promote
+// whatever the registries do: a Docker schema 1 manifest, a config over
+// MaxConfigSize, an index child that is neither an image nor an index.
+var ErrUnsupported = errors.New("cannot be promoted")
 
 // Manifest describes one image of a promoted index.
 type Manifest struct {
@@ -84,22 +90,69 @@ type Result struct {
 	PreviousDigest string `json:"previousDigest,omitempty"`
 	// BytesCopied is the size of the blobs uploaded.
 	BytesCopied int64 `json:"bytesCopied"`
-	// ManifestsWritten counts manifest and index uploads; ManifestsSkipped
-	// the child manifests the destination already had (whose blobs were
-	// then not looked at).
+	// ManifestsWritten counts the manifests and indexes written;
+	// ManifestsSkipped the child manifests the destination already had
+	// (whose blobs were then not looked at).
 	ManifestsWritten int `json:"manifestsWritten"`
 	ManifestsSkipped int `json:"manifestsSkipped"`
+	// UpToDate is true when the destination already held what the source
+	// becomes, so nothing was read from the source but its digest and
+	// nothing was written.
+	UpToDate bool `json:"upToDate"`
+	// SourcePulls counts the manifest GETs the source served: what
+	// registries such as Docker Hub meter as pulls (HEADs are free). An
+	// up-to-date destination costs none.
+	SourcePulls int `json:"sourcePulls"`
 }
 
 // Copy promotes req.Source to req.Destination with the registry client c.
+//
+// It resolves the source with a HEAD (free on registries that meter pulls,
+// such as Docker Hub) and reads the destination; when the destination
+// already holds what the source becomes, it stops there, having pulled no
+// manifest from the source. Otherwise it reads the source, selects
+// platforms, stamps, and writes blobs, child manifests and finally the
+// manifest req.Destination names.
 func Copy(ctx context.Context, c *registry.Client, req Request, opts ...Option) (*Result, error) {
 	o := makeOptions(opts)
 	defer o.progress.Finish()
-	ctx, span := o.tracer.Start(ctx, "promote.Copy")
+	ctx, span := o.tracer.Start(ctx, "promote.Copy", trace.WithAttributes(
+		attribute.String("ocistow.source", req.Source.String()),
+		attribute.String("ocistow.destination", req.Destination.String()),
+	))
 	defer span.End()
 
-	obs := newObserver(req.Destination.Context().RepositoryStr())
-	ropts := c.RemoteOptions(ctx, obs.wrap)
+	p, err := newPromotion(ctx, c, req, o)
+	if err != nil {
+		return nil, err
+	}
+	res, err := p.run(ctx)
+	span.SetAttributes(
+		attribute.String("ocistow.source_digest", res.SourceDigest),
+		attribute.String("ocistow.destination_digest", res.DestinationDigest),
+		attribute.Int("ocistow.source_pulls", res.SourcePulls),
+		attribute.Bool("ocistow.up_to_date", res.UpToDate),
+	)
+	if err != nil {
+		span.RecordError(errors.New(registry.Describe(err)))
+		span.SetStatus(codes.Error, registry.Describe(err))
+	}
+	return res, err
+}
+
+// promotion is one Copy under way.
+type promotion struct {
+	req    Request
+	o      options
+	jobs   int
+	puller *remote.Puller
+	pusher *remote.Pusher
+	meter  *pullMeter
+}
+
+func newPromotion(ctx context.Context, c *registry.Client, req Request, o options) (*promotion, error) {
+	meter := newPullMeter(req.Source.Context())
+	ropts := c.RemoteOptions(ctx, meter.wrap)
 	puller, err := remote.NewPuller(ropts...)
 	if err != nil {
 		return nil, err
@@ -108,116 +161,209 @@ func Copy(ctx context.Context, c *registry.Client, req Request, opts ...Option) 
 	if err != nil {
 		return nil, err
 	}
+	return &promotion{req: req, o: o, jobs: c.Jobs(), puller: puller, pusher: pusher, meter: meter}, nil
+}
 
-	desc, err := puller.Get(ctx, req.Source)
+// run does the promotion's steps in order: resolve the source, look at the
+// destination, stop if it is up to date, plan what to write, check the tag
+// may move, write.
+func (p *promotion) run(ctx context.Context) (*Result, error) {
+	res := &Result{}
+	defer func() { res.SourcePulls = p.meter.pulls() }()
+
+	src, err := p.resolveSource(ctx)
 	if err != nil {
-		return nil, &SourceError{Ref: req.Source, Err: err}
+		return res, err
 	}
-	res := &Result{SourceDigest: desc.Digest.String()}
-	src := source{ref: req.Source, progress: o.progress}
+	res.SourceDigest = src.Digest.String()
+	dst, err := p.destination(ctx)
+	if err != nil && p.req.Immutable {
+		// -immutable fails closed: a registry that will not say where the
+		// tag points does not get it moved. What it answered decides the
+		// error's kind (401/403, 429, 5xx).
+		return res, &DestinationError{Ref: p.req.Destination, Err: fmt.Errorf("cannot tell where the tag points, so -immutable leaves it alone: %w", err)}
+	}
+	if p.upToDate(src, dst, res) {
+		return res, nil
+	}
+	pushed, err := p.plan(ctx, src, res)
+	if err != nil {
+		return res, err
+	}
+	if dst != nil && dst.Digest.String() != res.DestinationDigest {
+		res.PreviousDigest = dst.Digest.String()
+		if p.req.Immutable {
+			return res, fmt.Errorf("%w: %s is %s, the promotion would make it %s (-immutable)", ErrTagWouldMove, p.req.Destination, dst.Digest, res.DestinationDigest)
+		}
+	}
+	if dst != nil && dst.Digest.String() == res.DestinationDigest {
+		p.fillFromDestination(dst, res)
+		res.UpToDate = true
+		return res, nil
+	}
+	w := newWriter(p)
+	err = w.write(ctx, pushed, p.req.Destination)
+	w.fill(res)
+	if err != nil {
+		var se *SourceError
+		if errors.As(err, &se) {
+			return res, err
+		}
+		return res, &DestinationError{Ref: p.req.Destination, Err: err}
+	}
+	return res, nil
+}
 
+// resolveSource finds the source's digest and media type with a HEAD, or
+// with a GET when the registry answers HEAD without them.
+func (p *promotion) resolveSource(ctx context.Context) (*v1.Descriptor, error) {
+	desc, err := p.puller.Head(ctx, p.req.Source)
+	if err == nil {
+		return desc, nil
+	}
+	var terr *transport.Error
+	if errors.As(err, &terr) {
+		return nil, &SourceError{Ref: p.req.Source, Err: err}
+	}
+	// No Docker-Content-Digest, Content-Type or Content-Length: only a GET
+	// can tell (and is metered).
+	got, gerr := p.puller.Get(ctx, p.req.Source)
+	if gerr != nil {
+		return nil, &SourceError{Ref: p.req.Source, Err: gerr}
+	}
+	return &got.Descriptor, nil
+}
+
+// destination reads what the destination tag holds: nil, with a nil
+// error, when it holds nothing (404).
+func (p *promotion) destination(ctx context.Context) (*remote.Descriptor, error) {
+	got, err := p.puller.Get(ctx, p.req.Destination)
+	if registry.StatusCode(err) == http.StatusNotFound {
+		return nil, nil
+	}
+	return got, err
+}
+
+// upToDate reports whether dst already holds what the source at src
+// becomes, and if so fills res from it: the same digest for a copy byte
+// for byte, and the same recorded source and stamp for one that rewrites.
+func (p *promotion) upToDate(src *v1.Descriptor, dst *remote.Descriptor, res *Result) bool {
+	if dst == nil {
+		return false
+	}
+	if rewrites(p.req) {
+		m, err := annotationsOf(dst)
+		if err != nil || !matches(m, provenance(p.req, src.Digest.String())) {
+			return false
+		}
+	} else if dst.Digest != src.Digest {
+		return false
+	}
+	p.fillFromDestination(dst, res)
+	res.UpToDate = true
+	return true
+}
+
+// fillFromDestination describes what the destination holds in res.
+func (p *promotion) fillFromDestination(dst *remote.Descriptor, res *Result) {
+	res.DestinationDigest, res.MediaType = dst.Digest.String(), string(dst.MediaType)
+	if !dst.MediaType.IsIndex() {
+		return
+	}
+	im, err := v1.ParseIndexManifest(bytes.NewReader(dst.Manifest))
+	if err != nil {
+		return
+	}
+	res.Manifests = make([]Manifest, len(im.Manifests))
+	for i, d := range im.Manifests {
+		srcDigest := d.Digest.String()
+		if s, ok := d.Annotations[AnnotationSourceDigest]; ok {
+			srcDigest = s
+		}
+		res.Manifests[i] = Manifest{Platform: FormatPlatform(d.Platform), MediaType: string(d.MediaType), SourceDigest: srcDigest, DestinationDigest: d.Digest.String()}
+	}
+}
+
+// annotationsOf returns the annotations of a manifest or index.
+func annotationsOf(d *remote.Descriptor) (map[string]string, error) {
+	var m struct {
+		Annotations map[string]string `json:"annotations"`
+	}
+	err := json.Unmarshal(d.Manifest, &m)
+	return m.Annotations, err
+}
+
+// plan reads the source at src and returns what is to be written: the
+// source itself, or its platforms selected and stamped. It fills res with
+// the destination's digests.
+func (p *promotion) plan(ctx context.Context, src *v1.Descriptor, res *Result) (partial.Describable, error) {
+	ref := p.req.Source.Context().Digest(src.Digest.String())
+	desc, err := p.puller.Get(ctx, ref)
+	if err != nil {
+		return nil, &SourceError{Ref: p.req.Source, Err: err}
+	}
+	s := p.req.Stamp
+	if rewrites(p.req) {
+		s = withProvenance(p.req, desc.Digest)
+	}
+	source := source{ref: p.req.Source, progress: p.o.progress}
 	var pushed partial.Describable
 	switch {
 	case desc.MediaType.IsIndex():
 		base, err := desc.ImageIndex()
-		if err == nil {
-			_, err = base.IndexManifest()
-		}
 		if err != nil {
-			return res, &SourceError{Ref: req.Source, Err: fmt.Errorf("reading index: %w", err)}
+			return nil, &SourceError{Ref: p.req.Source, Err: fmt.Errorf("reading index: %w", err)}
 		}
-		var idx v1.ImageIndex = &sourceIndex{base: base, src: src}
-		if len(req.Platforms) > 0 {
-			if idx, err = filterPlatforms(idx, req.Platforms); err != nil {
-				return res, err
+		var idx v1.ImageIndex = &sourceIndex{base: base, src: source}
+		if len(p.req.Platforms) > 0 {
+			if idx, err = filterPlatforms(idx, p.req.Platforms); err != nil {
+				return nil, err
 			}
 		}
+		if err := checkChildren(idx); err != nil {
+			return nil, &SourceError{Ref: p.req.Source, Err: err}
+		}
 		unstamped := idx
-		if idx, err = stamp.Index(idx, req.Stamp); err != nil {
-			return res, &SourceError{Ref: req.Source, Err: fmt.Errorf("stamping: %w", err)}
+		if idx, err = stamp.Index(idx, s); err != nil {
+			return nil, &SourceError{Ref: p.req.Source, Err: fmt.Errorf("stamping: %w", err)}
 		}
 		if res.Manifests, err = describeChildren(unstamped, idx); err != nil {
-			return res, &SourceError{Ref: req.Source, Err: err}
+			return nil, &SourceError{Ref: p.req.Source, Err: err}
 		}
 		pushed = idx
 	case desc.MediaType.IsImage():
 		base, err := desc.Image()
-		if err == nil {
-			_, err = base.Manifest()
-		}
 		if err != nil {
-			return res, &SourceError{Ref: req.Source, Err: fmt.Errorf("reading manifest: %w", err)}
+			return nil, &SourceError{Ref: p.req.Source, Err: fmt.Errorf("reading manifest: %w", err)}
 		}
-		var img v1.Image = &sourceImage{Image: base, src: src}
-		if len(req.Platforms) > 0 {
-			if err := checkPlatform(req.Source, img, req.Platforms); err != nil {
-				return res, err
+		var img v1.Image = &sourceImage{Image: base, src: source}
+		if len(p.req.Platforms) > 0 {
+			if err := checkPlatform(p.req.Source, img, p.req.Platforms); err != nil {
+				return nil, err
 			}
 		}
-		if img, err = stamp.Image(img, req.Stamp); err != nil {
-			return res, &SourceError{Ref: req.Source, Err: fmt.Errorf("stamping: %w", err)}
+		if img, err = stamp.Image(img, s); err != nil {
+			return nil, &SourceError{Ref: p.req.Source, Err: fmt.Errorf("stamping: %w", err)}
 		}
 		pushed = img
 	case desc.MediaType.IsSchema1():
-		return res, fmt.Errorf("source %s is a Docker schema 1 manifest, which registries no longer accept; rebuild or convert it", req.Source)
+		return nil, &SourceError{Ref: p.req.Source, Err: fmt.Errorf("%w: a Docker schema 1 manifest, which registries no longer accept; rebuild or convert it", ErrUnsupported)}
 	default:
-		return res, fmt.Errorf("source %s has media type %q, which is neither an image nor an index", req.Source, desc.MediaType)
+		return nil, &SourceError{Ref: p.req.Source, Err: fmt.Errorf("media type %q, which is neither an image nor an index", desc.MediaType)}
 	}
-	if err := checkDigest(req.Destination, pushed); err != nil {
-		return res, err
+	if err := checkDigest(p.req.Destination, pushed); err != nil {
+		return nil, err
 	}
 	d, err := pushed.Digest()
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	mt, err := pushed.MediaType()
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	res.DestinationDigest, res.MediaType = d.String(), string(mt)
-	span.SetAttributes(
-		attribute.String("ocistow.source", req.Source.String()),
-		attribute.String("ocistow.destination", req.Destination.String()),
-		attribute.String("ocistow.source_digest", res.SourceDigest),
-		attribute.String("ocistow.destination_digest", res.DestinationDigest),
-	)
-
-	w := &writer{
-		src:    req.Source,
-		pusher: pusher, puller: puller, repo: req.Destination.Context(),
-		sem: make(chan struct{}, c.Jobs()), jobs: c.Jobs(),
-		tracer: o.tracer, progress: o.progress, obs: obs,
-		blobs: map[v1.Hash]*blobOnce{}, sizes: map[string]int64{},
-	}
-	// A destination that already holds exactly this manifest is done: one
-	// HEAD instead of one per blob. A tag that points elsewhere is about to
-	// move: say so, or refuse.
-	current, err := w.current(ctx, req.Destination)
-	if err != nil && req.Immutable {
-		// -immutable fails closed: a registry that will not say where the
-		// tag points (403, 429, 5xx) does not get it moved.
-		return res, fmt.Errorf("%w: %s (%s), so -immutable leaves it alone", ErrTagUnknown, req.Destination, registry.Describe(err))
-	}
-	if current != "" && current != d.String() {
-		res.PreviousDigest = current
-		if req.Immutable {
-			return res, fmt.Errorf("%w: %s is %s, the promotion would make it %s (-immutable)", ErrTagWouldMove, req.Destination, current, d)
-		}
-	}
-	if current != d.String() {
-		if err := w.write(ctx, pushed, req.Destination); err != nil {
-			span.RecordError(errors.New(registry.Describe(err)))
-			span.SetStatus(codes.Error, registry.Describe(err))
-			var se *SourceError
-			if errors.As(err, &se) {
-				return res, err
-			}
-			return res, &DestinationError{Ref: req.Destination, Err: err}
-		}
-	}
-	obs.fill(res, w.blobSizes())
-	res.ManifestsSkipped = w.manifestsSkipped()
-	return res, nil
+	return pushed, nil
 }
 
 // checkDigest refuses a destination given by digest that the promoted

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -83,6 +84,29 @@ func (s *sourceImage) ConfigLayer() (v1.Layer, error) {
 // Descriptor keeps the descriptor the source index gave this image.
 func (s *sourceImage) Descriptor() (*v1.Descriptor, error) { return partial.Descriptor(s.Image) }
 
+// MaxConfigSize is the largest image config ocistow reads into memory (to
+// stamp labels, or to check a platform): 8 MiB, over a hundred times the
+// largest configs seen in practice. Configs are otherwise streamed like
+// layers, whatever their size.
+const MaxConfigSize = 8 << 20
+
+// RawConfigFile reads the config, refusing one that declares more than
+// MaxConfigSize before reading any of it (go-containerregistry checks that
+// no more than the declared size arrives).
+func (s *sourceImage) RawConfigFile() ([]byte, error) {
+	m, err := s.Image.Manifest()
+	if err != nil {
+		return nil, err
+	}
+	if m.Config.Size > MaxConfigSize {
+		return nil, fmt.Errorf("%w: config %s is %d bytes, over the %d-byte limit on configs read into memory", ErrUnsupported, m.Config.Digest, m.Config.Size, MaxConfigSize)
+	}
+	return s.Image.RawConfigFile()
+}
+
+// ConfigFile parses what RawConfigFile read.
+func (s *sourceImage) ConfigFile() (*v1.ConfigFile, error) { return partial.ConfigFile(s) }
+
 // wrap keeps a mountable layer mountable: go-containerregistry mounts only
 // *remote.MountableLayer.
 func (s *sourceImage) wrap(l v1.Layer) v1.Layer {
@@ -97,6 +121,9 @@ func (s *sourceImage) wrap(l v1.Layer) v1.Layer {
 type sourceIndex struct {
 	base v1.ImageIndex
 	src  source
+
+	mu    sync.Mutex
+	cache map[v1.Hash]*sourceIndex // child indexes, read once
 }
 
 var _ v1.ImageIndex = (*sourceIndex)(nil)
@@ -118,23 +145,51 @@ func (s *sourceIndex) Image(h v1.Hash) (v1.Image, error) {
 	return &sourceImage{Image: img, src: s.src}, nil
 }
 
+// ImageIndex returns a child index, read from the source once however
+// often it is asked for (checking, stamping, writing).
 func (s *sourceIndex) ImageIndex(h v1.Hash) (v1.ImageIndex, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.cache[h]; ok {
+		return c, nil
+	}
 	idx, err := s.base.ImageIndex(h)
 	if err != nil {
 		return nil, err
 	}
-	return &sourceIndex{base: idx, src: s.src}, nil
+	if _, err := idx.IndexManifest(); err != nil {
+		return nil, err
+	}
+	if s.cache == nil {
+		s.cache = map[v1.Hash]*sourceIndex{}
+	}
+	s.cache[h] = &sourceIndex{base: idx, src: s.src}
+	return s.cache[h], nil
 }
 
-// Layer serves children that are neither images nor indexes.
-func (s *sourceIndex) Layer(h v1.Hash) (v1.Layer, error) {
-	wl, ok := s.base.(interface {
-		Layer(v1.Hash) (v1.Layer, error)
-	})
-	if !ok {
-		return nil, fmt.Errorf("no child %s", h)
+// checkChildren refuses, before anything is written, an index that lists
+// (at any depth) a child that is neither an image nor an index.
+func checkChildren(idx v1.ImageIndex) error {
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return err
 	}
-	return wl.Layer(h)
+	for _, d := range im.Manifests {
+		switch {
+		case d.MediaType.IsImage():
+		case d.MediaType.IsIndex():
+			child, err := idx.ImageIndex(d.Digest)
+			if err != nil {
+				return fmt.Errorf("reading child index %s: %w", d.Digest, err)
+			}
+			if err := checkChildren(child); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("%w: index child %s has media type %q, which is neither an image nor an index; ocistow copies images and indexes only", ErrUnsupported, d.Digest, d.MediaType)
+		}
+	}
+	return nil
 }
 
 type sourceLayer struct {

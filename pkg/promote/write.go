@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"sync"
-
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"sync/atomic"
 
 	"github.com/ocistow/ocistow/pkg/registry"
 
@@ -83,8 +83,10 @@ func makeOptions(opts []Option) options {
 
 // writer writes an image or index to one destination repository: blobs
 // first (each once, at most jobs at a time), then child manifests, then the
-// manifest the reference names. It uses one go-containerregistry Pusher,
-// so the registry is pinged and a token fetched once, not per blob.
+// manifest the reference names. It uses the promotion's Pusher and Puller,
+// so the registry is pinged and a token fetched once, not per blob. It
+// records what it did to each blob and manifest itself, from what it asked
+// go-containerregistry to do and what that did with the source.
 type writer struct {
 	src      name.Reference // for attributing read failures to the source
 	pusher   *remote.Pusher
@@ -94,12 +96,13 @@ type writer struct {
 	jobs     int
 	tracer   trace.Tracer
 	progress Progress
-	obs      *observer
 
-	mu      sync.Mutex
-	blobs   map[v1.Hash]*blobOnce
-	sizes   map[string]int64 // of every blob settled
-	skipped int
+	mu       sync.Mutex
+	blobs    map[v1.Hash]*blobOnce
+	outcomes map[v1.Hash]Outcome
+	sizes    map[v1.Hash]int64
+	written  int // manifests and indexes
+	skipped  int // child manifests the destination had
 }
 
 type blobOnce struct {
@@ -107,31 +110,43 @@ type blobOnce struct {
 	err  error
 }
 
-func (w *writer) manifestsSkipped() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.skipped
-}
-
-func (w *writer) blobSizes() map[string]int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.sizes
-}
-
-// current returns the digest the destination holds at ref: "" with a nil
-// error when it holds nothing there (404), and the error when the registry
-// would not say.
-func (w *writer) current(ctx context.Context, ref name.Reference) (string, error) {
-	got, err := w.puller.Head(ctx, ref)
-	if err != nil {
-		var terr *transport.Error
-		if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
-			return "", nil
-		}
-		return "", err
+func newWriter(p *promotion) *writer {
+	return &writer{
+		src: p.req.Source, pusher: p.pusher, puller: p.puller, repo: p.req.Destination.Context(),
+		sem: make(chan struct{}, p.jobs), jobs: p.jobs, tracer: p.o.tracer, progress: p.o.progress,
+		blobs: map[v1.Hash]*blobOnce{}, outcomes: map[v1.Hash]Outcome{}, sizes: map[v1.Hash]int64{},
 	}
-	return got.Digest.String(), nil
+}
+
+// fill adds what the writer did to res.
+func (w *writer) fill(res *Result) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for d, o := range w.outcomes {
+		switch o {
+		case Uploaded:
+			res.BlobsCopied++
+			res.BytesCopied += w.sizes[d]
+		case Mounted:
+			res.BlobsMounted++
+		case Skipped:
+			res.BlobsSkipped++
+		}
+	}
+	res.ManifestsWritten, res.ManifestsSkipped = w.written, w.skipped
+}
+
+// exists reports whether the destination holds ref: false with a nil error
+// when it answers 404.
+func (w *writer) exists(ctx context.Context, ref name.Digest) (bool, error) {
+	got, err := w.puller.Head(ctx, ref)
+	if registry.StatusCode(err) == http.StatusNotFound {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return got.Digest.String() == ref.DigestStr(), nil
 }
 
 func (w *writer) write(ctx context.Context, m partial.Describable, ref name.Reference) error {
@@ -159,38 +174,29 @@ func (w *writer) writeIndex(ctx context.Context, idx v1.ImageIndex, ref name.Ref
 	// worker outlives an early return.
 	digests := make([]v1.Hash, len(children))
 	for i, child := range children {
-		if c, ok := child.(partial.Describable); ok {
-			if _, isLayer := child.(v1.Layer); isLayer {
-				continue
-			}
-			d, err := c.Digest()
-			if err != nil {
-				return w.sourceErr("reading a child manifest", err)
-			}
-			digests[i] = d
+		c, ok := child.(partial.Describable)
+		if !ok {
+			return w.sourceErr("reading the manifests an index lists", fmt.Errorf("child %d is a %T", i, child))
 		}
+		d, err := c.Digest()
+		if err != nil {
+			return w.sourceErr("reading a child manifest", err)
+		}
+		digests[i] = d
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(w.jobs)
 	for i, child := range children {
-		switch c := child.(type) {
-		case v1.Image, v1.ImageIndex:
-			d := digests[i]
-			childRef := w.repo.Digest(d.String())
-			g.Go(func() error {
-				if cur, _ := w.current(gctx, childRef); cur == d.String() {
-					w.mu.Lock()
-					w.skipped++
-					w.mu.Unlock()
-					return nil
-				}
-				return w.write(gctx, c, childRef)
-			})
-		case v1.Layer:
-			// A child that is neither image nor index travels as a blob,
-			// as go-containerregistry writes it.
-			g.Go(func() error { return w.writeBlob(gctx, c) })
-		}
+		childRef := w.repo.Digest(digests[i].String())
+		g.Go(func() error {
+			if ok, _ := w.exists(gctx, childRef); ok {
+				w.mu.Lock()
+				w.skipped++
+				w.mu.Unlock()
+				return nil
+			}
+			return w.write(gctx, child.(partial.Describable), childRef)
+		})
 	}
 	if err := g.Wait(); err != nil {
 		return err
@@ -257,9 +263,6 @@ func (w *writer) uploadBlob(ctx context.Context, l v1.Layer, d v1.Hash) error {
 	if err != nil {
 		return err
 	}
-	w.mu.Lock()
-	w.sizes[d.String()] = size
-	w.mu.Unlock()
 	mt, _ := l.MediaType()
 	ctx, span := w.tracer.Start(ctx, "blob "+d.String(), trace.WithAttributes(
 		attribute.String("oci.blob.digest", d.String()),
@@ -269,15 +272,17 @@ func (w *writer) uploadBlob(ctx context.Context, l v1.Layer, d v1.Hash) error {
 	defer span.End()
 	w.progress.BlobStarted(d.String(), size)
 
-	err = w.pusher.Upload(ctx, w.repo, l)
-	outcome, attempts := w.obs.outcome(d.String())
+	outcome, opens, err := w.put(ctx, l, d)
 	if err != nil {
 		outcome = Failed
 		span.RecordError(errors.New(registry.Describe(err)))
 		span.SetStatus(codes.Error, registry.Describe(err))
 	}
-	span.SetAttributes(attribute.String("oci.blob.outcome", string(outcome)), attribute.Int("oci.blob.retries", max(0, attempts-1)))
+	span.SetAttributes(attribute.String("oci.blob.outcome", string(outcome)), attribute.Int("oci.blob.retries", max(0, opens-1)))
 	w.progress.BlobDone(d.String(), outcome)
+	w.mu.Lock()
+	w.outcomes[d], w.sizes[d] = outcome, size
+	w.mu.Unlock()
 	if err != nil {
 		var be *BlobError
 		if errors.As(err, &be) {
@@ -287,6 +292,68 @@ func (w *writer) uploadBlob(ctx context.Context, l v1.Layer, d v1.Hash) error {
 	}
 	return nil
 }
+
+// blobExists asks the destination whether it has blob d.
+func (w *writer) blobExists(ctx context.Context, d v1.Hash) (bool, error) {
+	l, err := w.puller.Layer(ctx, w.repo.Digest(d.String()))
+	if err != nil {
+		return false, err
+	}
+	if ml, ok := l.(*remote.MountableLayer); ok {
+		l = ml.Layer // partial.Exists finds the remote layer's HEAD under it
+	}
+	return partial.Exists(l)
+}
+
+// put has go-containerregistry upload l unless the destination has it, and
+// tells what happened: the source was read (uploaded), or it was not
+// (skipped, or mounted when the blob can come from a repository of the same
+// registry), and how many times the source was opened.
+func (w *writer) put(ctx context.Context, l v1.Layer, d v1.Hash) (Outcome, int, error) {
+	counted := &openCounter{Layer: l}
+	var up v1.Layer = counted
+	sameRegistry := false
+	if ml, ok := l.(*remote.MountableLayer); ok {
+		counted.Layer = ml.Layer
+		up = &remote.MountableLayer{Layer: counted, Reference: ml.Reference}
+		sameRegistry = ml.Reference.Context().RegistryStr() == w.repo.RegistryStr()
+	}
+	if sameRegistry {
+		// The pusher both checks and mounts without reading the source;
+		// only a check of our own tells a blob found from one mounted.
+		ok, err := w.blobExists(ctx, d)
+		if err != nil {
+			return Failed, 0, err
+		}
+		if ok {
+			return Skipped, 0, nil
+		}
+	}
+	if err := w.pusher.Upload(ctx, w.repo, up); err != nil {
+		return Failed, counted.opens(), err
+	}
+	switch {
+	case counted.opens() > 0:
+		return Uploaded, counted.opens(), nil
+	case sameRegistry:
+		return Mounted, 0, nil
+	}
+	return Skipped, 0, nil
+}
+
+// openCounter counts how often a blob's bytes were asked for: once per
+// upload attempt, never for a blob the destination had or mounted.
+type openCounter struct {
+	v1.Layer
+	n atomic.Int32
+}
+
+func (c *openCounter) Compressed() (io.ReadCloser, error) {
+	c.n.Add(1)
+	return c.Layer.Compressed()
+}
+
+func (c *openCounter) opens() int { return int(c.n.Load()) }
 
 func (w *writer) putManifest(ctx context.Context, ref name.Reference, m remote.Taggable) error {
 	ctx, span := w.tracer.Start(ctx, "manifest "+ref.Identifier(), trace.WithAttributes(attribute.String("oci.reference", ref.String())))
@@ -304,5 +371,8 @@ func (w *writer) putManifest(ctx context.Context, ref name.Reference, m remote.T
 		span.SetStatus(codes.Error, registry.Describe(err))
 		return err
 	}
+	w.mu.Lock()
+	w.written++
+	w.mu.Unlock()
 	return nil
 }

@@ -189,15 +189,18 @@ func merge(a, b map[string]string) map[string]string {
 	return out
 }
 
-// classifyCopy gives a promotion error its Kind.
+// classifyCopy gives a promotion error its Kind, from what the registry
+// answered where one did.
 func classifyCopy(err error) error {
 	var se *promote.SourceError
 	var de *promote.DestinationError
 	var be *promote.BlobError
 	code := registry.StatusCode(err)
 	switch {
-	case errors.Is(err, promote.ErrTagWouldMove), errors.Is(err, promote.ErrTagUnknown):
+	case errors.Is(err, promote.ErrTagWouldMove):
 		return &Error{Kind: KindTagImmutable, Err: err}
+	case errors.Is(err, promote.ErrUnsupported):
+		return &Error{Kind: KindInvalidRequest, Err: err}
 	case errors.As(err, &be):
 		return &Error{Kind: KindSourceFailed, Err: err}
 	case code == 401 || code == 403:

@@ -22,17 +22,47 @@ import (
 )
 
 // Stamp says what to add. Keys present in the base are overwritten.
+//
+// Stamping is deterministic: the same base and the same Stamp always give
+// the same bytes, so the same digests.
 type Stamp struct {
 	// Annotations are set on every manifest and index.
 	Annotations map[string]string
 	// Labels are set in the config of every image whose config is a Docker
 	// or OCI image config. Artifacts with other configs get annotations only.
 	Labels map[string]string
+	// TopAnnotations are set on the manifest or index stamped, not on the
+	// children of an index; they win over Annotations.
+	TopAnnotations map[string]string
+	// ChildSourceAnnotation, when not empty, is the annotation key under
+	// which an index records, on the descriptor of each child it rewrote,
+	// the digest that child had before.
+	ChildSourceAnnotation string
 }
 
 // Empty reports whether s adds nothing, in which case Image and Index
 // return their input unchanged.
-func (s Stamp) Empty() bool { return len(s.Annotations) == 0 && len(s.Labels) == 0 }
+func (s Stamp) Empty() bool {
+	return len(s.Annotations) == 0 && len(s.Labels) == 0 && len(s.TopAnnotations) == 0
+}
+
+// children is the stamp applied to the children of an index.
+func (s Stamp) children() Stamp {
+	return Stamp{Annotations: s.Annotations, Labels: s.Labels, ChildSourceAnnotation: s.ChildSourceAnnotation}
+}
+
+// top is what is set on the manifest or index itself.
+func (s Stamp) top() map[string]string {
+	if len(s.TopAnnotations) == 0 {
+		return s.Annotations
+	}
+	out := maps.Clone(s.Annotations)
+	if out == nil {
+		out = map[string]string{}
+	}
+	maps.Copy(out, s.TopAnnotations)
+	return out
+}
 
 // Image returns base with s applied.
 func Image(base v1.Image, s Stamp) (v1.Image, error) {
@@ -47,7 +77,7 @@ func Image(base v1.Image, s Stamp) (v1.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parsing manifest: %w", err)
 	}
-	if err := mergeStringMap(m, "annotations", s.Annotations); err != nil {
+	if err := mergeStringMap(m, "annotations", s.top()); err != nil {
 		return nil, fmt.Errorf("manifest annotations: %w", err)
 	}
 
@@ -124,7 +154,11 @@ func Index(base v1.ImageIndex, s Stamp) (v1.ImageIndex, error) {
 
 	idx := &index{base: base, children: map[v1.Hash]partial.Describable{}}
 	renamed := map[string]string{} // old child digest -> new
+	cs := s.children()
 	for i, d := range im.Manifests {
+		if cs.Empty() {
+			break // only the index itself changes
+		}
 		var child partial.Describable
 		switch {
 		case d.MediaType.IsImage():
@@ -132,7 +166,7 @@ func Index(base v1.ImageIndex, s Stamp) (v1.ImageIndex, error) {
 			if err != nil {
 				return nil, fmt.Errorf("child %s: %w", d.Digest, err)
 			}
-			if child, err = Image(ci, s); err != nil {
+			if child, err = Image(ci, cs); err != nil {
 				return nil, fmt.Errorf("child %s: %w", d.Digest, err)
 			}
 		case d.MediaType.IsIndex():
@@ -140,7 +174,7 @@ func Index(base v1.ImageIndex, s Stamp) (v1.ImageIndex, error) {
 			if err != nil {
 				return nil, fmt.Errorf("child %s: %w", d.Digest, err)
 			}
-			if child, err = Index(ci, s); err != nil {
+			if child, err = Index(ci, cs); err != nil {
 				return nil, fmt.Errorf("child %s: %w", d.Digest, err)
 			}
 		default:
@@ -161,6 +195,11 @@ func Index(base v1.ImageIndex, s Stamp) (v1.ImageIndex, error) {
 		}
 		if err := setDescriptorFields(dm, nd); err != nil {
 			return nil, err
+		}
+		if s.ChildSourceAnnotation != "" {
+			if err := mergeStringMap(dm, "annotations", map[string]string{s.ChildSourceAnnotation: d.Digest.String()}); err != nil {
+				return nil, fmt.Errorf("index manifests: %w", err)
+			}
 		}
 		if rawDescs[i], err = encodeObject(dm); err != nil {
 			return nil, err
@@ -194,7 +233,7 @@ func Index(base v1.ImageIndex, s Stamp) (v1.ImageIndex, error) {
 	if m["manifests"], err = json.Marshal(rawDescs); err != nil {
 		return nil, err
 	}
-	if err := mergeStringMap(m, "annotations", s.Annotations); err != nil {
+	if err := mergeStringMap(m, "annotations", s.top()); err != nil {
 		return nil, fmt.Errorf("index annotations: %w", err)
 	}
 	if idx.raw, err = encodeObject(m); err != nil {

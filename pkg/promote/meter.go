@@ -1,0 +1,43 @@
+package promote
+
+import (
+	"net/http"
+	"strings"
+	"sync/atomic"
+
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// pullMeter counts what registries that limit pulls count: GETs of the
+// source repository's manifests that the registry answered (HEADs are free
+// on Docker Hub, and blob GETs are not counted there). It watches the wire
+// because go-containerregistry fetches child manifests lazily, wherever an
+// image's layers are first asked for.
+type pullMeter struct {
+	host, path string // the source registry, and /v2/<repo>/manifests/
+	n          atomic.Int64
+}
+
+func newPullMeter(src name.Repository) *pullMeter {
+	return &pullMeter{host: src.RegistryStr(), path: "/v2/" + src.RepositoryStr() + "/manifests/"}
+}
+
+func (m *pullMeter) wrap(next http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		resp, err := next.RoundTrip(req)
+		if err == nil && req.Method == http.MethodGet && resp.StatusCode < 300 && m.isSource(req) {
+			m.n.Add(1)
+		}
+		return resp, err
+	})
+}
+
+func (m *pullMeter) isSource(req *http.Request) bool {
+	return strings.HasPrefix(req.URL.Path, m.path) && (req.URL.Host == m.host || m.host == name.DefaultRegistry && req.URL.Host == "registry-1.docker.io")
+}
+
+func (m *pullMeter) pulls() int { return int(m.n.Load()) }
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -1,0 +1,387 @@
+package promote_test
+
+import (
+	"errors"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/ocistow/ocistow/internal/testenv"
+	"github.com/ocistow/ocistow/pkg/promote"
+	"github.com/ocistow/ocistow/pkg/registry"
+	"github.com/ocistow/ocistow/pkg/stamp"
+)
+
+// These unit tests run against go-containerregistry's in-process registry,
+// for a quick inner loop; cmd/ocistow's end-to-end tests hold the same
+// behaviours against the real Distribution registry.
+
+// server is an in-process registry that records the requests it answers
+// and lets a test change them.
+type server struct {
+	Host string
+	mu   sync.Mutex
+	log  []string // "METHOD /path"
+	// edit, if set, may answer a request itself.
+	edit func(w http.ResponseWriter, r *http.Request, next http.Handler) bool
+}
+
+func newServer(t *testing.T) *server {
+	s := &server{}
+	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		s.log = append(s.log, r.Method+" "+r.URL.Path)
+		edit := s.edit
+		s.mu.Unlock()
+		if edit == nil || !edit(w, r, reg) {
+			reg.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	s.Host = strings.TrimPrefix(srv.URL, "http://")
+	return s
+}
+
+// count returns how many requests had method and a path containing part.
+func (s *server) count(method, part string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, l := range s.log {
+		m, p, _ := strings.Cut(l, " ")
+		if m == method && strings.Contains(p, part) {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *server) reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.log = nil
+}
+
+func newClient() *registry.Client {
+	return registry.New(registry.WithKeychain(authn.NewMultiKeychain()), registry.WithRetryBackoff(remote.Backoff{Duration: time.Millisecond, Factor: 1, Steps: 2}))
+}
+
+func ref(t *testing.T, s string) name.Reference {
+	t.Helper()
+	r, err := name.ParseReference(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func push(t *testing.T, r string, m any) {
+	t.Helper()
+	if err := testenv.Push(t.Context(), r, m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func copyOK(t *testing.T, req promote.Request) *promote.Result {
+	t.Helper()
+	res, err := promote.Copy(t.Context(), newClient(), req)
+	if err != nil {
+		t.Fatalf("Copy: %v", err)
+	}
+	return res
+}
+
+func annotationsAt(t *testing.T, r string) map[string]string {
+	t.Helper()
+	d, err := remote.Get(ref(t, r), remote.WithContext(t.Context()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.MediaType.IsIndex() {
+		im, err := v1.ParseIndexManifest(strings.NewReader(string(d.Manifest)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return im.Annotations
+	}
+	m, err := v1.ParseManifest(strings.NewReader(string(d.Manifest)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Annotations
+}
+
+func TestUpToDateCostsNoSourcePull(t *testing.T) {
+	src, dst := newServer(t), newServer(t)
+	idx, err := testenv.MixedIndex(1, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	push(t, src.Host+"/lib/app:1", idx)
+	for _, tc := range []struct {
+		name      string
+		stamp     stamp.Stamp
+		platforms []v1.Platform
+	}{
+		{"byte for byte", stamp.Stamp{}, nil},
+		{"stamped", stamp.Stamp{Annotations: map[string]string{"team": "platform"}, Labels: map[string]string{"team": "platform"}}, nil},
+		{"one platform", stamp.Stamp{}, []v1.Platform{{OS: "linux", Architecture: "amd64"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := promote.Request{Source: ref(t, src.Host+"/lib/app:1"), Destination: ref(t, dst.Host+"/"+strings.ReplaceAll(tc.name, " ", "-")+"/app:1"), Stamp: tc.stamp, Platforms: tc.platforms}
+			first := copyOK(t, req)
+			if first.UpToDate || first.SourcePulls == 0 || first.ManifestsWritten == 0 {
+				t.Fatalf("first run: %+v", first)
+			}
+			src.reset()
+			again := copyOK(t, req)
+			if !again.UpToDate || again.SourcePulls != 0 || again.ManifestsWritten != 0 || again.BlobsCopied != 0 {
+				t.Errorf("second run: %+v, want up to date with no pull and nothing written", again)
+			}
+			if n := src.count(http.MethodGet, "/manifests/"); n != 0 {
+				t.Errorf("source served %d manifest GETs on an up-to-date run", n)
+			}
+			if n := src.count(http.MethodHead, "/manifests/"); n != 1 {
+				t.Errorf("source served %d manifest HEADs, want 1", n)
+			}
+			if again.DestinationDigest != first.DestinationDigest || again.SourceDigest != first.SourceDigest {
+				t.Errorf("digests %s/%s, first run %s/%s", again.SourceDigest, again.DestinationDigest, first.SourceDigest, first.DestinationDigest)
+			}
+			if len(again.Manifests) != len(first.Manifests) {
+				t.Fatalf("children %v, first run %v", again.Manifests, first.Manifests)
+			}
+			for i := range first.Manifests {
+				if again.Manifests[i] != first.Manifests[i] {
+					t.Errorf("child %d: %+v, first run %+v", i, again.Manifests[i], first.Manifests[i])
+				}
+			}
+		})
+	}
+}
+
+func TestProvenanceIsRecordedAndKeepsSourceAnnotations(t *testing.T) {
+	src, dst := newServer(t), newServer(t)
+	base, err := testenv.MixedIndex(2, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := mutate.Annotations(base, map[string]string{"org.opencontainers.image.base.name": "docker.io/library/alpine:3"}).(v1.ImageIndex)
+	push(t, src.Host+"/lib/app:1", idx)
+	srcDigest, _ := idx.Digest()
+	req := promote.Request{Source: ref(t, src.Host+"/lib/app:1"), Destination: ref(t, dst.Host+"/app:1"), Stamp: stamp.Stamp{Annotations: map[string]string{"team": "platform"}}}
+	res := copyOK(t, req)
+	got := annotationsAt(t, dst.Host+"/app:1")
+	for k, v := range map[string]string{
+		"org.opencontainers.image.base.name": "docker.io/library/alpine:3",
+		"team":                               "platform",
+		promote.AnnotationSourceDigest:       srcDigest.String(),
+		promote.AnnotationSourceReference:    src.Host + "/lib/app:1",
+	} {
+		if got[k] != v {
+			t.Errorf("annotation %s = %q, want %q (all: %v)", k, got[k], v, got)
+		}
+	}
+	if got[promote.AnnotationStamp] == "" {
+		t.Errorf("no %s annotation: %v", promote.AnnotationStamp, got)
+	}
+
+	// The same source and stamp into another repository: the same digest.
+	req2 := req
+	req2.Destination = ref(t, dst.Host+"/other:1")
+	if again := copyOK(t, req2); again.DestinationDigest != res.DestinationDigest {
+		t.Errorf("stamping is not deterministic: %s then %s", res.DestinationDigest, again.DestinationDigest)
+	}
+
+	// Another stamp promotes again, and moves the tag.
+	req3 := req
+	req3.Stamp = stamp.Stamp{Annotations: map[string]string{"team": "security"}}
+	src.reset()
+	changed := copyOK(t, req3)
+	if changed.UpToDate || changed.DestinationDigest == res.DestinationDigest || changed.PreviousDigest != res.DestinationDigest {
+		t.Errorf("a new stamp: %+v", changed)
+	}
+	if changed.SourcePulls == 0 || changed.SourcePulls != src.count(http.MethodGet, "/manifests/") {
+		t.Errorf("sourcePulls %d, the source served %d manifest GETs", changed.SourcePulls, src.count(http.MethodGet, "/manifests/"))
+	}
+}
+
+func TestHeadWithoutDigestFallsBackToACountedGet(t *testing.T) {
+	src, dst := newServer(t), newServer(t)
+	img, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 512, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	push(t, src.Host+"/lib/app:1", img)
+	src.edit = func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if r.Method != http.MethodHead || !strings.Contains(r.URL.Path, "/manifests/") {
+			return false
+		}
+		rec := httptest.NewRecorder()
+		next.ServeHTTP(rec, r)
+		for k, v := range rec.Header() {
+			if k != "Docker-Content-Digest" {
+				w.Header()[k] = v
+			}
+		}
+		w.WriteHeader(rec.Code)
+		return true
+	}
+	req := promote.Request{Source: ref(t, src.Host+"/lib/app:1"), Destination: ref(t, dst.Host+"/app:1")}
+	copyOK(t, req)
+	src.reset()
+	again := copyOK(t, req)
+	if !again.UpToDate || again.SourcePulls != 1 || src.count(http.MethodGet, "/manifests/") != 1 {
+		t.Errorf("up to date %v with %d pulls counted, %d served; want the one GET counted", again.UpToDate, again.SourcePulls, src.count(http.MethodGet, "/manifests/"))
+	}
+}
+
+func TestManifestsWrittenCountsEverySuccessStatus(t *testing.T) {
+	src, dst := newServer(t), newServer(t)
+	idx, err := testenv.MixedIndex(4, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	push(t, src.Host+"/lib/app:1", idx)
+	// A registry that answers manifest PUTs 200 and 202 rather than 201.
+	n := 0
+	dst.edit = func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if r.Method != http.MethodPut || !strings.Contains(r.URL.Path, "/manifests/") {
+			return false
+		}
+		rec := httptest.NewRecorder()
+		next.ServeHTTP(rec, r)
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		n++
+		w.WriteHeader(map[bool]int{true: http.StatusOK, false: http.StatusAccepted}[n%2 == 0])
+		return true
+	}
+	res := copyOK(t, promote.Request{Source: ref(t, src.Host+"/lib/app:1"), Destination: ref(t, dst.Host+"/app:1")})
+	if res.ManifestsWritten != 3 || res.UpToDate {
+		t.Errorf("manifestsWritten %d (up to date %v), want 3", res.ManifestsWritten, res.UpToDate)
+	}
+	if res.BlobsCopied != 6 || res.BlobsSkipped != 0 || res.BlobsMounted != 0 || res.BytesCopied == 0 {
+		t.Errorf("blobs %+v", res)
+	}
+}
+
+func TestBlobOutcomes(t *testing.T) {
+	src, dst := newServer(t), newServer(t)
+	img, err := testenv.Image(testenv.ImageOptions{Layers: 2, LayerSize: 512, Seed: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	push(t, src.Host+"/lib/app:1", img)
+	res := copyOK(t, promote.Request{Source: ref(t, src.Host+"/lib/app:1"), Destination: ref(t, dst.Host+"/app:1")})
+	if res.BlobsCopied != 3 || res.BlobsSkipped != 0 || res.BlobsMounted != 0 || res.ManifestsWritten != 1 {
+		t.Errorf("first copy: %+v, want 3 copied", res)
+	}
+	// Stamped labels: a new config uploaded, the layers found. (Mounts
+	// need a registry that keeps blobs per repository: the end-to-end
+	// tests check them against Distribution.)
+	res = copyOK(t, promote.Request{Source: ref(t, src.Host+"/lib/app:1"), Destination: ref(t, dst.Host+"/app:2"), Stamp: stamp.Stamp{Labels: map[string]string{"a": "b"}}})
+	if res.BlobsCopied != 1 || res.BlobsSkipped != 2 || res.BlobsMounted != 0 || res.ManifestsWritten != 1 {
+		t.Errorf("stamped: %+v, want 1 copied, 2 skipped", res)
+	}
+	if n := src.count(http.MethodGet, "/blobs/"); n != 4 {
+		t.Errorf("source served %d blob GETs, want 4 (3 blobs, then the config to stamp)", n)
+	}
+}
+
+func TestRefusesWhatItCannotPromote(t *testing.T) {
+	src, dst := newServer(t), newServer(t)
+	// An index with a child that is neither an image nor an index.
+	odd := static.NewLayer([]byte(`{"hello":"world"}`), "application/vnd.example.thing+json")
+	img, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 256, Seed: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: img}, mutate.IndexAddendum{Add: odd, Descriptor: v1.Descriptor{MediaType: "application/vnd.example.thing+json"}})
+	push(t, src.Host+"/lib/odd:1", idx)
+	// The same child a level down, beside an image that would be written
+	// first if the check came late.
+	other, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 256, Seed: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	push(t, src.Host+"/lib/nested:1", mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: other}, mutate.IndexAddendum{Add: idx}))
+	// An image whose config is over the limit, stamped with labels.
+	big := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	big, err = mutate.Config(big, v1.Config{Labels: map[string]string{"pad": strings.Repeat("x", promote.MaxConfigSize)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	push(t, src.Host+"/lib/big:1", big)
+	for _, tc := range []struct {
+		src, want string
+		stamp     stamp.Stamp
+	}{
+		{"odd", `media type "application/vnd.example.thing+json", which is neither an image nor an index`, stamp.Stamp{}},
+		{"nested", `media type "application/vnd.example.thing+json", which is neither an image nor an index`, stamp.Stamp{}},
+		{"big", "over the 8388608-byte limit on configs read into memory", stamp.Stamp{Labels: map[string]string{"a": "b"}}},
+	} {
+		dst.reset()
+		_, err := promote.Copy(t.Context(), newClient(), promote.Request{Source: ref(t, src.Host+"/lib/"+tc.src+":1"), Destination: ref(t, dst.Host+"/"+tc.src+":1"), Stamp: tc.stamp})
+		if !errors.Is(err, promote.ErrUnsupported) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err %v, want ErrUnsupported saying %q", tc.src, err, tc.want)
+		}
+		if n := dst.count(http.MethodPut, "") + dst.count(http.MethodPost, "") + dst.count(http.MethodPatch, ""); n != 0 {
+			t.Errorf("%s: %d writes at the destination", tc.src, n)
+		}
+	}
+}
+
+func TestImmutable(t *testing.T) {
+	src, dst := newServer(t), newServer(t)
+	for i, seed := range []int64{10, 11} {
+		img, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 256, Seed: seed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		push(t, src.Host+"/lib/app:"+string(rune('1'+i)), img)
+	}
+	copyOK(t, promote.Request{Source: ref(t, src.Host+"/lib/app:1"), Destination: ref(t, dst.Host+"/app:1")})
+	// The same image again is no move.
+	if res := copyOK(t, promote.Request{Source: ref(t, src.Host+"/lib/app:1"), Destination: ref(t, dst.Host+"/app:1"), Immutable: true}); !res.UpToDate {
+		t.Errorf("same image with -immutable: %+v", res)
+	}
+	dst.reset()
+	_, err := promote.Copy(t.Context(), newClient(), promote.Request{Source: ref(t, src.Host+"/lib/app:2"), Destination: ref(t, dst.Host+"/app:1"), Immutable: true})
+	if !errors.Is(err, promote.ErrTagWouldMove) {
+		t.Errorf("err %v, want ErrTagWouldMove", err)
+	}
+	if n := dst.count(http.MethodPut, "") + dst.count(http.MethodPost, "") + dst.count(http.MethodPatch, ""); n != 0 {
+		t.Errorf("%d writes at the destination", n)
+	}
+	// A destination that will not say where the tag points is a
+	// destination failure with its status, not a refusal.
+	dst.edit = func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if strings.Contains(r.URL.Path, "/manifests/") {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return true
+		}
+		return false
+	}
+	_, err = promote.Copy(t.Context(), newClient(), promote.Request{Source: ref(t, src.Host+"/lib/app:2"), Destination: ref(t, dst.Host+"/app:1"), Immutable: true})
+	var de *promote.DestinationError
+	if !errors.As(err, &de) || errors.Is(err, promote.ErrTagWouldMove) || registry.StatusCode(err) != http.StatusServiceUnavailable {
+		t.Errorf("err %v (%T), want a DestinationError carrying the 503", err, err)
+	}
+}
