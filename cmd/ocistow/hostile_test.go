@@ -73,6 +73,7 @@ func TestHostileRegistries(t *testing.T) {
 		modify func(*http.Response) error
 		want   []string
 		extra  []string
+		kind   string // the canonical line's error_type; SourceFailed when empty
 	}{
 		{name: "truncated blob", image: "single", modify: func(resp *http.Response) error {
 			if !isBlobGet(resp.Request) || resp.ContentLength < 1000 {
@@ -148,7 +149,7 @@ func TestHostileRegistries(t *testing.T) {
 			w.Header().Set("WWW-Authenticate", `Basic realm="forever"`)
 			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"no"}]}`, http.StatusUnauthorized)
 			return true
-		}, want: []string{"source", "401"}},
+		}, want: []string{"source", "401"}, kind: "Unauthorized"},
 		{name: "stalled blob", image: "big", hook: func(w http.ResponseWriter, r *http.Request) bool {
 			if !isBlobGet(r) {
 				return false
@@ -168,8 +169,15 @@ func TestHostileRegistries(t *testing.T) {
 			repo := dstRepo(t, e2e.dstFront.Host)
 			args := append([]string{"-source", front.Host + "/src/" + c.image + ":v1", "-destination", repo + ":v1", "-sign=false"}, c.extra...)
 			r := hostile(t, nil, args...)
-			if r.code == 0 {
-				t.Fatalf("ocistow succeeded against a hostile registry")
+			if r.code != exitFailed {
+				t.Fatalf("exit %d against a hostile registry, want %d\n%s", r.code, exitFailed, r.stderr)
+			}
+			kind := c.kind
+			if kind == "" {
+				kind = "SourceFailed"
+			}
+			if !strings.Contains(r.stderr, "error_type="+kind) {
+				t.Errorf("canonical line lacks error_type=%s:\n%s", kind, r.stderr)
 			}
 			r.refused(t, c.want, repo)
 		})
