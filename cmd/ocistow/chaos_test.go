@@ -165,8 +165,9 @@ func TestConcurrentPromotions(t *testing.T) {
 	front := testenv.NewFront(e2e.dst.Host)
 	defer front.Close()
 	barrier := holdSigReads(front, e2e.dst.Host, promotions, 2*time.Minute)
-	repo := dstRepo(t, e2e.dst.Host)
-	viaFront := dstRepo(t, front.Host)
+	path := freshRepo(t)
+	repo := e2e.dst.Host + "/" + path
+	viaFront := front.Host + "/" + path
 	var wg sync.WaitGroup
 	results := make([]result, promotions)
 	for i := range results {

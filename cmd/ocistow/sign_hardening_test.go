@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -46,7 +47,7 @@ func TestNestedIndexIsSignedAtEveryDepth(t *testing.T) {
 	if err := testenv.Push(t.Context(), src, outer); err != nil {
 		t.Fatal(err)
 	}
-	repo := dstRepo(t, e2e.dst.Host)
+	repo := e2e.dst.Host + "/" + freshRepo(t)
 	dst := repo + ":v1"
 	r := ocistow(t, e2e.kms.Env(), "-source", src, "-destination", dst, "-annotations", "team=foo",
 		"-aws-kms-key-arn", "alias/"+ecKey).mustSucceed(t)
@@ -106,6 +107,14 @@ func TestNestedIndexIsSignedAtEveryDepth(t *testing.T) {
 	}
 }
 
+// freshRepo returns a repository path unique to this run of the test, so
+// that every run (-count=N) starts from an empty repository: a signature
+// payload names the repository by the host it was pushed through, and a
+// front's port changes from run to run.
+func freshRepo(t *testing.T) string {
+	return fmt.Sprintf("%s-%d", testenv.RepoName(t.Name()), time.Now().UnixNano())
+}
+
 // kmsSignCounter puts a Front before local-kms that counts Sign calls, and
 // returns the environment that sends ocistow through it.
 func kmsSignCounter(t *testing.T) (*atomic.Int32, []string) {
@@ -127,7 +136,7 @@ func kmsSignCounter(t *testing.T) (*atomic.Int32, []string) {
 // signed.
 func TestRerunMakesNoKMSSignCalls(t *testing.T) {
 	signs, env := kmsSignCounter(t)
-	dst := dstRepo(t, e2e.dst.Host) + ":v1"
+	dst := e2e.dst.Host + "/" + freshRepo(t) + ":v1"
 	args := []string{"-source", srcRef("multi"), "-destination", dst, "-annotations", "team=foo", "-aws-kms-key-arn", "alias/" + ecKey}
 	ocistow(t, env, args...).mustSucceed(t)
 	if n := signs.Load(); n != 3 {
@@ -153,7 +162,7 @@ func TestRerunMakesNoKMSSignCalls(t *testing.T) {
 // with cosign.
 func TestP384AndP521KeysVerifyWithTheirPublicKey(t *testing.T) {
 	dir := t.TempDir()
-	repo := dstRepo(t, e2e.dst.Host)
+	repo := e2e.dst.Host + "/" + freshRepo(t)
 	for _, c := range []struct{ alias, alg string }{
 		{testenv.P384Key, "sha384"},
 		{testenv.P521Key, "sha512"},
@@ -221,8 +230,7 @@ func TestP384AndP521KeysVerifyWithTheirPublicKey(t *testing.T) {
 func TestSigningReusesTheRegistryConnection(t *testing.T) {
 	front := testenv.NewFront(e2e.dst.Host)
 	defer front.Close()
-	repo := dstRepo(t, front.Host)
-	dst := repo + ":v1"
+	dst := front.Host + "/" + freshRepo(t) + ":v1"
 	ocistow(t, nil, "-source", srcRef("multi"), "-destination", dst, "-sign=false").mustSucceed(t)
 	pings := func(from int) int {
 		n := 0

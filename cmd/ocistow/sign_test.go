@@ -189,7 +189,8 @@ func TestSigningIsIdempotent(t *testing.T) {
 }
 
 func TestConcurrentSignersKeepEverySignature(t *testing.T) {
-	repo := dstRepo(t, e2e.dst.Host)
+	path := freshRepo(t)
+	repo := e2e.dst.Host + "/" + path
 	dst := repo + ":v1"
 	ocistow(t, nil, "-source", srcRef("single"), "-destination", dst, "-sign=false").mustSucceed(t)
 
@@ -201,7 +202,7 @@ func TestConcurrentSignersKeepEverySignature(t *testing.T) {
 	front := testenv.NewFront(e2e.dst.Host)
 	defer front.Close()
 	barrier := holdSigReads(front, e2e.dst.Host, signers, 2*time.Minute)
-	viaFront := dstRepo(t, front.Host) + ":v1"
+	viaFront := front.Host + "/" + path + ":v1"
 	var wg sync.WaitGroup
 	results := make([]result, signers)
 	for i := range results {
