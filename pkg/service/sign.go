@@ -24,9 +24,10 @@ import (
 type SignRequest struct {
 	// Image is the image to sign, by tag or digest.
 	Image string `json:"image"`
-	// Digests, when not empty, are exactly the digests to sign in Image's
+	// Digests, when not empty, are the digests to sign in Image's
 	// repository, as a Copy reported them: signing what was pushed, not
-	// whatever the tag points at by now.
+	// whatever the tag points at by now. With Recursive, the manifests
+	// under those that are indexes are signed too.
 	Digests []string `json:"digests,omitempty"`
 	// Annotations go into each payload's optional section.
 	Annotations map[string]string `json:"annotations,omitempty"`
