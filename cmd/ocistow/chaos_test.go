@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ocistow/ocistow/internal/testenv"
 )
@@ -156,11 +157,19 @@ func TestKMSThrottlingIsRetried(t *testing.T) {
 
 // Eight whole promotions (copy and sign) of one image into one repository
 // at once, four to one tag and four to tags of their own: all succeed, and
-// the digest carries exactly one signature.
+// the digest carries exactly one signature. A front holds their reads of
+// the signature tag until all eight have read it, so that all of them find
+// it empty and write.
 func TestConcurrentPromotions(t *testing.T) {
-	repo := dstRepo(t, e2e.dst.Host)
+	const promotions = 8
+	front := testenv.NewFront(e2e.dst.Host)
+	defer front.Close()
+	barrier := holdSigReads(front, e2e.dst.Host, promotions, 2*time.Minute)
+	path := freshRepo(t)
+	repo := e2e.dst.Host + "/" + path
+	viaFront := front.Host + "/" + path
 	var wg sync.WaitGroup
-	results := make([]result, 8)
+	results := make([]result, promotions)
 	for i := range results {
 		tag := "shared"
 		if i%2 == 1 {
@@ -169,11 +178,12 @@ func TestConcurrentPromotions(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = ocistow(t, e2e.kms.Env(), "-source", srcRef("single"), "-destination", repo+":"+tag,
+			results[i] = ocistow(t, e2e.kms.Env(), "-source", srcRef("single"), "-destination", viaFront+":"+tag,
 				"-annotations", "team=foo", "-aws-kms-key-arn", "alias/"+ecKey)
 		}()
 	}
 	wg.Wait()
+	barrier.check(t)
 	for i, r := range results {
 		if r.code != 0 {
 			t.Errorf("promotion %d exited %d: %s", i, r.code, r.stderr)

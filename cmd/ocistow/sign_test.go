@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -188,14 +189,22 @@ func TestSigningIsIdempotent(t *testing.T) {
 }
 
 func TestConcurrentSignersKeepEverySignature(t *testing.T) {
-	repo := dstRepo(t, e2e.dst.Host)
+	path := freshRepo(t)
+	repo := e2e.dst.Host + "/" + path
 	dst := repo + ":v1"
 	ocistow(t, nil, "-source", srcRef("single"), "-destination", dst, "-sign=false").mustSucceed(t)
 
 	// Eight signers at once on one digest: four with each key, two
-	// annotation sets per key.
+	// annotation sets per key. A front holds their reads of the signature
+	// tag until all eight have read it, so all of them read the same (empty)
+	// tag and their first writes overwrite each other.
+	const signers = 8
+	front := testenv.NewFront(e2e.dst.Host)
+	defer front.Close()
+	barrier := holdSigReads(front, e2e.dst.Host, signers, 2*time.Minute)
+	viaFront := front.Host + "/" + path + ":v1"
 	var wg sync.WaitGroup
-	results := make([]result, 8)
+	results := make([]result, signers)
 	for i := range results {
 		key, ann := ecKey, "team=a"
 		if i%2 == 1 {
@@ -207,15 +216,17 @@ func TestConcurrentSignersKeepEverySignature(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = ocistow(t, e2e.kms.Env(), "-copy=false", "-destination", dst, "-aws-kms-key-arn", "alias/"+key, "-annotations", ann)
+			results[i] = ocistow(t, e2e.kms.Env(), "-copy=false", "-destination", viaFront, "-aws-kms-key-arn", "alias/"+key, "-annotations", ann)
 		}()
 	}
 	wg.Wait()
+	barrier.check(t)
 	for i, r := range results {
 		if r.code != 0 {
 			t.Errorf("signer %d exited %d: %s", i, r.code, r.stderr)
 		}
 	}
+	t.Logf("%d signers read the empty tag together; %d writes of the tag to keep 4 signatures", signers, sigWrites(front))
 	// Exactly one signature per key and payload: 2 keys x 2 annotation sets.
 	if n := sigCount(t, repo, e2e.fixtures["single"]); n != 4 {
 		t.Errorf("%d signatures after 8 concurrent signers, want 4", n)

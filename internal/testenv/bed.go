@@ -24,6 +24,8 @@ const (
 	ECKey       = "ocistow-ec"       // ECC_NIST_P256, SIGN_VERIFY
 	EncryptKey  = "ocistow-encrypt"  // RSA_2048, ENCRYPT_DECRYPT
 	DisabledKey = "ocistow-disabled" // ECC_NIST_P256, SIGN_VERIFY, disabled
+	P384Key     = "ocistow-p384"     // ECC_NIST_P384, SIGN_VERIFY
+	P521Key     = "ocistow-p521"     // ECC_NIST_P521, SIGN_VERIFY
 )
 
 // Bed is the end-to-end test bed: a source and a destination registry, one
@@ -136,6 +138,8 @@ func (b *Bed) createKeys(ctx context.Context) error {
 		{ECKey, kmstypes.KeySpecEccNistP256, kmstypes.KeyUsageTypeSignVerify},
 		{EncryptKey, kmstypes.KeySpecRsa2048, kmstypes.KeyUsageTypeEncryptDecrypt},
 		{DisabledKey, kmstypes.KeySpecEccNistP256, kmstypes.KeyUsageTypeSignVerify},
+		{P384Key, kmstypes.KeySpecEccNistP384, kmstypes.KeyUsageTypeSignVerify},
+		{P521Key, kmstypes.KeySpecEccNistP521, kmstypes.KeyUsageTypeSignVerify},
 	} {
 		id, arn, err := b.KMS.CreateKey(ctx, k.spec, k.usage, k.alias)
 		if err != nil {

@@ -13,7 +13,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/rsa"
+	"crypto/elliptic"
 	"errors"
 	"fmt"
 	"os"
@@ -142,14 +142,24 @@ func loadFile(path string, o Options) (*Key, error) {
 	return &Key{Ref: path, Verifier: sv, Signer: sv}, nil
 }
 
-// hashFor is the hash cosign uses with a key file of this type: SHA-256,
-// except that Ed25519 signs the message itself.
+// hashFor is the hash a signature by a key of this type is made over: the
+// one sigstore's AWS KMS signer uses for the same key spec, and cosign's
+// signer for a private key file (sigstore's default algorithm for the key):
+// SHA-256 for RSA and ECDSA P-256, SHA-384 for P-384, SHA-512 for P-521.
+// So a signature a KMS key made verifies with its exported public key, and
+// one made with a P-384 or P-521 key file verifies with cosign. Ed25519
+// signs the message itself.
 func hashFor(pub crypto.PublicKey) crypto.Hash {
-	switch pub.(type) {
+	switch k := pub.(type) {
 	case ed25519.PublicKey:
 		return crypto.Hash(0)
-	case *rsa.PublicKey, *ecdsa.PublicKey:
-		return crypto.SHA256
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P384():
+			return crypto.SHA384
+		case elliptic.P521():
+			return crypto.SHA512
+		}
 	}
 	return crypto.SHA256
 }

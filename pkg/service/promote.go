@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
 	"github.com/ocistow/ocistow/pkg/keys"
 )
 
@@ -56,10 +58,15 @@ func Promote(ctx context.Context, svc Service, req PromoteRequest) (*PromoteResu
 		if err != nil {
 			return res, err
 		}
+		// Sign what was pushed, by digest. An index is walked at the
+		// destination for its children at every depth (a child may be an
+		// index itself, which Manifests does not look into); only indexes
+		// are read, and an image is not read at all.
 		sreq.Digests = append(sreq.Digests, cres.DestinationDigest)
 		for _, m := range cres.Manifests {
 			sreq.Digests = append(sreq.Digests, m.DestinationDigest)
 		}
+		sreq.Recursive = types.MediaType(cres.MediaType).IsIndex()
 	} else if err := ValidateKeyValues("annotation", req.Annotations); err != nil {
 		return nil, err
 	}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -25,14 +24,17 @@ import (
 type SignRequest struct {
 	// Image is the image to sign, by tag or digest.
 	Image string `json:"image"`
-	// Digests, when not empty, are exactly the digests to sign in Image's
+	// Digests, when not empty, are the digests to sign in Image's
 	// repository, as a Copy reported them: signing what was pushed, not
-	// whatever the tag points at by now.
+	// whatever the tag points at by now. With Recursive, the manifests
+	// under those that are indexes are signed too.
 	Digests []string `json:"digests,omitempty"`
 	// Annotations go into each payload's optional section.
 	Annotations map[string]string `json:"annotations,omitempty"`
-	// Recursive signs every manifest an index lists too (with Digests
-	// empty).
+	// Recursive signs every manifest an index lists too, at every depth:
+	// the index Image names, or each of Digests that is an index. Only
+	// indexes are read; the digests of images come from their parent
+	// index.
 	Recursive bool `json:"recursive,omitempty"`
 	// Key signs.
 	Key *keys.Key `json:"-"`
@@ -59,7 +61,7 @@ type VerifyRequest struct {
 	Image string `json:"image"`
 	// Annotations must all be in a signature's payload for it to count.
 	Annotations map[string]string `json:"annotations,omitempty"`
-	// Recursive checks every manifest an index lists too.
+	// Recursive checks every manifest an index lists too, at every depth.
 	Recursive bool      `json:"recursive,omitempty"`
 	Key       *keys.Key `json:"-"`
 }
@@ -89,7 +91,12 @@ func (s *service) Sign(ctx context.Context, req SignRequest) (*SignResult, error
 		return nil, Errorf(KindInvalidRequest, "no signing key given")
 	}
 	res := &SignResult{Image: req.Image, Key: req.Key.Ref}
-	digests, err := s.targets(ctx, req.Image, req.Digests, req.Recursive)
+	// One store for the whole call: one ping and token per repository.
+	st, err := sign.NewStore(ctx, s.registry)
+	if err != nil {
+		return res, &Error{Kind: KindSigningFailed, Err: err}
+	}
+	digests, err := s.targets(ctx, st, req.Image, req.Digests, req.Recursive)
 	if err != nil {
 		return res, err
 	}
@@ -100,8 +107,8 @@ func (s *service) Sign(ctx context.Context, req SignRequest) (*SignResult, error
 	for i, d := range digests {
 		g.Go(func() error {
 			sctx, span := s.tracer.Start(gctx, "sign "+d.DigestStr(), trace.WithAttributes(attribute.String("oci.manifest.digest", d.DigestStr())))
-			st, err := sign.Digest(sctx, s.registry, d, req.Annotations, req.Key)
-			span.SetAttributes(attribute.String("ocistow.signature", string(st)))
+			status, err := sign.Digest(sctx, st, d, req.Annotations, req.Key)
+			span.SetAttributes(attribute.String("ocistow.signature", string(status)))
 			if err != nil {
 				span.RecordError(err)
 				span.SetStatus(codes.Error, err.Error())
@@ -111,8 +118,8 @@ func (s *service) Sign(ctx context.Context, req SignRequest) (*SignResult, error
 			span.End()
 			mu.Lock()
 			defer mu.Unlock()
-			res.Digests[i] = SignedDigest{Digest: d.DigestStr(), Status: st}
-			if st == sign.Added {
+			res.Digests[i] = SignedDigest{Digest: d.DigestStr(), Status: status}
+			if status == sign.Added {
 				res.Added++
 			} else {
 				res.Present++
@@ -137,14 +144,18 @@ func (s *service) Verify(ctx context.Context, req VerifyRequest) (*VerifyResult,
 		return nil, err
 	}
 	res := &VerifyResult{Image: req.Image, Key: req.Key.Ref}
-	digests, err := s.targets(ctx, req.Image, nil, req.Recursive)
+	st, err := sign.NewStore(ctx, s.registry)
+	if err != nil {
+		return res, &Error{Kind: KindVerificationFailed, Err: err}
+	}
+	digests, err := s.targets(ctx, st, req.Image, nil, req.Recursive)
 	if err != nil {
 		return res, err
 	}
 	var failures []error
 	for _, d := range digests {
 		res.Digests = append(res.Digests, d.DigestStr())
-		v, err := sign.VerifyDigest(ctx, s.registry, d, req.Key, req.Annotations)
+		v, err := sign.VerifyDigest(ctx, st, d, req.Key, req.Annotations)
 		if err != nil {
 			failures = append(failures, err)
 			continue
@@ -159,40 +170,44 @@ func (s *service) Verify(ctx context.Context, req VerifyRequest) (*VerifyResult,
 }
 
 // targets lists the digests to sign or verify: the given ones, or image
-// resolved to its digest, with its children when recursive.
-func (s *service) targets(ctx context.Context, image string, given []string, recursive bool) ([]name.Digest, error) {
+// resolved to its digest; when recursive, with every manifest an index
+// among them lists, at every depth. It reads through st, and reads only
+// what it must: the image (unless its digest is given and recursive is
+// off) and the indexes under it, never an image manifest an index lists.
+func (s *service) targets(ctx context.Context, st *sign.Store, image string, given []string, recursive bool) ([]name.Digest, error) {
 	ref, err := s.registry.ParseReference(image)
 	if err != nil {
 		return nil, &Error{Kind: KindInvalidRequest, Err: err}
 	}
 	repo := ref.Context()
+	roots := []name.Reference{ref}
 	if len(given) > 0 {
-		out := make([]name.Digest, len(given))
+		roots = make([]name.Reference, len(given))
 		for i, d := range given {
 			// repo.Digest keeps the repository's registry as parsed (an
 			// -insecure-registry host stays insecure).
 			if _, err := v1.NewHash(d); err != nil {
 				return nil, &Error{Kind: KindInvalidRequest, Err: fmt.Errorf("invalid digest %q: %w", d, err)}
 			}
-			out[i] = repo.Digest(d)
+			roots[i] = repo.Digest(d)
 		}
-		return out, nil
-	}
-	desc, err := remote.Get(ref, s.registry.RemoteOptions(ctx, nil)...)
-	if err != nil {
-		kind := KindSigningFailed
-		if c := registry.StatusCode(err); c == 401 || c == 403 {
-			kind = KindUnauthorized
+		if !recursive {
+			out := make([]name.Digest, len(roots))
+			for i, r := range roots {
+				out[i] = r.(name.Digest)
+			}
+			return out, nil
 		}
-		return nil, &Error{Kind: kind, Err: fmt.Errorf("%s: %s", image, registry.Describe(err))}
 	}
-	out := []name.Digest{repo.Digest(desc.Digest.String())}
-	if !recursive || !desc.MediaType.IsIndex() {
-		return out, nil
-	}
-	idx, err := desc.ImageIndex()
-	if err != nil {
-		return nil, err
+	var out []name.Digest
+	seen := map[string]bool{}
+	add := func(d string) bool {
+		if seen[d] {
+			return false
+		}
+		seen[d] = true
+		out = append(out, repo.Digest(d))
+		return true
 	}
 	var walk func(v1.ImageIndex) error
 	walk = func(idx v1.ImageIndex) error {
@@ -201,21 +216,47 @@ func (s *service) targets(ctx context.Context, image string, given []string, rec
 			return err
 		}
 		for _, m := range im.Manifests {
-			out = append(out, repo.Digest(m.Digest.String()))
-			if m.MediaType.IsIndex() {
-				child, err := idx.ImageIndex(m.Digest)
-				if err != nil {
-					return err
-				}
-				if err := walk(child); err != nil {
-					return err
-				}
+			if !add(m.Digest.String()) || !m.MediaType.IsIndex() {
+				continue
+			}
+			child, err := idx.ImageIndex(m.Digest)
+			if err != nil {
+				return err
+			}
+			if err := walk(child); err != nil {
+				return err
 			}
 		}
 		return nil
 	}
-	if err := walk(idx); err != nil {
-		return nil, fmt.Errorf("%s: reading index: %s", image, registry.Describe(err))
+	for _, root := range roots {
+		label := image
+		if len(given) > 0 {
+			label = root.String()
+		}
+		if d, ok := root.(name.Digest); ok && seen[d.DigestStr()] {
+			// Listed by an index already walked (and walked itself if
+			// it is an index).
+			continue
+		}
+		desc, err := st.Get(ctx, root)
+		if err != nil {
+			kind := KindSigningFailed
+			if c := registry.StatusCode(err); c == 401 || c == 403 {
+				kind = KindUnauthorized
+			}
+			return nil, &Error{Kind: kind, Err: fmt.Errorf("%s: %s", label, registry.Describe(err))}
+		}
+		if !add(desc.Digest.String()) || !recursive || !desc.MediaType.IsIndex() {
+			continue
+		}
+		idx, err := desc.ImageIndex()
+		if err == nil {
+			err = walk(idx)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: reading index: %s", label, registry.Describe(err))
+		}
 	}
 	return out, nil
 }

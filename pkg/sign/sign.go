@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/sigstore/sigstore/pkg/signature/options"
 	"github.com/sigstore/sigstore/pkg/signature/payload"
@@ -59,15 +58,18 @@ func Payload(digest name.Digest, annotations map[string]string) ([]byte, error) 
 }
 
 // Digest signs one digest with key and stores the signature beside the
-// image, in cosign's .sig tag. It is idempotent: a signature of the same
-// payload by the same key is not added twice.
+// image, in cosign's .sig tag, through st. It is idempotent: a signature of
+// the same payload by the same key is not added twice, and finding one
+// costs no call to the key (KMS): the stored signatures are read first and
+// checked with the key's public half, and the key signs only when ours is
+// missing.
 //
 // The .sig tag is a read-modify-write of one manifest, which registries
 // cannot do atomically. So that concurrent signers do not drop each other's
 // signatures, Digest reads the tag back after writing and again after a
 // pause long enough for a concurrent writer to have finished, and retries,
 // up to a bound, until its signature is there.
-func Digest(ctx context.Context, rc *registry.Client, digest name.Digest, annotations map[string]string, key *keys.Key) (Status, error) {
+func Digest(ctx context.Context, st *Store, digest name.Digest, annotations map[string]string, key *keys.Key) (Status, error) {
 	if key.Signer == nil {
 		return "", errors.New("the key cannot sign")
 	}
@@ -75,13 +77,11 @@ func Digest(ctx context.Context, rc *registry.Client, digest name.Digest, annota
 	if err != nil {
 		return "", err
 	}
-	raw, err := key.Signer.SignMessage(bytes.NewReader(body), options.WithContext(ctx))
-	if err != nil {
-		return "", fmt.Errorf("signing with %s: %s", key.Ref, keys.DescribeAWSError(err))
-	}
-	b64 := base64.StdEncoding.EncodeToString(raw)
 	tag := SignatureTag(digest)
-	ropts := rc.RemoteOptions(ctx, nil)
+	// b64 is our signature, made the first time one is missing: an ECDSA
+	// signature differs each time, so it is made once and rewritten as it
+	// is on every attempt.
+	var b64 string
 
 	status := Present
 	for attempt := 0; attempt < maxAttempts; attempt++ {
@@ -91,20 +91,27 @@ func Digest(ctx context.Context, rc *registry.Client, digest name.Digest, annota
 			}
 		}
 		start := time.Now()
-		base, existing, err := readSignatures(ctx, tag, ropts)
+		base, existing, err := st.readSignatures(ctx, tag)
 		if err != nil {
 			return "", fmt.Errorf("reading signatures %s: %s", tag, registry.Describe(err))
 		}
-		if found := hasSignature(existing, body, key); found && status == Present {
+		if found := hasSignature(ctx, existing, body, key); found && status == Present {
 			// Signed before, by an earlier run or a concurrent signer;
 			// whoever wrote it confirms it stays.
 			return Present, nil
 		} else if !found {
+			if b64 == "" {
+				raw, err := key.Signer.SignMessage(bytes.NewReader(body), options.WithContext(ctx))
+				if err != nil {
+					return "", fmt.Errorf("signing with %s: %s", key.Ref, keys.DescribeAWSError(err))
+				}
+				b64 = base64.StdEncoding.EncodeToString(raw)
+			}
 			sigs, err := appendSignature(base, body, b64)
 			if err != nil {
 				return "", err
 			}
-			if err := remote.Write(tag, sigs, ropts...); err != nil {
+			if err := st.pusher.Push(ctx, tag, sigs); err != nil {
 				return "", tagWriteError(tag, err)
 			}
 			status = Added
@@ -112,7 +119,7 @@ func Digest(ctx context.Context, rc *registry.Client, digest name.Digest, annota
 		// Confirm: read back now, and again after a pause of a few times
 		// our own read-modify-write, by which a writer that read the tag
 		// before our write has written too.
-		ok, err := confirm(ctx, tag, ropts, body, key, max(20*time.Millisecond, 3*time.Since(start)))
+		ok, err := confirm(ctx, st, tag, body, key, max(20*time.Millisecond, 3*time.Since(start)))
 		if err != nil {
 			return "", err
 		}
@@ -125,18 +132,18 @@ func Digest(ctx context.Context, rc *registry.Client, digest name.Digest, annota
 
 // confirm reports whether our signature is in the tag now and still after
 // pause.
-func confirm(ctx context.Context, tag name.Tag, ropts []remote.Option, body []byte, key *keys.Key, pause time.Duration) (bool, error) {
+func confirm(ctx context.Context, st *Store, tag name.Tag, body []byte, key *keys.Key, pause time.Duration) (bool, error) {
 	for i := range 2 {
 		if i > 0 {
 			if err := sleep(ctx, pause+time.Duration(rand.Int64N(int64(pause)))); err != nil {
 				return false, err
 			}
 		}
-		_, sigs, err := readSignatures(ctx, tag, ropts)
+		_, sigs, err := st.readSignatures(ctx, tag)
 		if err != nil {
 			return false, fmt.Errorf("reading back signatures %s: %s", tag, registry.Describe(err))
 		}
-		if !hasSignature(sigs, body, key) {
+		if !hasSignature(ctx, sigs, body, key) {
 			return false, nil
 		}
 	}
@@ -144,8 +151,9 @@ func confirm(ctx context.Context, tag name.Tag, ropts []remote.Option, body []by
 }
 
 // hasSignature reports whether sigs holds a signature of body that key
-// verifies: ours, or an equivalent one by the same key.
-func hasSignature(sigs []stored, body []byte, key *keys.Key) bool {
+// verifies: ours, or an equivalent one by the same key. It checks with the
+// key's public half, and never asks a KMS key to sign.
+func hasSignature(ctx context.Context, sigs []stored, body []byte, key *keys.Key) bool {
 	for _, s := range sigs {
 		if !bytes.Equal(s.payload, body) {
 			continue
@@ -154,7 +162,7 @@ func hasSignature(sigs []stored, body []byte, key *keys.Key) bool {
 		if err != nil {
 			continue
 		}
-		if key.VerifySignature(bytes.NewReader(raw), bytes.NewReader(s.payload)) == nil {
+		if key.VerifySignature(bytes.NewReader(raw), bytes.NewReader(s.payload), options.WithContext(ctx)) == nil {
 			return true
 		}
 	}

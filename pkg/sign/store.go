@@ -13,7 +13,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -56,12 +55,16 @@ type stored struct {
 
 // readSignatures returns the .sig image at tag (nil when there is none)
 // and the signatures it holds.
-func readSignatures(ctx context.Context, tag name.Tag, opts []remote.Option) (v1.Image, []stored, error) {
-	img, err := remote.Image(tag, append(opts, remote.WithContext(ctx))...)
+func (s *Store) readSignatures(ctx context.Context, tag name.Tag) (v1.Image, []stored, error) {
+	desc, err := s.puller.Get(ctx, tag)
 	var terr *transport.Error
 	if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
 		return nil, nil, nil
 	}
+	if err != nil {
+		return nil, nil, err
+	}
+	img, err := desc.Image()
 	if err != nil {
 		return nil, nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/sigstore/sigstore/pkg/signature/options"
 	"github.com/sigstore/sigstore/pkg/signature/payload"
 
 	"github.com/ocistow/ocistow/pkg/keys"
@@ -32,10 +33,11 @@ func (e *VerifyError) Error() string { return fmt.Sprintf("%s: %s", e.Digest, e.
 // VerifyDigest checks the signatures stored for digest: each must verify
 // with key, name this digest and be a cosign container image signature,
 // and carry every one of the required annotations. It returns the
-// signatures that pass, or a *VerifyError when none does.
-func VerifyDigest(ctx context.Context, rc *registry.Client, digest name.Digest, key *keys.Key, required map[string]string) ([]Verified, error) {
+// signatures that pass, or a *VerifyError when none does. It reads through
+// st.
+func VerifyDigest(ctx context.Context, st *Store, digest name.Digest, key *keys.Key, required map[string]string) ([]Verified, error) {
 	tag := SignatureTag(digest)
-	_, list, err := readSignatures(ctx, tag, rc.RemoteOptions(ctx, nil))
+	_, list, err := st.readSignatures(ctx, tag)
 	if err != nil {
 		return nil, fmt.Errorf("reading signatures %s: %s", tag, registry.Describe(err))
 	}
@@ -55,7 +57,7 @@ func VerifyDigest(ctx context.Context, rc *registry.Client, digest name.Digest, 
 			reasons["signature is not base64"] = true
 			continue
 		}
-		if err := key.VerifySignature(bytes.NewReader(raw), bytes.NewReader(p)); err != nil {
+		if err := key.VerifySignature(bytes.NewReader(raw), bytes.NewReader(p), options.WithContext(ctx)); err != nil {
 			reasons["signature does not verify with "+key.Ref] = true
 			continue
 		}

@@ -1,0 +1,42 @@
+package sign
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/ocistow/ocistow/pkg/registry"
+)
+
+// Store reads and writes signatures in registries. One Store serves a whole
+// Sign or Verify call: its puller and pusher each keep one transport per
+// repository, so the registry is pinged and a token fetched once per
+// repository (once for reading, once for writing) rather than for every
+// request of every digest.
+type Store struct {
+	puller *remote.Puller
+	pusher *remote.Pusher
+}
+
+// NewStore returns a Store that talks to registries through rc, for
+// requests bound to ctx.
+func NewStore(ctx context.Context, rc *registry.Client) (*Store, error) {
+	opts := rc.RemoteOptions(ctx, nil)
+	puller, err := remote.NewPuller(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("registry client: %w", err)
+	}
+	pusher, err := remote.NewPusher(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("registry client: %w", err)
+	}
+	return &Store{puller: puller, pusher: pusher}, nil
+}
+
+// Get reads the manifest ref names over the Store's transport, so that
+// finding what to sign shares its ping and token with the signing.
+func (s *Store) Get(ctx context.Context, ref name.Reference) (*remote.Descriptor, error) {
+	return s.puller.Get(ctx, ref)
+}
