@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/ocistow/ocistow/internal/testenv"
@@ -60,8 +59,8 @@ func isFixtureManifestGet(r *http.Request, fixture string) bool {
 }
 
 func TestHostileRegistries(t *testing.T) {
-	singleBody := rawManifest(t, srcRef("single"))
-	multiIdx := rawManifest(t, srcRef("multi"))
+	singleBody := get(t, srcRef("single"), nil).Manifest
+	multiIdx := get(t, srcRef("multi"), nil).Manifest
 	var firstChild string
 	if i := strings.Index(string(multiIdx), `"digest":"`); i >= 0 {
 		firstChild = string(multiIdx[i+10 : i+10+71])
@@ -194,7 +193,7 @@ func TestBlobRedirectKeepsCredentialsHome(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := readImageFrom(t, srcRef("single"))
+	img, err := get(t, srcRef("single"), nil).Image()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,26 +247,4 @@ func TestBlobRedirectKeepsCredentialsHome(t *testing.T) {
 	if get(t, dst, nil).Digest.String() != e2e.fixtures["single"] {
 		t.Error("copy through the redirect has another digest")
 	}
-}
-
-func rawManifest(t *testing.T, ref string) []byte {
-	t.Helper()
-	r, err := name.ParseReference(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := remote.Get(r, remote.WithContext(t.Context()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d.Manifest
-}
-
-func readImageFrom(t *testing.T, ref string) (v1.Image, error) {
-	t.Helper()
-	r, err := name.ParseReference(ref)
-	if err != nil {
-		return nil, err
-	}
-	return remote.Image(r, remote.WithContext(t.Context()))
 }

@@ -228,14 +228,10 @@ type copyResultJSON struct {
 // get reads ref from a registry, with basic auth when auth is not nil.
 func get(t *testing.T, ref string, auth authn.Authenticator) *remote.Descriptor {
 	t.Helper()
-	r, err := name.ParseReference(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if auth == nil {
 		auth = authn.Anonymous
 	}
-	d, err := remote.Get(r, remote.WithAuth(auth), remote.WithContext(t.Context()))
+	d, err := testenv.Get(t.Context(), ref, remote.WithAuth(auth))
 	if err != nil {
 		t.Fatalf("reading %s: %v", ref, err)
 	}

@@ -102,17 +102,9 @@ func TestChangedStampPromotesAgain(t *testing.T) {
 // annotationsOf returns the annotations of the manifest or index at ref.
 func annotationsOf(t *testing.T, ref string) map[string]string {
 	t.Helper()
-	d := get(t, ref, nil)
-	if d.MediaType.IsIndex() {
-		im, err := v1.ParseIndexManifest(strings.NewReader(string(d.Manifest)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return im.Annotations
-	}
-	m, err := v1.ParseManifest(strings.NewReader(string(d.Manifest)))
+	anns, err := testenv.Annotations(get(t, ref, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return m.Annotations
+	return anns
 }

@@ -445,11 +445,7 @@ func TestImmutableSignatureTag(t *testing.T) {
 
 func readImage(t *testing.T, ref string) v1.Image {
 	t.Helper()
-	r, err := name.ParseReference(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := remote.Image(r, remote.WithContext(t.Context()))
+	img, err := get(t, ref, nil).Image()
 	if err != nil {
 		t.Fatalf("reading %s: %v", ref, err)
 	}

@@ -109,22 +109,15 @@ func copyOK(t *testing.T, req promote.Request) *promote.Result {
 
 func annotationsAt(t *testing.T, r string) map[string]string {
 	t.Helper()
-	d, err := remote.Get(ref(t, r), remote.WithContext(t.Context()))
+	d, err := testenv.Get(t.Context(), r)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.MediaType.IsIndex() {
-		im, err := v1.ParseIndexManifest(strings.NewReader(string(d.Manifest)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return im.Annotations
-	}
-	m, err := v1.ParseManifest(strings.NewReader(string(d.Manifest)))
+	anns, err := testenv.Annotations(d)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return m.Annotations
+	return anns
 }
 
 func TestUpToDateCostsNoSourcePull(t *testing.T) {
