@@ -572,7 +572,9 @@ func (b *bench) lambda(ctx context.Context) error {
 		body, err := l.Invoke(ctx, fmt.Sprintf(`{"SrcImageRef":%q,"DstImageRef":%q}`, b.src.Host+"/bench/big:v1", d.front.Host+"/bench/big:v1"))
 		wall := time.Since(start)
 		m := measurement{scenario: scenario, tool: "ocistow-lambda", run: run, wall: wall, ok: err == nil && !strings.Contains(body, "errorType")}
-		m.rssBytes = testenv.PeakRSS(bootstrap)
+		if m.rssBytes, err = testenv.PeakRSS(bootstrap); err != nil {
+			return err
+		}
 		m.note = fmt.Sprintf("package init %.1f ms; cold start to first answer %.0f ms; binary %.1f MiB",
 			packageInit(bootstrap), float64(coldStart.Microseconds())/1000, float64(st.Size())/(1<<20))
 		if !m.ok {
