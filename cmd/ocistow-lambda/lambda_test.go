@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -218,6 +219,8 @@ func TestErrorTypes(t *testing.T) {
 		{"not an object", `["busybox"]`, "InvalidRequest", "invalid payload"},
 		{"unknown field", `{"SrcImageRef":"` + good + `","DstImageRef":"` + repo + `:a","Annotation":{"team":"foo"}}`, "InvalidRequest", `unknown field "Annotation"`},
 		{"trailing data", `{"SrcImageRef":"` + good + `","DstImageRef":"` + repo + `:a"} {}`, "InvalidRequest", "after the JSON object"},
+		{"trailing brace", `{"SrcImageRef":"` + good + `","DstImageRef":"` + repo + `:a"}}`, "InvalidRequest", "after the JSON object"},
+		{"trailing bracket", `{"SrcImageRef":"` + good + `","DstImageRef":"` + repo + `:a"}]`, "InvalidRequest", "after the JSON object"},
 		{"missing source", payload("", repo+":a", nil), "InvalidRequest", "SrcImageRef is required"},
 		{"missing destination", payload(good, "", nil), "InvalidRequest", "DstImageRef is required"},
 		{"bad reference", payload("Not A Ref!!", repo+":a", nil), "InvalidRequest", "invalid image reference"},
@@ -320,7 +323,16 @@ func TestPromotesMoreThanItsMemory(t *testing.T) {
 	if err := testenv.Push(t.Context(), src, img); err != nil {
 		t.Fatal(err)
 	}
-	l := function(t, "SIGN=false")
+	// Nor may the copy spill to disk. TMPDIR is a path below a regular
+	// file, where nothing can be created (ENOTDIR, even for root), so a
+	// temporary file would fail the invocation; HOME is an empty directory
+	// that must stay empty.
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	home := t.TempDir()
+	l := function(t, "SIGN=false", "TMPDIR="+filepath.Join(notDir, "tmp"), "HOME="+home)
 	res, le := invoke(t, l, payload(src, dstRepo(t, e2e.bed.Dst.Host)+":v1", nil))
 	if le != nil {
 		t.Fatalf("%s: %s\n%s", le.ErrorType, le.ErrorMessage, l.Output())
@@ -328,10 +340,16 @@ func TestPromotesMoreThanItsMemory(t *testing.T) {
 	if res.BytesCopied < layers*size {
 		t.Fatalf("copied %d bytes, want at least %d", res.BytesCopied, layers*size)
 	}
-	peak := testenv.PeakRSS(e2e.bootstrap)
+	peak, err := testenv.PeakRSS(e2e.bootstrap)
+	if err != nil {
+		t.Fatalf("cannot tell whether the copy streamed: %v", err)
+	}
 	t.Logf("peak RSS %.1f MiB while copying %d MiB", float64(peak)/(1<<20), layers*size>>20)
 	if peak >= size {
 		t.Errorf("peak RSS %d MiB, not below one %d MiB layer: the copy does not stream", peak>>20, size>>20)
+	}
+	if written, err := os.ReadDir(home); err != nil || len(written) != 0 {
+		t.Errorf("the function wrote to its HOME: %v %v", written, err)
 	}
 }
 

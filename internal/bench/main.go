@@ -1,21 +1,28 @@
 // Command bench measures ocistow against the tools users would otherwise
 // pick (crane, regctl, skopeo) on this machine: real Distribution
 // registries on loopback, a counting proxy in front of each fresh
-// destination, interleaved runs, and each tool's own wall time, CPU time,
-// peak RSS, bytes uploaded and requests made.
+// destination and in front of the source, interleaved runs, and each tool's
+// own wall time, CPU time, peak RSS, bytes uploaded and requests made. Every
+// copy is checked at the destination (digest, and signatures where the
+// scenario signs), and any failure to set a scenario up ends the run with
+// an error. Scenario 0 measures the programs themselves: binary size,
+// package initialisation (GODEBUG=inittrace=1) and peak RSS of printing
+// their version.
 //
 //	make bench                       # defaults: 12 x 256 MiB layers, 5 runs
 //	go run ./internal/bench -layers 6 -layer-mib 128 -runs 3
+//	go run ./internal/bench -scenarios 0 -compare a6cd58e   # program figures, also of ocistow at a6cd58e
 //
-// It prints a table of medians, writes bench/results/results.csv and
-// bench/results/chart.svg, and rewrites the generated part of
-// docs/BENCHMARKS.md.
+// It prints tables of medians, writes bench/results/results.csv,
+// bench/results/programs.csv and bench/results/chart.svg, and rewrites the
+// generated part of docs/BENCHMARKS.md.
 package main
 
 import (
 	"bytes"
 	"context"
 	"encoding/csv"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -45,7 +52,7 @@ import (
 
 type config struct {
 	layers, layerMiB, runs, small int
-	out, docs                     string
+	out, docs, compare            string
 	scenarios                     map[int]bool
 }
 
@@ -56,7 +63,8 @@ type measurement struct {
 	wall, cpu      time.Duration
 	rssBytes       int64
 	uploaded       int64
-	requests       int
+	requests       int // to the destination
+	srcRequests    int // to the source
 	ok             bool
 	note           string
 }
@@ -67,8 +75,10 @@ type bench struct {
 	root     string
 	tools    map[string]string // name -> binary
 	src      *testenv.Registry
+	srcFront *testenv.Front // counts the requests made to the source
 	kms      *testenv.KMS
 	results  []measurement
+	programs []program
 	trusted  string
 	keyAlias string
 }
@@ -82,7 +92,8 @@ func main() {
 	flag.IntVar(&c.small, "small", 50, "small multi-platform images in scenario 5")
 	flag.StringVar(&c.out, "out", "bench/results", "where CSV and SVG go")
 	flag.StringVar(&c.docs, "docs", "docs/BENCHMARKS.md", "the document whose generated section is rewritten ('' for none)")
-	flag.StringVar(&scen, "scenarios", "1,2,3,4,5,6,7", "scenarios to run")
+	flag.StringVar(&scen, "scenarios", "0,1,2,3,4,5,6,7", "scenarios to run (0: the programs themselves)")
+	flag.StringVar(&c.compare, "compare", "", "a git revision whose ocistow scenario 0 measures too")
 	flag.Parse()
 	c.scenarios = map[int]bool{}
 	for _, s := range strings.Split(scen, ",") {
@@ -117,6 +128,8 @@ func run(ctx context.Context, c config) error {
 		return err
 	}
 	defer b.src.Close()
+	b.srcFront = testenv.NewFront(b.src.Host)
+	defer b.srcFront.Close()
 	if b.kms, err = testenv.StartKMS(ctx, filepath.Join(dir, "kms")); err != nil {
 		return err
 	}
@@ -129,10 +142,17 @@ func run(ctx context.Context, c config) error {
 		return err
 	}
 
+	if c.scenarios[0] {
+		if err := b.measurePrograms(); err != nil {
+			return err
+		}
+	}
 	layer := int64(c.layerMiB) << 20
-	log("pushing the large image (%d x %d MiB)", c.layers, c.layerMiB)
-	if err := b.push(ctx, "big:v1", c.layers, layer, 1); err != nil {
-		return err
+	if c.scenarios[1] || c.scenarios[3] || c.scenarios[4] || c.scenarios[6] || c.scenarios[7] {
+		log("pushing the large image (%d x %d MiB)", c.layers, c.layerMiB)
+		if err := b.push(ctx, "big:v1", c.layers, layer, 1); err != nil {
+			return err
+		}
 	}
 	oneGiB := max(1, int(math.Ceil(float64(1<<30)/float64(layer))))
 	if c.scenarios[2] {
@@ -143,13 +163,19 @@ func run(ctx context.Context, c config) error {
 	}
 	peers := []string{"ocistow", "crane", "regctl", "skopeo"}
 	if c.scenarios[1] {
-		b.fullCopy(ctx, "1 full copy", "big:v1", peers)
+		if err := b.fullCopy(ctx, "1 full copy", "big:v1", peers); err != nil {
+			return err
+		}
 	}
 	if c.scenarios[2] {
-		b.fullCopy(ctx, "2 full copy 1GiB", "one:v1", peers)
+		if err := b.fullCopy(ctx, "2 full copy 1GiB", "one:v1", peers); err != nil {
+			return err
+		}
 	}
 	if c.scenarios[3] {
-		b.noop(ctx, peers)
+		if err := b.noop(ctx, peers); err != nil {
+			return err
+		}
 	}
 	if c.scenarios[4] {
 		if err := b.incremental(ctx, peers, layer); err != nil {
@@ -162,7 +188,9 @@ func run(ctx context.Context, c config) error {
 		}
 	}
 	if c.scenarios[6] {
-		b.promoteSign(ctx)
+		if err := b.promoteSign(ctx); err != nil {
+			return err
+		}
 	}
 	if c.scenarios[7] {
 		if err := b.lambda(ctx); err != nil {
@@ -191,6 +219,7 @@ func (b *bench) setupTools() error {
 		}
 		b.tools[t] = p
 	}
+	var err error
 	p, err := exec.LookPath("skopeo")
 	if err != nil {
 		log("skopeo is missing: installing Debian's package")
@@ -204,7 +233,46 @@ func (b *bench) setupTools() error {
 		}
 	}
 	b.tools["skopeo"] = p
+	if b.tools["bootstrap"], err = testenv.BuildBootstrap(b.dir); err != nil {
+		return err
+	}
+	if b.tools["time"], err = exec.LookPath("/usr/bin/time"); err != nil {
+		log("GNU time is missing: installing Debian's package")
+		inst := exec.Command("apt-get", "install", "-y", "time")
+		inst.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		if out, err := inst.CombinedOutput(); err != nil {
+			return fmt.Errorf("installing GNU time (apt-get install -y time): %v\n%s", err, out)
+		}
+		if b.tools["time"], err = exec.LookPath("/usr/bin/time"); err != nil {
+			return err
+		}
+	}
+	if b.cfg.compare != "" {
+		if b.tools["ocistow@"+b.cfg.compare], err = b.buildAt(b.cfg.compare); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// buildAt builds cmd/ocistow as it was at the git revision rev.
+func (b *bench) buildAt(rev string) (string, error) {
+	src := filepath.Join(b.dir, "rev-"+rev)
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return "", err
+	}
+	archive := exec.Command("sh", "-c", `git archive "$1" | tar -x -C "$2"`, "sh", rev, src)
+	archive.Dir = b.root
+	if out, err := archive.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("extracting %s: %v\n%s", rev, err, out)
+	}
+	exe := filepath.Join(b.dir, "ocistow-"+rev)
+	build := exec.Command("go", "build", "-trimpath", "-o", exe, "./cmd/ocistow")
+	build.Dir = src
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building ocistow at %s: %v\n%s", rev, err, out)
+	}
+	return exe, nil
 }
 
 // push writes an image of n incompressible layers to the source.
@@ -220,20 +288,22 @@ func (b *bench) push(ctx context.Context, tag string, n int, size int64, seed ui
 type destination struct {
 	reg   *testenv.Registry
 	front *testenv.Front
+	dir   string
 }
 
 func (b *bench) freshDestination(ctx context.Context, name string) (*destination, error) {
-	reg, err := testenv.StartRegistry(ctx, filepath.Join(b.dir, "dst-"+name), testenv.RegistryOptions{})
+	dir := filepath.Join(b.dir, "dst-"+name)
+	reg, err := testenv.StartRegistry(ctx, dir, testenv.RegistryOptions{})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("starting destination %s: %w", name, err)
 	}
-	return &destination{reg: reg, front: testenv.NewFront(reg.Host)}, nil
+	return &destination{reg: reg, front: testenv.NewFront(reg.Host), dir: dir}, nil
 }
 
-func (d *destination) close(dir string) {
+func (d *destination) close() {
 	d.front.Close()
 	d.reg.Close()
-	_ = os.RemoveAll(dir)
+	_ = os.RemoveAll(d.dir)
 }
 
 // command returns how tool copies src to dst.
@@ -292,7 +362,7 @@ func measure(cmd *exec.Cmd, env []string) (wall, cpu time.Duration, rss int64, o
 	return wall, cpu, rss, buf.String(), err
 }
 
-// tally counts requests and request-body bytes sent to the destination.
+// tally counts requests and request-body bytes sent to a front.
 func tally(reqs []testenv.Request) (n int, uploaded int64) {
 	for _, r := range reqs {
 		n++
@@ -303,32 +373,88 @@ func tally(reqs []testenv.Request) (n int, uploaded int64) {
 	return n, uploaded
 }
 
-func digestAt(ctx context.Context, ref string) string {
+// digestAt returns the digest ref points at, asked of the registry itself
+// (not through a counting front).
+func digestAt(ctx context.Context, ref string) (string, error) {
 	r, err := name.ParseReference(ref)
 	if err != nil {
-		return ""
+		return "", err
 	}
 	d, err := remote.Head(r, remote.WithContext(ctx))
 	if err != nil {
-		return ""
+		return "", fmt.Errorf("reading %s: %w", ref, err)
 	}
-	return d.Digest.String()
+	return d.Digest.String(), nil
 }
 
-// copyOnce runs tool from src into dst behind front, recording the run.
-func (b *bench) copyOnce(ctx context.Context, scenario, tool string, run int, src, dstHost, repoTag string, front *testenv.Front, env []string) measurement {
-	before := len(front.Requests())
-	dst := dstHost + "/" + repoTag
-	wall, cpu, rss, out, err := measure(b.command(tool, src, dst), env)
-	m := measurement{scenario: scenario, tool: tool, run: run, wall: wall, cpu: cpu, rssBytes: rss}
-	m.requests, m.uploaded = tally(front.Requests()[before:])
-	want := digestAt(ctx, src)
-	m.ok = err == nil && want != "" && digestAt(ctx, dst) == want
-	if !m.ok {
-		m.note = oneline.String(fmt.Sprint(err, " ", lastLine(out)))
+// counts is where the fronts' logs stood before a run.
+type counts struct{ src, dst int }
+
+func (b *bench) mark(d *destination) counts {
+	return counts{len(b.srcFront.Requests()), len(d.front.Requests())}
+}
+
+// count fills in m's requests and upload since c.
+func (b *bench) count(m *measurement, d *destination, c counts) {
+	m.srcRequests = len(b.srcFront.Requests()[c.src:])
+	m.requests, m.uploaded = tally(d.front.Requests()[c.dst:])
+}
+
+// check reports whether repoTag at the destination holds the digest srcTag
+// holds at the source, and then, when signed, that its signature verifies
+// with the bench key (ocistow verify, after the timed run).
+func (b *bench) check(ctx context.Context, srcTag string, d *destination, repoTag string, signed bool) error {
+	want, err := digestAt(ctx, b.src.Host+"/"+srcTag)
+	if err != nil {
+		return err
 	}
-	log("%-22s %-8s run %d: %6.2fs wall %6.2fs cpu %6.1f MiB rss %s up %4d req %v", scenario, tool, run, wall.Seconds(), cpu.Seconds(), float64(rss)/(1<<20), human(m.uploaded), m.requests, okWord(m.ok))
+	got, err := digestAt(ctx, d.reg.Host+"/"+repoTag)
+	if err != nil {
+		return err
+	}
+	if got != want {
+		return fmt.Errorf("destination holds %s, the source %s", got, want)
+	}
+	if !signed {
+		return nil
+	}
+	ref := d.reg.Host + "/" + strings.SplitN(repoTag, ":", 2)[0] + "@" + got
+	_, _, _, out, err := measure(exec.Command(b.tools["ocistow"], "verify", "-aws-kms-key-arn", "alias/"+b.keyAlias, ref), b.kms.Env())
+	if err != nil {
+		return fmt.Errorf("ocistow verify %s: %v %s", ref, err, lastLine(out))
+	}
+	return nil
+}
+
+// copyRun runs tool from srcTag (through the source's front) to repoTag at
+// d (through its front), counting requests and checking the copy.
+func (b *bench) copyRun(ctx context.Context, tool, srcTag string, d *destination, repoTag string) measurement {
+	c := b.mark(d)
+	wall, cpu, rss, out, err := measure(b.command(tool, b.srcFront.Host+"/"+srcTag, d.front.Host+"/"+repoTag), nil)
+	m := measurement{tool: tool, wall: wall, cpu: cpu, rssBytes: rss}
+	b.count(&m, d, c)
+	if err == nil {
+		err = b.check(ctx, srcTag, d, repoTag, false)
+	} else {
+		err = fmt.Errorf("%v %s", err, lastLine(out))
+	}
+	m.ok = err == nil
+	if err != nil {
+		m.note = oneline.String(err.Error())
+	}
 	return m
+}
+
+// copyOnce is copyRun recorded as one run of scenario.
+func (b *bench) copyOnce(ctx context.Context, scenario, tool string, run int, srcTag string, d *destination, repoTag string) measurement {
+	m := b.copyRun(ctx, tool, srcTag, d, repoTag)
+	m.scenario, m.run = scenario, run
+	logRun(m)
+	return m
+}
+
+func logRun(m measurement) {
+	log("%-22s %-14s run %d: %6.2fs wall %6.2fs cpu %6.1f MiB rss %s up %4d+%d req %v %s", m.scenario, m.tool, m.run, m.wall.Seconds(), m.cpu.Seconds(), float64(m.rssBytes)/(1<<20), human(m.uploaded), m.srcRequests, m.requests, okWord(m.ok), m.note)
 }
 
 func okWord(ok bool) string {
@@ -343,19 +469,18 @@ func lastLine(s string) string {
 	return lines[len(lines)-1]
 }
 
-func (b *bench) fullCopy(ctx context.Context, scenario, tag string, tools []string) {
+func (b *bench) fullCopy(ctx context.Context, scenario, tag string, tools []string) error {
 	for run := 1; run <= b.cfg.runs; run++ {
 		for _, tool := range rotate(tools, run) {
-			name := fmt.Sprintf("%s-%d", tool, run)
-			d, err := b.freshDestination(ctx, name)
+			d, err := b.freshDestination(ctx, fmt.Sprintf("%s-%d", tool, run))
 			if err != nil {
-				b.results = append(b.results, measurement{scenario: scenario, tool: tool, run: run, note: err.Error()})
-				continue
+				return err
 			}
-			b.results = append(b.results, b.copyOnce(ctx, scenario, tool, run, b.src.Host+"/bench/"+tag, d.front.Host, "bench/"+tag, d.front, nil))
-			d.close(filepath.Join(b.dir, "dst-"+name))
+			b.results = append(b.results, b.copyOnce(ctx, scenario, tool, run, "bench/"+tag, d, "bench/"+tag))
+			d.close()
 		}
 	}
+	return nil
 }
 
 // rotate interleaves: each run starts with another tool.
@@ -364,42 +489,46 @@ func rotate(tools []string, run int) []string {
 	return append(slices.Clone(tools[k:]), tools[:k]...)
 }
 
-func (b *bench) noop(ctx context.Context, tools []string) {
+func (b *bench) noop(ctx context.Context, tools []string) error {
 	const scenario = "3 no-op re-promotion"
 	for run := 1; run <= b.cfg.runs; run++ {
-		name := fmt.Sprintf("noop-%d", run)
-		d, err := b.freshDestination(ctx, name)
+		d, err := b.freshDestination(ctx, fmt.Sprintf("noop-%d", run))
 		if err != nil {
-			continue
+			return err
 		}
-		src := b.src.Host + "/bench/big:v1"
+		src := b.srcFront.Host + "/bench/big:v1"
 		dst := d.front.Host + "/bench/big:v1"
 		// Promoted and signed once, as a pipeline would have.
-		prep := exec.Command(b.tools["ocistow"], "-source", src, "-destination", dst, "-aws-kms-key-arn", "alias/"+b.keyAlias, "-quiet")
+		// (Through the destination's front: the signature names the
+		// repository by the host it was pushed to.)
+		prep := exec.Command(b.tools["ocistow"], "-source", b.src.Host+"/bench/big:v1", "-destination", dst, "-aws-kms-key-arn", "alias/"+b.keyAlias, "-quiet")
 		if _, _, _, out, err := measure(prep, b.kms.Env()); err != nil {
-			log("preparing the no-op: %v %s", err, out)
+			return fmt.Errorf("preparing the no-op: %v %s", err, lastLine(out))
 		}
 		for _, tool := range rotate(tools, run) {
-			b.results = append(b.results, b.copyOnce(ctx, scenario, tool, run, src, d.front.Host, "bench/big:v1", d.front, nil))
+			b.results = append(b.results, b.copyOnce(ctx, scenario, tool, run, "bench/big:v1", d, "bench/big:v1"))
 		}
 		// ocistow with signing: finds every signature present.
-		before := len(d.front.Requests())
+		c := b.mark(d)
 		cmd := exec.Command(b.tools["ocistow"], "-source", src, "-destination", dst, "-aws-kms-key-arn", "alias/"+b.keyAlias, "-quiet")
 		wall, cpu, rss, out, err := measure(cmd, b.kms.Env())
-		m := measurement{scenario: scenario, tool: "ocistow+sign", run: run, wall: wall, cpu: cpu, rssBytes: rss, ok: err == nil && strings.Contains(out, "0 added, 1 already present")}
-		for _, r := range d.front.Requests()[before:] {
-			m.requests++
-			if r.Method == http.MethodPatch || r.Method == http.MethodPut || r.Method == http.MethodPost {
-				m.uploaded += r.BodyBytes
-			}
+		m := measurement{scenario: scenario, tool: "ocistow+sign", run: run, wall: wall, cpu: cpu, rssBytes: rss}
+		b.count(&m, d, c)
+		if err == nil && !strings.Contains(out, "0 added, 1 already present") {
+			err = errors.New("did not find the signature present: " + lastLine(out))
 		}
-		if !m.ok {
-			m.note = oneline.String(lastLine(out))
+		if err == nil {
+			err = b.check(ctx, "bench/big:v1", d, "bench/big:v1", true)
 		}
-		log("%-22s %-8s run %d: %6.2fs wall, %d requests, %s uploaded, %v", scenario, m.tool, run, wall.Seconds(), m.requests, human(m.uploaded), okWord(m.ok))
+		m.ok = err == nil
+		if err != nil {
+			m.note = oneline.String(err.Error())
+		}
+		logRun(m)
 		b.results = append(b.results, m)
-		d.close(filepath.Join(b.dir, "dst-"+name))
+		d.close()
 	}
+	return nil
 }
 
 func (b *bench) incremental(ctx context.Context, tools []string, layer int64) error {
@@ -421,17 +550,16 @@ func (b *bench) incremental(ctx context.Context, tools []string, layer int64) er
 	}
 	for run := 1; run <= b.cfg.runs; run++ {
 		for _, tool := range rotate(tools, run) {
-			name := fmt.Sprintf("inc-%s-%d", tool, run)
-			d, err := b.freshDestination(ctx, name)
+			d, err := b.freshDestination(ctx, fmt.Sprintf("inc-%s-%d", tool, run))
 			if err != nil {
-				continue
+				return err
 			}
 			prep := exec.Command(b.tools["crane"], "copy", b.src.Host+"/bench/big:v1", d.reg.Host+"/bench/big:v1")
 			if _, _, _, out, err := measure(prep, nil); err != nil {
-				log("preparing incremental: %v %s", err, out)
+				return fmt.Errorf("preparing incremental: %v %s", err, lastLine(out))
 			}
-			b.results = append(b.results, b.copyOnce(ctx, scenario, tool, run, b.src.Host+"/bench/big:v2", d.front.Host, "bench/big:v2", d.front, nil))
-			d.close(filepath.Join(b.dir, "dst-"+name))
+			b.results = append(b.results, b.copyOnce(ctx, scenario, tool, run, "bench/big:v2", d, "bench/big:v2"))
+			d.close()
 		}
 	}
 	return nil
@@ -450,108 +578,201 @@ func (b *bench) smallImages(ctx context.Context, tools []string) error {
 	}
 	for run := 1; run <= b.cfg.runs; run++ {
 		for _, tool := range rotate(tools, run) {
-			name := fmt.Sprintf("small-%s-%d", tool, run)
-			d, err := b.freshDestination(ctx, name)
+			d, err := b.freshDestination(ctx, fmt.Sprintf("small-%s-%d", tool, run))
 			if err != nil {
-				continue
+				return err
 			}
 			total := measurement{scenario: scenario, tool: tool, run: run, ok: true}
 			for i := range b.cfg.small {
 				tag := fmt.Sprintf("small/img%d:v1", i)
-				m := b.copyQuiet(ctx, tool, b.src.Host+"/"+tag, d, tag)
+				m := b.copyRun(ctx, tool, tag, d, tag)
 				total.wall += m.wall
 				total.cpu += m.cpu
 				total.rssBytes = max(total.rssBytes, m.rssBytes)
 				total.uploaded += m.uploaded
 				total.requests += m.requests
+				total.srcRequests += m.srcRequests
 				if !m.ok {
 					total.ok, total.note = false, m.note
 				}
 			}
-			log("%-22s %-8s run %d: %6.2fs wall %6.2fs cpu %d req %v", scenario, tool, run, total.wall.Seconds(), total.cpu.Seconds(), total.requests, okWord(total.ok))
+			logRun(total)
 			b.results = append(b.results, total)
-			d.close(filepath.Join(b.dir, "dst-"+name))
+			d.close()
 		}
 	}
 	return nil
 }
 
-func (b *bench) copyQuiet(ctx context.Context, tool, src string, d *destination, repoTag string) measurement {
-	before := len(d.front.Requests())
-	wall, cpu, rss, out, err := measure(b.command(tool, src, d.front.Host+"/"+repoTag), nil)
-	m := measurement{wall: wall, cpu: cpu, rssBytes: rss}
-	m.requests, m.uploaded = tally(d.front.Requests()[before:])
-	m.ok = err == nil && digestAt(ctx, d.front.Host+"/"+repoTag) == digestAt(ctx, src)
-	if !m.ok {
-		m.note = oneline.String(fmt.Sprint(err, " ", lastLine(out)))
-	}
-	return m
-}
-
-func (b *bench) promoteSign(ctx context.Context) {
+func (b *bench) promoteSign(ctx context.Context) error {
 	const scenario = "6 promote+sign"
-	src := b.src.Host + "/bench/big:v1"
+	const tag = "bench/big:v1"
 	for run := 1; run <= b.cfg.runs; run++ {
 		for _, tool := range rotate([]string{"ocistow", "crane+cosign"}, run) {
-			name := fmt.Sprintf("sign-%s-%d", strings.ReplaceAll(tool, "+", ""), run)
-			d, err := b.freshDestination(ctx, name)
+			d, err := b.freshDestination(ctx, fmt.Sprintf("sign-%s-%d", strings.ReplaceAll(tool, "+", ""), run))
 			if err != nil {
-				continue
+				return err
 			}
-			dst := d.front.Host + "/bench/big:v1"
+			src, dst := b.srcFront.Host+"/"+tag, d.front.Host+"/"+tag
 			m := measurement{scenario: scenario, tool: tool, run: run}
+			c := b.mark(d)
 			if tool == "ocistow" {
-				wall, cpu, rss, out, err := measure(exec.Command(b.tools["ocistow"], "-source", src, "-destination", dst, "-aws-kms-key-arn", "alias/"+b.keyAlias, "-quiet"), b.kms.Env())
-				m.wall, m.cpu, m.rssBytes, m.ok = wall, cpu, rss, err == nil
+				var out string
+				m.wall, m.cpu, m.rssBytes, out, err = measure(exec.Command(b.tools["ocistow"], "-source", src, "-destination", dst, "-aws-kms-key-arn", "alias/"+b.keyAlias, "-quiet"), b.kms.Env())
 				if err != nil {
-					m.note = oneline.String(lastLine(out))
+					err = fmt.Errorf("%v %s", err, lastLine(out))
 				}
 			} else {
+				// cosign signs the digest crane pushed, as a pipeline would
+				// read it from crane's output: crane copy prints nothing, so
+				// it comes from the source, which the copy keeps.
+				var digest string
 				w1, c1, r1, out1, err1 := measure(b.command("crane", src, dst), nil)
-				digest := digestAt(ctx, dst)
-				w2, c2, r2, out2, err2 := measure(exec.Command(b.tools["cosign"], "sign", "--key", "awskms:///alias/"+b.keyAlias, "--tlog-upload=false", "--yes", d.front.Host+"/bench/big@"+digest), b.kms.Env())
-				m.wall, m.cpu, m.rssBytes, m.ok = w1+w2, c1+c2, max(r1, r2), err1 == nil && err2 == nil
-				if !m.ok {
-					m.note = oneline.String(lastLine(out1) + " " + lastLine(out2))
+				if err1 == nil {
+					digest, err1 = digestAt(ctx, b.src.Host+"/"+tag)
+				}
+				err = fmt.Errorf("crane: %v %s", err1, lastLine(out1))
+				if err1 == nil {
+					w2, c2, r2, out2, err2 := measure(exec.Command(b.tools["cosign"], "sign", "--key", "awskms:///alias/"+b.keyAlias, "--tlog-upload=false", "--yes", d.front.Host+"/bench/big@"+digest), b.kms.Env())
+					m.wall, m.cpu, m.rssBytes, err = w1+w2, c1+c2, max(r1, r2), nil
+					if err2 != nil {
+						err = fmt.Errorf("cosign: %v %s", err2, lastLine(out2))
+					}
 				}
 			}
-			m.requests, m.uploaded = tally(d.front.Requests())
-			log("%-22s %-12s run %d: %6.2fs wall %6.2fs cpu %v %s", scenario, tool, run, m.wall.Seconds(), m.cpu.Seconds(), okWord(m.ok), m.note)
+			b.count(&m, d, c)
+			if err == nil {
+				err = b.check(ctx, tag, d, tag, true)
+			}
+			m.ok = err == nil
+			if err != nil {
+				m.note = oneline.String(err.Error())
+			}
+			logRun(m)
 			b.results = append(b.results, m)
-			d.close(filepath.Join(b.dir, "dst-"+name))
+			d.close()
 		}
 	}
+	return nil
+}
+
+// program is what scenario 0 measures of one program: its size, the time
+// its packages take to initialise (GODEBUG=inittrace=1, summed; median of
+// the runs) and the peak RSS of printing its version (GNU time's maximum
+// resident set size; median), or 0 where it has no version command.
+type program struct {
+	name     string
+	size     int64
+	initMS   float64
+	rssBytes int64
+}
+
+// measurePrograms fills b.programs.
+func (b *bench) measurePrograms() error {
+	versions := []struct {
+		tool string
+		args []string
+	}{
+		{"ocistow", []string{"-version"}}, {"bootstrap", nil}, {"crane", []string{"version"}},
+		{"regctl", []string{"version"}}, {"skopeo", []string{"--version"}},
+	}
+	if b.cfg.compare != "" {
+		versions = append(versions[:1], append([]struct {
+			tool string
+			args []string
+		}{{"ocistow@" + b.cfg.compare, []string{"-version"}}}, versions[1:]...)...)
+	}
+	runs := max(3, b.cfg.runs)
+	for _, v := range versions {
+		exe := b.tools[v.tool]
+		st, err := os.Stat(exe)
+		if err != nil {
+			return err
+		}
+		p := program{name: v.tool, size: st.Size()}
+		if v.tool == "bootstrap" {
+			p.name = "ocistow-lambda (bootstrap)"
+		}
+		var inits []float64
+		var rss []int64
+		for range runs {
+			ms, err := packageInit(exe, v.args)
+			if err != nil {
+				return err
+			}
+			inits = append(inits, ms)
+			if v.args == nil {
+				continue // the bootstrap needs the Lambda Runtime API to run
+			}
+			kb, err := b.versionRSS(exe, v.args)
+			if err != nil {
+				return err
+			}
+			rss = append(rss, kb)
+		}
+		slices.Sort(inits)
+		p.initMS, p.rssBytes = inits[len(inits)/2], medianInt(rss)
+		log("%-22s %-26s binary %s, package init %.1f ms, version peak RSS %.1f MiB", "0 programs", p.name, human(p.size), p.initMS, float64(p.rssBytes)/(1<<20))
+		b.programs = append(b.programs, p)
+	}
+	return nil
+}
+
+// versionRSS returns the maximum resident set size of exe args, as GNU
+// time reports it for the child it forks (a fork of a small C program,
+// not of this process, whose memory would count otherwise).
+func (b *bench) versionRSS(exe string, args []string) (int64, error) {
+	report := filepath.Join(b.dir, "time.out")
+	cmd := exec.Command(b.tools["time"], append([]string{"-f", "%M", "-o", report, exe}, args...)...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir()}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("%s %s: %v %s", exe, strings.Join(args, " "), err, lastLine(string(out)))
+	}
+	out, err := os.ReadFile(report)
+	if err != nil {
+		return 0, err
+	}
+	kb, err := strconv.ParseInt(lastLine(string(out)), 10, 64)
+	if err != nil || kb <= 0 {
+		return 0, fmt.Errorf("GNU time reported %q for %s", out, exe)
+	}
+	return kb << 10, nil
 }
 
 // packageInit sums the package initialisation times Go reports for exe
-// (GODEBUG=inittrace=1): what every cold start pays before main runs.
-func packageInit(exe string) float64 {
-	cmd := exec.Command(exe)
-	cmd.Env = []string{"GODEBUG=inittrace=1", "SIGN=false"}
-	out, _ := cmd.CombinedOutput()
+// run with args (GODEBUG=inittrace=1): what every start pays before main
+// runs. It fails when exe reports none.
+func packageInit(exe string, args []string) (float64, error) {
+	cmd := exec.Command(exe, args...)
+	cmd.Env = []string{"GODEBUG=inittrace=1", "SIGN=false", "HOME=" + os.TempDir()}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	_ = cmd.Run() // the bootstrap exits non-zero outside Lambda; its inits ran
 	var total float64
-	for _, m := range inittraceRE.FindAllStringSubmatch(string(out), -1) {
-		v, _ := strconv.ParseFloat(m[1], 64)
+	found := inittraceRE.FindAllStringSubmatch(out.String(), -1)
+	for _, m := range found {
+		v, err := strconv.ParseFloat(m[1], 64)
+		if err != nil {
+			return 0, err
+		}
 		total += v
 	}
-	return total
+	if len(found) == 0 {
+		return 0, fmt.Errorf("%s reported no package initialisation with GODEBUG=inittrace=1: %s", exe, lastLine(out.String()))
+	}
+	return total, nil
 }
 
 var inittraceRE = regexp.MustCompile(`init \S+ @[0-9.]+ ms, ([0-9.]+) ms clock`)
 
 // lambda runs the real bootstrap under the emulator with 128 MB and
-// records init duration, binary size and peak memory while promoting the
-// large image.
+// records, for promoting the large image, its wall time, the CPU time and
+// peak RSS of the bootstrap process, and the requests and bytes the
+// fronts saw, and checks the copy.
 func (b *bench) lambda(ctx context.Context) error {
 	const scenario = "7 lambda 128MB"
-	bootstrap, err := testenv.BuildBootstrap(b.dir)
-	if err != nil {
-		return err
-	}
-	st, err := os.Stat(bootstrap)
-	if err != nil {
-		return err
-	}
+	const tag = "bench/big:v1"
+	bootstrap := b.tools["bootstrap"]
 	for run := 1; run <= b.cfg.runs; run++ {
 		d, err := b.freshDestination(ctx, fmt.Sprintf("lambda-%d", run))
 		if err != nil {
@@ -564,24 +785,48 @@ func (b *bench) lambda(ctx context.Context) error {
 		// Cold start: the emulator starts the bootstrap on the first
 		// invocation; a refused payload answers right after init.
 		cold := time.Now()
-		if _, err := l.Invoke(ctx, `{}`); err != nil {
+		body, err := l.Invoke(ctx, `{}`)
+		coldStart := time.Since(cold)
+		if err != nil || !strings.Contains(body, `"InvalidRequest"`) {
+			l.Close()
+			return fmt.Errorf("the function did not start: %v %s\n%s", err, body, l.Output())
+		}
+		cpu0, err := testenv.ProcessCPU(bootstrap)
+		if err != nil {
+			l.Close()
 			return err
 		}
-		coldStart := time.Since(cold)
+		c := b.mark(d)
 		start := time.Now()
-		body, err := l.Invoke(ctx, fmt.Sprintf(`{"SrcImageRef":%q,"DstImageRef":%q}`, b.src.Host+"/bench/big:v1", d.front.Host+"/bench/big:v1"))
-		wall := time.Since(start)
-		m := measurement{scenario: scenario, tool: "ocistow-lambda", run: run, wall: wall, ok: err == nil && !strings.Contains(body, "errorType")}
-		m.rssBytes = testenv.PeakRSS(bootstrap)
-		m.note = fmt.Sprintf("package init %.1f ms; cold start to first answer %.0f ms; binary %.1f MiB",
-			packageInit(bootstrap), float64(coldStart.Microseconds())/1000, float64(st.Size())/(1<<20))
-		if !m.ok {
-			m.note += " " + oneline.String(body)
-		}
-		log("%-22s run %d: %6.2fs wall, peak RSS %.1f MiB, %s", scenario, run, wall.Seconds(), float64(m.rssBytes)/(1<<20), m.note)
-		b.results = append(b.results, m)
+		body, err = l.Invoke(ctx, fmt.Sprintf(`{"SrcImageRef":%q,"DstImageRef":%q}`, b.srcFront.Host+"/"+tag, d.front.Host+"/"+tag))
+		m := measurement{scenario: scenario, tool: "ocistow-lambda", run: run, wall: time.Since(start)}
+		b.count(&m, d, c)
+		cpu1, cerr := testenv.ProcessCPU(bootstrap)
+		rss, rerr := testenv.PeakRSS(bootstrap)
 		l.Close()
-		d.close(filepath.Join(b.dir, fmt.Sprintf("dst-lambda-%d", run)))
+		if err := errors.Join(cerr, rerr); err != nil {
+			return err
+		}
+		m.cpu, m.rssBytes = cpu1-cpu0, rss
+		var res struct {
+			DestinationDigest string `json:"destinationDigest"`
+		}
+		if err == nil {
+			if jerr := json.Unmarshal([]byte(body), &res); jerr != nil || res.DestinationDigest == "" {
+				err = fmt.Errorf("the function answered %s", body)
+			}
+		}
+		if err == nil {
+			err = b.check(ctx, tag, d, tag, false)
+		}
+		m.ok = err == nil
+		m.note = fmt.Sprintf("cold start to first answer %.0f ms", float64(coldStart.Microseconds())/1000)
+		if err != nil {
+			m.note += " " + oneline.String(err.Error())
+		}
+		logRun(m)
+		b.results = append(b.results, m)
+		d.close()
 	}
 	return nil
 }
@@ -605,6 +850,7 @@ type summary struct {
 	wallMin, wallMax     time.Duration
 	rss, uploaded        int64
 	requests, runs, fail int
+	srcRequests          int
 	note                 string
 }
 
@@ -640,7 +886,7 @@ func (b *bench) summaries() []summary {
 	for _, k := range order {
 		ms := groups[k]
 		var walls, cpus []time.Duration
-		var rss, up, req []int64
+		var rss, up, req, srcReq []int64
 		s := summary{scenario: k.s, tool: k.t, runs: len(ms)}
 		for _, m := range ms {
 			if !m.ok {
@@ -650,6 +896,7 @@ func (b *bench) summaries() []summary {
 			}
 			walls, cpus = append(walls, m.wall), append(cpus, m.cpu)
 			rss, up, req = append(rss, m.rssBytes), append(up, m.uploaded), append(req, int64(m.requests))
+			srcReq = append(srcReq, int64(m.srcRequests))
 			if s.note == "" {
 				s.note = m.note
 			}
@@ -658,7 +905,7 @@ func (b *bench) summaries() []summary {
 		if len(walls) > 0 {
 			s.wallMin, s.wallMax = slices.Min(walls), slices.Max(walls)
 		}
-		s.rss, s.uploaded, s.requests = medianInt(rss), medianInt(up), int(medianInt(req))
+		s.rss, s.uploaded, s.requests, s.srcRequests = medianInt(rss), medianInt(up), int(medianInt(req)), int(medianInt(srcReq))
 		out = append(out, s)
 	}
 	return out
@@ -677,16 +924,27 @@ func (b *bench) report() error {
 		}
 	}
 	var table strings.Builder
-	fmt.Fprintf(&table, "| scenario | tool | wall (median, min-max) | vs best peer | CPU | peak RSS | uploaded | requests | runs ok | note |\n")
+	if len(b.programs) > 0 {
+		fmt.Fprintf(&table, "| program | binary | package init (median) | peak RSS of printing its version (median) |\n| --- | --- | --- | --- |\n")
+		for _, p := range b.programs {
+			rss := "-"
+			if p.rssBytes > 0 {
+				rss = fmt.Sprintf("%.1f MiB", float64(p.rssBytes)/(1<<20))
+			}
+			fmt.Fprintf(&table, "| %s | %.1f MB (%s) | %.1f ms | %s |\n", p.name, float64(p.size)/1e6, human(p.size), p.initMS, rss)
+		}
+		table.WriteString("\n")
+	}
+	fmt.Fprintf(&table, "| scenario | tool | wall (median, min-max) | vs best peer | CPU | peak RSS | uploaded | requests (source + destination) | runs ok | note |\n")
 	fmt.Fprintf(&table, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, s := range sums {
 		ratio := "-"
 		if bp, ok := best[s.scenario]; ok && bp > 0 && s.wall > 0 {
 			ratio = fmt.Sprintf("%.2fx", s.wall.Seconds()/bp.Seconds())
 		}
-		fmt.Fprintf(&table, "| %s | %s | %.2fs (%.2f-%.2f) | %s | %.2fs | %.1f MiB | %s | %d | %d/%d | %s |\n",
+		fmt.Fprintf(&table, "| %s | %s | %.2fs (%.2f-%.2f) | %s | %.2fs | %.1f MiB | %s | %d + %d | %d/%d | %s |\n",
 			s.scenario, s.tool, s.wall.Seconds(), s.wallMin.Seconds(), s.wallMax.Seconds(), ratio, s.cpu.Seconds(),
-			float64(s.rss)/(1<<20), human(s.uploaded), s.requests, s.runs-s.fail, s.runs, s.note)
+			float64(s.rss)/(1<<20), human(s.uploaded), s.srcRequests, s.requests, s.runs-s.fail, s.runs, s.note)
 	}
 	fmt.Println(table.String())
 
@@ -698,13 +956,26 @@ func (b *bench) report() error {
 		return err
 	}
 	w := csv.NewWriter(f)
-	_ = w.Write([]string{"scenario", "tool", "run", "wall_s", "cpu_s", "peak_rss_bytes", "uploaded_bytes", "requests", "ok", "note"})
+	_ = w.Write([]string{"scenario", "tool", "run", "wall_s", "cpu_s", "peak_rss_bytes", "uploaded_bytes", "requests", "source_requests", "ok", "note"})
 	for _, m := range b.results {
 		_ = w.Write([]string{m.scenario, m.tool, strconv.Itoa(m.run), fmt.Sprintf("%.3f", m.wall.Seconds()), fmt.Sprintf("%.3f", m.cpu.Seconds()),
-			strconv.FormatInt(m.rssBytes, 10), strconv.FormatInt(m.uploaded, 10), strconv.Itoa(m.requests), strconv.FormatBool(m.ok), m.note})
+			strconv.FormatInt(m.rssBytes, 10), strconv.FormatInt(m.uploaded, 10), strconv.Itoa(m.requests), strconv.Itoa(m.srcRequests), strconv.FormatBool(m.ok), m.note})
 	}
 	w.Flush()
 	if err := errors.Join(w.Error(), f.Close()); err != nil {
+		return err
+	}
+	var progs bytes.Buffer
+	pw := csv.NewWriter(&progs)
+	_ = pw.Write([]string{"program", "binary_bytes", "package_init_ms", "version_peak_rss_bytes"})
+	for _, p := range b.programs {
+		_ = pw.Write([]string{p.name, strconv.FormatInt(p.size, 10), fmt.Sprintf("%.3f", p.initMS), strconv.FormatInt(p.rssBytes, 10)})
+	}
+	pw.Flush()
+	if err := pw.Error(); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(b.cfg.out, "programs.csv"), progs.Bytes(), 0o644); err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(b.cfg.out, "chart.svg"), []byte(chart(sums)), 0o644); err != nil {
@@ -744,9 +1015,9 @@ func (b *bench) updateDocs(table string) error {
 			}
 		}
 	}
-	gen := fmt.Sprintf("%s\n\nMeasured %s on %d CPUs (%s), %s/%s, with `go run ./internal/bench -layers %d -layer-mib %d -runs %d -small %d`.\n\n%s\n![wall, CPU and peak RSS per tool and scenario](benchmarks.svg)\n%s",
+	gen := fmt.Sprintf("%s\n\nMeasured %s on %d CPUs (%s), %s/%s, with `go run ./internal/bench %s` (%d x %d MiB layers, %d runs, %d small images).\n\n%s\n![wall, CPU and peak RSS per tool and scenario](benchmarks.svg)\n%s",
 		beginMark, time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), strings.TrimSpace(cpu), runtime.GOOS, runtime.GOARCH,
-		b.cfg.layers, b.cfg.layerMiB, b.cfg.runs, b.cfg.small, table, endMark)
+		strings.Join(os.Args[1:], " "), b.cfg.layers, b.cfg.layerMiB, b.cfg.runs, b.cfg.small, table, endMark)
 	out := append(append(append([]byte{}, doc[:i]...), gen...), doc[j+len(endMark):]...)
 	return os.WriteFile(b.cfg.docs, out, 0o644)
 }

@@ -20,7 +20,28 @@ type Span struct {
 	TraceID, SpanID, Parent string // hex; Parent is "" for a root span
 	Attributes              map[string]string
 	Error                   bool
-	Service                 string
+	// Status is the status message (set with an error status).
+	Status  string
+	Service string
+	// Events holds the attributes of each event, such as the
+	// exception.message of a recorded error.
+	Events []map[string]string
+}
+
+// Texts returns every string the span carries: its name, attribute values,
+// status message and event attribute values. A test looking for a leaked
+// secret searches these.
+func (s Span) Texts() []string {
+	out := []string{s.Name, s.Status}
+	for _, v := range s.Attributes {
+		out = append(out, v)
+	}
+	for _, e := range s.Events {
+		for _, v := range e {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // OTLPReceiver is an in-process OTLP/HTTP trace receiver, standing in for
@@ -82,10 +103,18 @@ func (r *OTLPReceiver) serve(w http.ResponseWriter, req *http.Request) {
 					Parent:     hex.EncodeToString(s.ParentSpanId),
 					Attributes: map[string]string{},
 					Error:      s.GetStatus().GetCode() == 2,
+					Status:     s.GetStatus().GetMessage(),
 					Service:    service,
 				}
 				for _, a := range s.Attributes {
 					sp.Attributes[a.Key] = value(a.Value)
+				}
+				for _, e := range s.Events {
+					attrs := map[string]string{"event.name": e.Name}
+					for _, a := range e.Attributes {
+						attrs[a.Key] = value(a.Value)
+					}
+					sp.Events = append(sp.Events, attrs)
 				}
 				r.spans = append(r.spans, sp)
 			}

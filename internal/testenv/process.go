@@ -128,20 +128,77 @@ func RepoName(testName string) string {
 	return strings.Trim(repo, "-")
 }
 
-// PeakRSS returns the high-water resident set size (VmHWM) of the running
-// process whose executable is exe, or 0 when none runs.
-func PeakRSS(exe string) int64 {
-	procs, _ := filepath.Glob("/proc/[0-9]*/exe")
-	for _, p := range procs {
-		if target, err := os.Readlink(p); err != nil || target != exe {
-			continue
-		}
-		return VmHWM(filepath.Join(filepath.Dir(p), "status"))
+// PeakRSS returns the high-water resident set size (VmHWM) of the one
+// running process whose executable is exe. It fails when no such process
+// runs, when more than one does, or when its peak cannot be read, so that
+// a caller never mistakes "unknown" for "small".
+func PeakRSS(exe string) (int64, error) {
+	dir, err := processOf(exe)
+	if err != nil {
+		return 0, fmt.Errorf("peak RSS: %w", err)
 	}
-	return 0
+	hwm := VmHWM(filepath.Join(dir, "status"))
+	if hwm == 0 {
+		return 0, fmt.Errorf("peak RSS of %s: no VmHWM in %s/status", exe, dir)
+	}
+	return hwm, nil
 }
 
-// VmHWM reads the peak RSS from a /proc/<pid>/status file, or 0.
+// ProcessCPU returns the user and system CPU time used so far by the one
+// running process whose executable is exe (from /proc/<pid>/stat, in the
+// kernel's USER_HZ ticks of 10 ms).
+func ProcessCPU(exe string) (time.Duration, error) {
+	dir, err := processOf(exe)
+	if err != nil {
+		return 0, fmt.Errorf("CPU time: %w", err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "stat"))
+	if err != nil {
+		return 0, fmt.Errorf("CPU time of %s: %w", exe, err)
+	}
+	// The command name, in parentheses, may hold spaces: fields count
+	// from the last ')'. utime and stime are fields 14 and 15.
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	if i < 0 || len(f) < 13 {
+		return 0, fmt.Errorf("CPU time of %s: unexpected %s/stat", exe, dir)
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("CPU time of %s: %s/stat: %w", exe, dir, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
+}
+
+// processOf returns the /proc directory of the one running process whose
+// executable is exe.
+func processOf(exe string) (string, error) {
+	want, err := filepath.EvalSymlinks(exe)
+	if err != nil {
+		return "", err
+	}
+	procs, err := filepath.Glob("/proc/[0-9]*/exe")
+	if err != nil {
+		return "", err
+	}
+	var dirs []string
+	for _, p := range procs {
+		if target, err := os.Readlink(p); err == nil && target == want {
+			dirs = append(dirs, filepath.Dir(p))
+		}
+	}
+	if len(dirs) != 1 {
+		return "", fmt.Errorf("%d processes run %s, want 1", len(dirs), exe)
+	}
+	return dirs[0], nil
+}
+
+// VmHWM reads the peak RSS from a /proc/<pid>/status file, or 0 when the
+// file cannot be read (the process has gone) or has no VmHWM line.
 func VmHWM(statusPath string) int64 {
 	b, err := os.ReadFile(statusPath)
 	if err != nil {

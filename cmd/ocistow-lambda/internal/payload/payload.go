@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 )
 
@@ -26,8 +27,10 @@ func Decode(payload []byte) (Payload, error) {
 	if err := dec.Decode(&p); err != nil {
 		return p, fmt.Errorf("invalid payload: %s (want {\"SrcImageRef\": …, \"DstImageRef\": …, \"Annotations\": {…}})", strings.TrimPrefix(err.Error(), "json: "))
 	}
-	if dec.More() {
-		return p, errors.New("invalid payload: data after the JSON object")
+	// Nothing may follow but white space. (json.Decoder.More would miss a
+	// stray closing '}' or ']', before which it reports false.)
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return Payload{}, errors.New("invalid payload: data after the JSON object")
 	}
 	return p, nil
 }
