@@ -212,6 +212,26 @@ func TestErrorTypes(t *testing.T) {
 	l := function(t)
 	repo := dstRepo(t, e2e.bed.Dst.Host)
 	good := e2e.bed.SrcRef("single")
+	// A source that serves its manifest as text/html, and a destination
+	// that refuses every upload with 400: failures of the source and of
+	// the destination that are not about credentials or existence.
+	badSource := testenv.NewFront(e2e.bed.Src.Host)
+	defer badSource.Close()
+	badSource.SetModify(func(resp *http.Response) error {
+		if strings.Contains(resp.Request.URL.Path, "/manifests/") {
+			resp.Header.Set("Content-Type", "text/html")
+		}
+		return nil
+	})
+	badDestination := testenv.NewFront(e2e.bed.Dst.Host)
+	defer badDestination.Close()
+	badDestination.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodPost {
+			return false
+		}
+		http.Error(w, `{"errors":[{"code":"BLOB_UPLOAD_INVALID","message":"no uploads today"}]}`, http.StatusBadRequest)
+		return true
+	})
 	cases := []struct {
 		name, payload, errorType, want string
 	}{
@@ -227,6 +247,8 @@ func TestErrorTypes(t *testing.T) {
 		{"empty annotation key", payload(good, repo+":a", map[string]string{"": "x"}), "InvalidRequest", "empty key"},
 		{"source not found", payload(e2e.bed.Src.Host+"/src/missing:v1", repo+":a", nil), "SourceNotFound", "404"},
 		{"unauthorized", payload(e2e.bed.Auth.Host+"/private/img:v1", repo+":a", nil), "Unauthorized", "401"},
+		{"source fails", payload(badSource.Host+"/src/single:v1", repo+":a", nil), "SourceFailed", "text/html"},
+		{"destination fails", payload(good, badDestination.Host+"/"+strings.TrimPrefix(repo, e2e.bed.Dst.Host+"/")+":a", nil), "CopyFailed", "BLOB_UPLOAD_INVALID"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

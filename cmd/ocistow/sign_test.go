@@ -305,6 +305,9 @@ func TestVerifyRefusesBadSignatures(t *testing.T) {
 		if r.code != exitFailed || !strings.Contains(line, want) {
 			t.Errorf("%s: exit %d, line %q: want exit 1 with %q", what, r.code, line, want)
 		}
+		if !strings.Contains(r.stderr, "method=Verify") || !strings.Contains(r.stderr, "error_type=VerificationFailed") {
+			t.Errorf("%s: canonical Verify line lacks error_type=VerificationFailed:\n%s", what, r.stderr)
+		}
 	}
 
 	verify("-aws-kms-key-arn", "alias/"+ecKey, "-annotations", "team=foo", repo+":signed").mustSucceed(t)
