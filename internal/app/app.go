@@ -13,13 +13,13 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/google/go-containerregistry/pkg/authn"
 
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/ocistow/ocistow/pkg/canonlog"
 	"github.com/ocistow/ocistow/pkg/ecrauth"
+	"github.com/ocistow/ocistow/pkg/keychain"
 	"github.com/ocistow/ocistow/pkg/promote"
 	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/service"
@@ -96,9 +96,10 @@ func KeyLoadOptions(s Settings, logger *slog.Logger) []func(*config.LoadOptions)
 // wrapped in canonical log lines, wrapped in tracing (so that each log line
 // carries its span's trace id).
 func NewService(s Settings, logger *slog.Logger) service.Service {
-	kc := authn.NewMultiKeychain(
-		authn.DefaultKeychain,
+	kc := keychain.New(
 		ecrauth.New(AWSConfigLoader(s, logger), ecrauth.WithRegistries(s.ECRRegistries...)),
+		keychain.NewDocker(logger),
+		logger,
 	)
 	ropts := []registry.Option{
 		registry.WithKeychain(kc),

@@ -28,13 +28,18 @@ import (
 // refreshMargin is how long before its expiry a token is replaced.
 const refreshMargin = 15 * time.Minute
 
+// ErrNoCredentials is wrapped by the error of an authenticator when the AWS
+// SDK found no credentials to ask ECR for a token with, so that a caller may
+// look for the registry's credentials elsewhere (a Docker config).
+var ErrNoCredentials = errors.New("no AWS credentials")
+
 // ConfigLoader returns the AWS configuration to use for a region; region is
 // empty when the registry's hostname does not name one.
 type ConfigLoader func(ctx context.Context, region string) (aws.Config, error)
 
 // Keychain resolves credentials for Amazon ECR registries and returns
 // anonymous for every other registry, so that it composes with other
-// keychains through authn.NewMultiKeychain.
+// keychains (ocistow's pkg/keychain puts it before the Docker config).
 type Keychain struct {
 	load  ConfigLoader
 	hosts map[string]bool
@@ -123,6 +128,15 @@ func (k *Keychain) token(ctx context.Context, registryID, region string) (token,
 	cfg, err := k.load(ctx, region)
 	if err != nil {
 		return token{}, err
+	}
+	// Retrieve the credentials before the call, to tell "none" from a
+	// refused call; the SDK caches them, so the call does not fetch them
+	// again.
+	if cfg.Credentials == nil {
+		return token{}, ErrNoCredentials
+	}
+	if _, err := cfg.Credentials.Retrieve(ctx); err != nil {
+		return token{}, fmt.Errorf("%w: %w", ErrNoCredentials, err)
 	}
 	in := &ecr.GetAuthorizationTokenInput{}
 	if registryID != "" {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -119,5 +121,35 @@ func TestKeychainRefreshesExpiringTokens(t *testing.T) {
 	}
 	if calls.Load() != 2 {
 		t.Errorf("GetAuthorizationToken called %d times, want 2 (token about to expire)", calls.Load())
+	}
+}
+
+func TestKeychainSaysWhenThereAreNoAWSCredentials(t *testing.T) {
+	srv, calls, _ := fakeECR(t, time.Now().Add(12*time.Hour))
+	noCreds := func(_ context.Context, region string) (aws.Config, error) {
+		return aws.Config{Region: region, BaseEndpoint: aws.String(srv.URL)}, nil
+	}
+	failing := func(_ context.Context, region string) (aws.Config, error) {
+		return aws.Config{
+			Region:       region,
+			BaseEndpoint: aws.String(srv.URL),
+			Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+				return aws.Credentials{}, errors.New("no EC2 IMDS role found")
+			}),
+		}, nil
+	}
+	reg, _ := name.NewRegistry("111111111111.dkr.ecr.us-west-2.amazonaws.com")
+	for what, load := range map[string]ConfigLoader{"no provider": noCreds, "provider fails": failing} {
+		a, err := New(load).Resolve(reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = authn.Authorization(t.Context(), a)
+		if !errors.Is(err, ErrNoCredentials) || !strings.Contains(err.Error(), reg.RegistryStr()) {
+			t.Errorf("%s: error %v, want ErrNoCredentials naming the registry", what, err)
+		}
+	}
+	if calls.Load() != 0 {
+		t.Errorf("GetAuthorizationToken called %d times without credentials", calls.Load())
 	}
 }
