@@ -196,12 +196,15 @@ func TestBrokenCredentialHelperOfTheSourceIsNamed(t *testing.T) {
 		{"credHelpers entry not installed", map[string]any{"credHelpers": map[string]string{e2e.auth.Host: missingHelper}}, missingHelper},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dst := dstRepo(t, e2e.dst.Host)
+			dst := dstRepo(t, e2e.dstFront.Host)
 			r := ocistow(t, []string{path, rawDockerConfig(t, tc.config)}, "-source", src, "-destination", dst+":v1", "-sign=false")
 			if r.code != exitFailed {
 				t.Errorf("exit %d with a broken credential helper for the source, want %d", r.code, exitFailed)
 			}
 			r.refused(t, []string{"docker-credential-" + tc.helper, e2e.auth.Host}, dst)
+			if !strings.Contains(r.stderr, "error_type=Unauthorized") {
+				t.Errorf("canonical line lacks error_type=Unauthorized:\n%s", r.stderr)
+			}
 			if tc.helper == brokenHelper && !strings.Contains(r.errLine(t), helperFailure) {
 				t.Errorf("error line %q does not say what the helper answered", r.errLine(t))
 			}

@@ -74,7 +74,7 @@ func (d *Docker) ResolveContext(ctx context.Context, target authn.Resource) (aut
 			if helper == "" {
 				return nil, fmt.Errorf("reading Docker credentials for %s: %w", host, err)
 			}
-			err = fmt.Errorf("credential helper docker-credential-%s for %s: %w", helper, host, err)
+			err = &HelperError{Helper: "docker-credential-" + helper, Host: host, Err: err}
 			if owns(cf, helper, host) {
 				return nil, err
 			}
@@ -97,6 +97,19 @@ func (d *Docker) ResolveContext(ctx context.Context, target authn.Resource) (aut
 	}
 	return authn.Anonymous, nil
 }
+
+// HelperError is a credential helper that failed for a registry whose
+// credentials it holds.
+type HelperError struct {
+	Helper, Host string
+	Err          error
+}
+
+func (e *HelperError) Error() string {
+	return fmt.Sprintf("credential helper %s for %s: %v", e.Helper, e.Host, e.Err)
+}
+
+func (e *HelperError) Unwrap() error { return e.Err }
 
 // authKey is the Docker config's key for a registry or repository: Docker
 // Hub's is historical.

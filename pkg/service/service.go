@@ -18,6 +18,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/ocistow/ocistow/pkg/ecrauth"
+	"github.com/ocistow/ocistow/pkg/keychain"
 	"github.com/ocistow/ocistow/pkg/promote"
 	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/stamp"
@@ -203,7 +205,7 @@ func classifyCopy(err error) error {
 		return &Error{Kind: KindInvalidRequest, Err: err}
 	case errors.As(err, &be):
 		return &Error{Kind: KindSourceFailed, Err: err}
-	case code == 401 || code == 403:
+	case code == 401 || code == 403 || noCredentials(err):
 		return &Error{Kind: KindUnauthorized, Err: err}
 	case errors.As(err, &se) && code == 404:
 		return &Error{Kind: KindSourceNotFound, Err: err}
@@ -216,4 +218,12 @@ func classifyCopy(err error) error {
 	default:
 		return &Error{Kind: KindInvalidRequest, Err: err}
 	}
+}
+
+// noCredentials reports whether err is a registry's credentials that could
+// not be had at all: a failing credential helper, or no AWS credentials for
+// an ECR registry. Retrying does not help; fixing the credentials does.
+func noCredentials(err error) bool {
+	var he *keychain.HelperError
+	return errors.As(err, &he) || errors.Is(err, ecrauth.ErrNoCredentials)
 }
