@@ -184,7 +184,7 @@ func Copy(ctx context.Context, c *registry.Client, req Request, opts ...Option) 
 
 	w := &writer{
 		src:    req.Source,
-		pusher: pusher, puller: puller, repo: req.Destination.Context(),
+		pusher: pusher, reg: c, puller: puller, repo: req.Destination.Context(),
 		sem: make(chan struct{}, c.Jobs()), jobs: c.Jobs(),
 		tracer: o.tracer, progress: o.progress, obs: obs,
 		blobs: map[v1.Hash]*blobOnce{}, sizes: map[string]int64{},

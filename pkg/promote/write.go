@@ -88,6 +88,7 @@ func makeOptions(opts []Option) options {
 type writer struct {
 	src      name.Reference // for attributing read failures to the source
 	pusher   *remote.Pusher
+	reg      *registry.Client // for its retry schedule
 	puller   *remote.Puller
 	repo     name.Repository
 	sem      chan struct{}
@@ -269,7 +270,9 @@ func (w *writer) uploadBlob(ctx context.Context, l v1.Layer, d v1.Hash) error {
 	defer span.End()
 	w.progress.BlobStarted(d.String(), size)
 
-	err = w.pusher.Upload(ctx, w.repo, l)
+	// Each attempt starts the upload over, re-opening the source: a
+	// streamed body cannot be replayed by the transport.
+	err = w.reg.Retry(ctx, func(int) error { return w.pusher.Upload(ctx, w.repo, l) })
 	outcome, attempts := w.obs.outcome(d.String())
 	if err != nil {
 		outcome = Failed

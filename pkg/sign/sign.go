@@ -104,7 +104,9 @@ func Digest(ctx context.Context, rc *registry.Client, digest name.Digest, annota
 			if err != nil {
 				return "", err
 			}
-			if err := remote.Write(tag, sigs, ropts...); err != nil {
+			// The transport retries what it can replay; a blob upload
+			// that fails part-way is started over here.
+			if err := rc.Retry(ctx, func(int) error { return remote.Write(tag, sigs, ropts...) }); err != nil {
 				return "", tagWriteError(tag, err)
 			}
 			status = Added
