@@ -272,7 +272,7 @@ func (w *writer) uploadBlob(ctx context.Context, l v1.Layer, d v1.Hash) error {
 
 	// Each attempt starts the upload over, re-opening the source: a
 	// streamed body cannot be replayed by the transport.
-	err = w.reg.Retry(ctx, func(int) error { return w.pusher.Upload(ctx, w.repo, l) })
+	err = w.reg.Retry(ctx, func(ctx context.Context, _ int) error { return w.pusher.Upload(ctx, w.repo, l) })
 	outcome, attempts := w.obs.outcome(d.String())
 	if err != nil {
 		outcome = Failed

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -84,15 +86,21 @@ func sleep(ctx context.Context, d time.Duration) error {
 //
 // It is meant for operations the transport cannot replay by itself, such as
 // a blob upload whose body streams from another registry: f must start the
-// operation over, re-opening its source.
-func (c *Client) Retry(ctx context.Context, f func(attempt int) error) error {
+// operation over, re-opening its source, and make its requests with the
+// ctx it is given. When one of those requests already went through every
+// attempt of the transport's own retries, the operation is not started
+// over again: retries do not multiply.
+func (c *Client) Retry(ctx context.Context, f func(ctx context.Context, attempt int) error) error {
 	b := c.backoff
 	steps := max(1, b.Steps)
+	st := &retryState{}
+	actx := context.WithValue(ctx, retryStateKey{}, st)
 	for attempt := 1; ; attempt++ {
-		err := f(attempt)
-		if err == nil || !Temporary(err) || attempt >= steps {
+		err := f(actx, attempt)
+		if err == nil || !Temporary(err) || attempt >= steps || st.exhausted.Load() {
 			return err
 		}
+		st.setLast(Describe(err))
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w while waiting to retry: %s", ctx.Err(), Describe(err))
 		}
@@ -103,6 +111,40 @@ func (c *Client) Retry(ctx context.Context, f func(attempt int) error) error {
 			return fmt.Errorf("%w while waiting to retry: %s", serr, Describe(err))
 		}
 	}
+}
+
+// retryState is what the transport tells Client.Retry about the requests
+// of one operation: whether one of them went through all its attempts,
+// and the last failure retried.
+type retryState struct {
+	exhausted atomic.Bool
+	mu        sync.Mutex
+	last      string
+}
+
+type retryStateKey struct{}
+
+func stateOf(ctx context.Context) *retryState {
+	st, _ := ctx.Value(retryStateKey{}).(*retryState)
+	return st
+}
+
+func (s *retryState) setLast(reason string) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.last = reason
+}
+
+func (s *retryState) lastFailure() string {
+	if s == nil {
+		return ""
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
 }
 
 // retryTransport retries the requests it can replay (see replayable) on
@@ -119,6 +161,16 @@ type retryTransport struct {
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
+	st := stateOf(ctx)
+	if err := ctx.Err(); err != nil {
+		// An operation that goes on after its context ended (such as
+		// go-containerregistry retrying an upload without a cross-repository
+		// mount) would report just the context's error: say what was being
+		// retried when it ended.
+		if last := st.lastFailure(); last != "" {
+			return nil, fmt.Errorf("%w while waiting to retry: %s", err, last)
+		}
+	}
 	b := t.backoff
 	steps := max(1, b.Steps)
 	replay := replayable(req)
@@ -147,6 +199,9 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		if !replay || attempt >= steps {
+			if replay && attempt > 1 && st != nil {
+				st.exhausted.Store(true)
+			}
 			if err == nil && !replay && after > 0 {
 				// Client.Retry starts the operation over; the registry
 				// asked for this much patience first.
@@ -155,6 +210,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, err
 		}
 		reason := failure(req, resp, err)
+		st.setLast(reason)
 		if resp != nil {
 			// Drain a little so that the connection can be reused.
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))

@@ -111,7 +111,7 @@ func TestClientRetrySleepEndsWithTheContext(t *testing.T) {
 	first := make(chan struct{})
 	ctx, cancelledAt := cancelAfterFirst(t, first)
 	calls := 0
-	err := c.Retry(ctx, func(attempt int) error {
+	err := c.Retry(ctx, func(_ context.Context, attempt int) error {
 		calls++
 		if attempt == 1 {
 			close(first)
@@ -133,7 +133,7 @@ func TestClientRetrySleepEndsWithTheContext(t *testing.T) {
 func TestClientRetryAttempts(t *testing.T) {
 	c := testClient(WithRetryBackoff(fastBackoff))
 	var got []int
-	err := c.Retry(t.Context(), func(attempt int) error {
+	err := c.Retry(t.Context(), func(_ context.Context, attempt int) error {
 		got = append(got, attempt)
 		return fmt.Errorf("upload: %w", io.ErrUnexpectedEOF)
 	})
@@ -142,11 +142,35 @@ func TestClientRetryAttempts(t *testing.T) {
 	}
 	got = nil
 	permanent := errors.New("digest mismatch")
-	if err := c.Retry(t.Context(), func(attempt int) error {
+	if err := c.Retry(t.Context(), func(_ context.Context, attempt int) error {
 		got = append(got, attempt)
 		return permanent
 	}); err != permanent || len(got) != 1 {
 		t.Errorf("a permanent error was retried (%v) or changed (%v)", got, err)
+	}
+}
+
+// An operation whose request the transport already retried to the end is
+// not started over: five attempts in all, not five times five.
+func TestRetriesDoNotMultiply(t *testing.T) {
+	var requests atomic.Int32
+	srv := registryServer(t, func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		w.WriteHeader(http.StatusBadGateway)
+	})
+	c := testClient(WithRetryBackoff(fastBackoff))
+	ref, _ := c.ParseReference(strings.TrimPrefix(srv.URL, "http://") + "/repo:tag")
+	calls := 0
+	err := c.Retry(t.Context(), func(ctx context.Context, _ int) error {
+		calls++
+		_, err := remote.Head(ref, c.RemoteOptions(ctx, nil)...)
+		return err
+	})
+	if StatusCode(err) != http.StatusBadGateway {
+		t.Fatalf("err = %v, want the 502", err)
+	}
+	if calls != 1 || requests.Load() != 5 {
+		t.Errorf("%d operations and %d requests, want 1 and 5", calls, requests.Load())
 	}
 }
 

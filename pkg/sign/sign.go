@@ -106,7 +106,10 @@ func Digest(ctx context.Context, rc *registry.Client, digest name.Digest, annota
 			}
 			// The transport retries what it can replay; a blob upload
 			// that fails part-way is started over here.
-			if err := rc.Retry(ctx, func(int) error { return remote.Write(tag, sigs, ropts...) }); err != nil {
+			write := func(ctx context.Context, _ int) error {
+				return remote.Write(tag, sigs, append(slices.Clip(ropts), remote.WithContext(ctx))...)
+			}
+			if err := rc.Retry(ctx, write); err != nil {
 				return "", tagWriteError(tag, err)
 			}
 			status = Added
