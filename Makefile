@@ -60,9 +60,11 @@ deploy: lambda
 	aws cloudformation describe-stacks --stack-name $(STACK) --query 'Stacks[0].Outputs' --output table
 
 # The reliability scenarios at full scale (CI runs them smaller), printing their figures.
+# pipefail: a failing test fails make chaos, although grep found lines to print.
 CHAOS_RUNS ?= 20
+chaos: SHELL := /bin/bash
 chaos:
-	CHAOS_RUNS=$(CHAOS_RUNS) $(GO) test -count=1 -v -run 'TestChaos|TestKMSThrottling|TestConcurrentPromotions|TestOverallTimeout|TestRetries|TestHostileRegistries|TestBlobRedirect|TestKilledPromotionResumes|TestFailedCopyLeavesTagUntouched|TestConcurrentSigners|TestMovingATag|TestTimeoutLeavesTagUntouched' ./cmd/... \
+	set -o pipefail; CHAOS_RUNS=$(CHAOS_RUNS) $(GO) test -count=1 -v -run 'TestChaos|TestKMSThrottling|TestConcurrentPromotions|TestOverallTimeout|TestRetries|TestHostileRegistries|TestBlobRedirect|TestKilledPromotionResumes|TestFailedCopyLeavesTagUntouched|TestConcurrentSigners|TestMovingATag|TestTimeoutLeavesTagUntouched|TestStalledUploadIsRetried|TestManifestCutMidBodyIsRetried|TestTimeoutEndsRetrySleeps' ./cmd/... \
 		| grep -E '^(=== RUN|--- |ok|FAIL)|chaos:'
 
 # The side-by-side benchmark (minutes; not part of CI). BENCH_FLAGS=-layers 6 -layer-mib 128 -runs 3

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strconv"
@@ -82,9 +84,10 @@ func TestChaosConnectionResets(t *testing.T) {
 	}
 }
 
-// Latency and a bandwidth limit on every connection, then a connection
-// that stops carrying data: the promotion completes under the first two,
-// and the stall is abandoned and retried instead of hanging.
+// Latency and a bandwidth limit on every connection, then connections that
+// stop carrying data, then blob bodies that stop in the middle: the
+// promotion completes under the first two, and every stall is abandoned
+// and retried instead of hanging.
 func TestChaosSlowAndStalledConnections(t *testing.T) {
 	ctx := t.Context()
 	tp, proxies := toxiproxy(t, "src", e2e.src.Host)
@@ -101,7 +104,10 @@ func TestChaosSlowAndStalledConnections(t *testing.T) {
 		t.Fatalf("promotion over a slow link failed: %s", r.stderr)
 	}
 	// "timeout" stops all data on a third of connections and closes them
-	// after a second: the requests are retried, nothing hangs.
+	// after a second: the requests are retried, nothing hangs. It holds
+	// back the headers too, so this is the toxic's close at work, not
+	// -stall-timeout: a GET whose headers never come is bounded by the HTTP
+	// client's 2-minute header timeout and by -timeout (docs/RELIABILITY.md).
 	if err := tp.RemoveToxic(ctx, "src", "bandwidth"); err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +132,82 @@ func TestChaosSlowAndStalledConnections(t *testing.T) {
 	if stalls == 0 {
 		t.Error("no connection stalled: the scenario tested nothing")
 	}
+
+	// Mid-body stalls: a front before the source sends the first 256 KiB of
+	// each layer's first download, then nothing. -stall-timeout abandons
+	// each, and the blob is uploaded again from a new download.
+	midBody, ok := 0, 0
+	for i := range chaosRuns() {
+		front := testenv.NewFront(e2e.src.Host)
+		stop := make(chan struct{})
+		// Counted here, as the answers start: a stalled request reaches the
+		// front's log only once its handler notices the client left.
+		var mu sync.Mutex
+		stalled, gets := map[string]bool{}, map[string]int{}
+		front.SetModify(func(resp *http.Response) error {
+			if !isBlobGet(resp.Request) {
+				return nil
+			}
+			mu.Lock()
+			gets[resp.Request.URL.Path]++
+			first := gets[resp.Request.URL.Path] == 1 && resp.ContentLength > 256<<10 // not the small config
+			if first {
+				stalled[resp.Request.URL.Path] = true
+			}
+			mu.Unlock()
+			if first {
+				resp.Body = &stallAfter{ReadCloser: resp.Body, left: 256 << 10, done: resp.Request.Context().Done(), stop: stop}
+			}
+			return nil
+		})
+		// A repository of its own each time: the blobs must be uploaded.
+		dst := fmt.Sprintf("%s-mid-body-%d:v1", repo, i)
+		r := ocistow(t, nil, "-source", front.Host+"/src/big:v1", "-destination", dst, "-sign=false", "-stall-timeout", "500ms", "-timeout", "30s")
+		close(stop)
+		front.Close() // waits for its handlers: the counts are final
+		if r.code != 0 {
+			t.Errorf("promotion %d failed over mid-body stalls: %s", i, r.stderr)
+			continue
+		}
+		if get(t, dst, nil).Digest.String() != e2e.fixtures["big"] {
+			t.Errorf("promotion %d has another digest", i)
+		}
+		if len(stalled) == 0 {
+			t.Errorf("promotion %d downloaded no layer: the scenario tested nothing", i)
+		}
+		ok++
+		for path := range stalled {
+			if gets[path] < 2 {
+				t.Errorf("promotion %d: %s stalled mid-body and was downloaded %d times, want a retry", i, path, gets[path])
+			}
+			midBody++
+		}
+	}
+	t.Logf("chaos: every layer's first download stalled after 256 KiB: %d of %d promotions succeeded; %d downloads abandoned after -stall-timeout and retried", ok, chaosRuns(), midBody)
+}
+
+// stallAfter passes on left bytes of a body, then sends nothing until done
+// (the client hung up) or stop (the test ends).
+type stallAfter struct {
+	io.ReadCloser
+	left       int
+	done, stop <-chan struct{}
+}
+
+func (s *stallAfter) Read(p []byte) (int, error) {
+	if s.left <= 0 {
+		select {
+		case <-s.done:
+		case <-s.stop:
+		}
+		return 0, errors.New("stalled on purpose")
+	}
+	if len(p) > s.left {
+		p = p[:s.left]
+	}
+	n, err := s.ReadCloser.Read(p)
+	s.left -= n
+	return n, err
 }
 
 // KMS throttles every other Sign call: the AWS SDK's retries absorb it.

@@ -434,9 +434,9 @@ func encodeToken(user, pass string) string {
 func TestRetriesTransientFailures(t *testing.T) {
 	front := testenv.NewFront(e2e.src.Host)
 	defer front.Close()
-	var injected atomic.Int32
-	// The first request for each of the first blobs and for the manifest
-	// fails: 503 with Retry-After, 429, a reset connection.
+	// The first three requests after the ping (the manifest and the first
+	// blobs) fail: 503 with Retry-After, 429, a reset connection.
+	var faults frontFaults
 	var n atomic.Int32
 	front.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
 		if r.URL.Path == "/v2/" {
@@ -444,7 +444,7 @@ func TestRetriesTransientFailures(t *testing.T) {
 		}
 		switch n.Add(1) {
 		case 1:
-			w.Header().Set("Retry-After", "1")
+			w.Header().Set("Retry-After", "2")
 			w.WriteHeader(http.StatusServiceUnavailable)
 		case 2:
 			w.WriteHeader(http.StatusTooManyRequests)
@@ -461,16 +461,29 @@ func TestRetriesTransientFailures(t *testing.T) {
 		default:
 			return false
 		}
-		injected.Add(1)
+		faults.add(r)
 		return true
 	})
 	dst := dstRepo(t, e2e.dst.Host) + ":v1"
 	ocistow(t, nil, "-source", front.Host+"/src/big:v1", "-destination", dst, "-sign=false").mustSucceed(t)
-	if injected.Load() != 3 {
-		t.Errorf("injected %d faults, want 3", injected.Load())
-	}
 	if got := get(t, dst, nil); got.Digest.String() != e2e.fixtures["big"] {
 		t.Errorf("copy after retries has digest %s", got.Digest)
+	}
+	list := faults.all()
+	if len(list) != 3 {
+		t.Fatalf("injected %d faults, want 3", len(list))
+	}
+	// Each faulted request was really sent again, and the one answered
+	// with Retry-After: 2 no sooner than 2 s later.
+	for i, f := range list {
+		again := retriedAfter(front, f)
+		if again.IsZero() {
+			t.Errorf("fault %d (%s %s) was never retried: the front saw it once", i+1, f.method, f.path)
+			continue
+		}
+		if i == 0 && again.Sub(f.at) < 2*time.Second {
+			t.Errorf("%s %s retried %v after a 503 with Retry-After: 2", f.method, f.path, again.Sub(f.at))
+		}
 	}
 }
 

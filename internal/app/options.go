@@ -47,7 +47,7 @@ func (o *Options) registerCommon(fs *flag.FlagSet) {
 	fs.Var(&o.Insecure, "insecure-registry", "allow plain HTTP or unverified TLS to this registry host[:port] (repeatable; loopback needs none)")
 	fs.Var(&o.ECR, "ecr-registry", "treat this registry host as Amazon ECR for credentials, e.g. a VPC endpoint name (repeatable)")
 	fs.StringVar(&o.Settings.LogFormat, "log-format", "text", "log format: text or json")
-	fs.DurationVar(&o.Settings.StallTimeout, "stall-timeout", registry.DefaultStallTimeout, "abandon and retry a registry response that sends nothing for this long")
+	fs.DurationVar(&o.Settings.StallTimeout, "stall-timeout", registry.DefaultStallTimeout, "abandon and retry a registry request that makes no progress for this long (a response that sends nothing, an upload not taken)")
 	fs.StringVar(&o.Output, "output", "text", "result on stdout: text or json")
 	fs.StringVar(&o.Output, "o", "text", "short for -output")
 }

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Front is an HTTP reverse proxy in front of a registry that records every
@@ -29,12 +30,13 @@ type Front struct {
 	modify func(*http.Response) error
 }
 
-// Request is one request seen by a Front, with the status it was answered
-// and the size of its body.
+// Request is one request seen by a Front, with the status it was answered,
+// the size of its body, when it arrived and when its answer was done.
 type Request struct {
 	Method, Path, Query string
 	Status              int
 	BodyBytes           int64
+	Start, End          time.Time
 }
 
 // NewFront starts a Front before the registry at host.
@@ -52,6 +54,7 @@ func NewFront(host string) *Front {
 		return nil
 	}
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: 200}
 		body := &countingBody{ReadCloser: r.Body}
 		r.Body = body
@@ -62,7 +65,7 @@ func NewFront(host string) *Front {
 			rp.ServeHTTP(rec, r)
 		}
 		f.mu.Lock()
-		f.log = append(f.log, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Status: rec.status, BodyBytes: body.n})
+		f.log = append(f.log, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Status: rec.status, BodyBytes: body.n, Start: start, End: time.Now()})
 		f.mu.Unlock()
 	}))
 	f.Host = strings.TrimPrefix(f.srv.URL, "http://")

@@ -142,6 +142,7 @@ func Copy(ctx context.Context, c *registry.Client, req Request, opts ...Option) 
 
 // promotion is one Copy under way.
 type promotion struct {
+	reg    *registry.Client
 	req    Request
 	o      options
 	jobs   int
@@ -161,7 +162,7 @@ func newPromotion(ctx context.Context, c *registry.Client, req Request, o option
 	if err != nil {
 		return nil, err
 	}
-	return &promotion{req: req, o: o, jobs: c.Jobs(), puller: puller, pusher: pusher, meter: meter}, nil
+	return &promotion{reg: c, req: req, o: o, jobs: c.Jobs(), puller: puller, pusher: pusher, meter: meter}, nil
 }
 
 // run does the promotion's steps in order: resolve the source, look at the
@@ -306,7 +307,7 @@ func (p *promotion) plan(ctx context.Context, src *v1.Descriptor, res *Result) (
 	if rewrites(p.req) {
 		s = withProvenance(p.req, desc.Digest)
 	}
-	source := source{ref: p.req.Source, progress: p.o.progress}
+	source := source{ctx: ctx, ref: p.req.Source, reg: p.reg, progress: p.o.progress}
 	var pushed partial.Describable
 	switch {
 	case desc.MediaType.IsIndex():

@@ -6,6 +6,7 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -376,5 +377,49 @@ func TestImmutable(t *testing.T) {
 	var de *promote.DestinationError
 	if !errors.As(err, &de) || errors.Is(err, promote.ErrTagWouldMove) || registry.StatusCode(err) != http.StatusServiceUnavailable {
 		t.Errorf("err %v (%T), want a DestinationError carrying the 503", err, err)
+	}
+}
+
+func TestConfigCutMidBodyIsRetried(t *testing.T) {
+	src, dst := newServer(t), newServer(t)
+	img, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 256, Seed: 12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	push(t, src.Host+"/lib/app:1", img)
+	cfg, err := img.ConfigName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := img.RawConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cut sync.Once
+	src.edit = func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+cfg.String()) {
+			return false
+		}
+		done := false
+		cut.Do(func() {
+			// The headers, half the body, then the connection is gone.
+			w.Header().Set("Content-Length", strconv.Itoa(len(raw)))
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write(raw[:len(raw)/2])
+			w.(http.Flusher).Flush()
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+			done = true
+		})
+		return done
+	}
+	res := copyOK(t, promote.Request{Source: ref(t, src.Host+"/lib/app:1"), Destination: ref(t, dst.Host+"/app:1"), Stamp: stamp.Stamp{Labels: map[string]string{"team": "platform"}}})
+	if res.BlobsCopied != 2 {
+		t.Errorf("%+v", res)
+	}
+	if n := src.count(http.MethodGet, "/blobs/"+cfg.String()); n != 2 {
+		t.Errorf("config read %d times, want 2 (cut, then whole)", n)
 	}
 }

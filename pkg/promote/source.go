@@ -1,6 +1,7 @@
 package promote
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -41,7 +42,11 @@ func (e *BlobError) Temporary() bool {
 
 // source is what every wrapped source object shares.
 type source struct {
+	// ctx is the promotion's: go-containerregistry binds the source's
+	// image and index objects to it too.
+	ctx      context.Context
 	ref      name.Reference
+	reg      *registry.Client // for its retry schedule
 	progress Progress
 }
 
@@ -51,6 +56,9 @@ type source struct {
 type sourceImage struct {
 	v1.Image
 	src source
+
+	mu     sync.Mutex
+	config []byte // read once by RawConfigFile
 }
 
 func (s *sourceImage) Layers() ([]v1.Layer, error) {
@@ -90,10 +98,22 @@ func (s *sourceImage) Descriptor() (*v1.Descriptor, error) { return partial.Desc
 // layers, whatever their size.
 const MaxConfigSize = 8 << 20
 
-// RawConfigFile reads the config, refusing one that declares more than
-// MaxConfigSize before reading any of it (go-containerregistry checks that
-// no more than the declared size arrives).
+// RawConfigFile reads the config once, refusing one that declares more
+// than MaxConfigSize before reading any of it; no more than the declared
+// size is read, and the bytes are checked against the digest.
+//
+// A body that breaks off after the headers fails the read, not the
+// request, so the transport cannot retry it: the config is read again
+// here. (go-containerregistry's remote image would keep the partial bytes
+// of a failed read, so it is read as a blob instead.) An answer the
+// registry gave was retried by the transport already and is final here,
+// so that retries do not multiply.
 func (s *sourceImage) RawConfigFile() ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.config != nil {
+		return s.config, nil
+	}
 	m, err := s.Image.Manifest()
 	if err != nil {
 		return nil, err
@@ -101,7 +121,36 @@ func (s *sourceImage) RawConfigFile() ([]byte, error) {
 	if m.Config.Size > MaxConfigSize {
 		return nil, fmt.Errorf("%w: config %s is %d bytes, over the %d-byte limit on configs read into memory", ErrUnsupported, m.Config.Digest, m.Config.Size, MaxConfigSize)
 	}
-	return s.Image.RawConfigFile()
+	if m.Config.Data != nil {
+		return s.Image.RawConfigFile() // embedded, and checked against its digest
+	}
+	cl, err := partial.ConfigLayer(s.Image)
+	if err != nil {
+		return nil, err
+	}
+	var raw []byte
+	var answered error
+	err = s.src.reg.Retry(s.src.ctx, func(context.Context, int) error {
+		rc, err := cl.Compressed()
+		if registry.StatusCode(err) != 0 {
+			answered = err
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		raw, err = io.ReadAll(rc)
+		return err
+	})
+	if answered != nil {
+		return nil, answered
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.config = raw
+	return raw, nil
 }
 
 // ConfigFile parses what RawConfigFile read.

@@ -90,6 +90,7 @@ func makeOptions(opts []Option) options {
 type writer struct {
 	src      name.Reference // for attributing read failures to the source
 	pusher   *remote.Pusher
+	reg      *registry.Client // for its retry schedule
 	puller   *remote.Puller
 	repo     name.Repository
 	sem      chan struct{}
@@ -112,7 +113,7 @@ type blobOnce struct {
 
 func newWriter(p *promotion) *writer {
 	return &writer{
-		src: p.req.Source, pusher: p.pusher, puller: p.puller, repo: p.req.Destination.Context(),
+		src: p.req.Source, pusher: p.pusher, reg: p.reg, puller: p.puller, repo: p.req.Destination.Context(),
 		sem: make(chan struct{}, p.jobs), jobs: p.jobs, tracer: p.o.tracer, progress: p.o.progress,
 		blobs: map[v1.Hash]*blobOnce{}, outcomes: map[v1.Hash]Outcome{}, sizes: map[v1.Hash]int64{},
 	}
@@ -329,7 +330,10 @@ func (w *writer) put(ctx context.Context, l v1.Layer, d v1.Hash) (Outcome, int, 
 			return Skipped, 0, nil
 		}
 	}
-	if err := w.pusher.Upload(ctx, w.repo, up); err != nil {
+	// Each attempt starts the upload over, re-opening the source: a
+	// streamed body cannot be replayed by the transport.
+	upload := func(ctx context.Context, _ int) error { return w.pusher.Upload(ctx, w.repo, up) }
+	if err := w.reg.Retry(ctx, upload); err != nil {
 		return Failed, counted.opens(), err
 	}
 	switch {

@@ -1,7 +1,9 @@
 // Package registry holds what ocistow needs to talk to OCI registries: image
 // reference parsing with ocistow's insecure-registry rules, credentials, and
-// an HTTP transport that honours Retry-After, refuses plain HTTP to remote
-// hosts, and logs requests at debug level without secrets.
+// an HTTP transport that retries transient failures (honouring Retry-After,
+// with sleeps that end with the context), abandons stalled requests,
+// refuses plain HTTP to remote hosts, and logs requests at debug level
+// without secrets.
 //
 // It produces go-containerregistry remote options; the registry protocol
 // itself is go-containerregistry's.
@@ -31,8 +33,9 @@ import (
 func DefaultJobs() int { return max(4, runtime.GOMAXPROCS(0)) }
 
 // DefaultBackoff returns the retry schedule for transient registry
-// failures (connection resets, timeouts, 408, 429, 5xx): five attempts over
-// about eight seconds, longer when the registry sends Retry-After.
+// failures (connection resets, timeouts, stalls, 408, 429, 5xx): five
+// attempts, sleeping about 0.5, 1, 2 and 4 seconds between them, longer
+// when the registry sends Retry-After. Steps counts attempts.
 func DefaultBackoff() remote.Backoff {
 	return remote.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 5}
 }
@@ -87,7 +90,9 @@ func WithJobs(n int) Option {
 	}
 }
 
-// WithRetryBackoff sets the retry schedule for transient failures.
+// WithRetryBackoff sets the retry schedule for transient failures, both
+// for requests the transport replays and for Client.Retry. Steps is the
+// number of attempts.
 func WithRetryBackoff(b remote.Backoff) Option { return func(c *Client) { c.backoff = b } }
 
 // WithLogger sets the logger that receives one debug record per HTTP
@@ -102,7 +107,7 @@ func WithTracerProvider(tp trace.TracerProvider) Option { return func(c *Client)
 func WithUserAgent(ua string) Option { return func(c *Client) { c.userAgent = ua } }
 
 // WithBaseTransport replaces the transport under ocistow's own layers
-// (Retry-After, debug logging). It is meant for tests and for callers with
+// (retries, stall guard, manifest limit, debug logging). It is meant for tests and for callers with
 // their own connection pool; the plain-HTTP guard is not applied to it.
 func WithBaseTransport(rt http.RoundTripper) Option { return func(c *Client) { c.base = rt } }
 
@@ -173,7 +178,14 @@ func (c *Client) RemoteOptions(ctx context.Context, wrap func(http.RoundTripper)
 			otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return "HTTP " + r.Method }),
 		)
 	}
-	var rt http.RoundTripper = &debugLog{next: &retryAfter{next: &manifestLimit{next: &stallGuard{next: base, timeout: c.stall}}}, logger: c.logger}
+	// Each attempt is logged and guarded on its own; the retries are
+	// ocistow's (see retry.go), so go-containerregistry's are turned off:
+	// one attempt, no status codes to retry.
+	var rt http.RoundTripper = &retryTransport{
+		next:    &debugLog{next: &manifestBody{next: &stallGuard{next: base, timeout: c.stall}}, logger: c.logger},
+		backoff: c.backoff,
+		logger:  c.logger,
+	}
 	if wrap != nil {
 		rt = wrap(rt)
 	}
@@ -182,7 +194,9 @@ func (c *Client) RemoteOptions(ctx context.Context, wrap func(http.RoundTripper)
 		remote.WithAuthFromKeychain(c.keychain),
 		remote.WithTransport(rt),
 		remote.WithJobs(c.jobs),
-		remote.WithRetryBackoff(c.backoff),
+		remote.WithRetryBackoff(remote.Backoff{Steps: 1}),
+		remote.WithRetryStatusCodes(),
+		remote.WithRetryPredicate(func(error) bool { return false }),
 	}
 	if c.userAgent != "" {
 		opts = append(opts, remote.WithUserAgent(c.userAgent))

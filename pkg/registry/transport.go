@@ -1,10 +1,11 @@
 package registry
 
 import (
+	"bytes"
+	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/trace"
 	"io"
 	"log/slog"
 	"net"
@@ -12,8 +13,12 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // maxRetryAfter caps how long a single Retry-After answer may make us wait,
@@ -71,31 +76,6 @@ func (g *plainHTTPGuard) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("refusing a redirect from %s to this machine (%s)", req.Response.Request.URL.Host, req.URL.Host)
 	}
 	return g.next.RoundTrip(req)
-}
-
-// retryAfter honours the Retry-After header of 429 and 503 answers: it waits
-// for the time the registry asked (capped) before handing the answer back to
-// go-containerregistry's retry logic, which then retries.
-type retryAfter struct {
-	next http.RoundTripper
-}
-
-func (t *retryAfter) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.next.RoundTrip(req)
-	if err != nil || (resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable) {
-		return resp, err
-	}
-	wait, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
-	if !ok {
-		return resp, nil
-	}
-	timer := time.NewTimer(min(wait, maxRetryAfter))
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-	case <-req.Context().Done():
-	}
-	return resp, nil
 }
 
 // parseRetryAfter reads a Retry-After value in either of its two forms,
@@ -214,22 +194,36 @@ func newBaseTransport(insecure map[string]bool) http.RoundTripper {
 // the limit registries such as Distribution and ECR enforce on writes.
 const MaxManifestSize = 4 << 20
 
-// manifestLimit refuses manifests larger than MaxManifestSize, whether the
-// registry declares the size or streams more than it declared.
-type manifestLimit struct {
+// manifestBody refuses manifests larger than MaxManifestSize, whether the
+// registry declares the size or streams more than it declared, and reads
+// every manifest body whole inside the round trip: a body cut short or
+// stalled after the headers then fails the round trip itself, with a
+// temporary error that retryTransport retries like any other, instead of
+// surfacing later, past every retry, as "unexpected EOF".
+type manifestBody struct {
 	next http.RoundTripper
 }
 
-func (t *manifestLimit) RoundTrip(req *http.Request) (*http.Response, error) {
+func (t *manifestBody) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.next.RoundTrip(req)
 	if err != nil || req.Method != http.MethodGet || !isManifestPath(req.URL.Path) {
 		return resp, err
 	}
 	if resp.ContentLength > MaxManifestSize {
 		resp.Body.Close()
-		return nil, fmt.Errorf("manifest %s is %d bytes, over the %d-byte limit", req.URL.Path, resp.ContentLength, MaxManifestSize)
+		return nil, &manifestTooLarge{path: req.URL.Path, size: resp.ContentLength}
 	}
-	resp.Body = &limitedBody{ReadCloser: resp.Body, left: MaxManifestSize + 1, path: req.URL.Path}
+	body, err := io.ReadAll(&limitedBody{r: resp.Body, left: MaxManifestSize + 1, path: req.URL.Path})
+	resp.Body.Close()
+	if err != nil {
+		var tooLarge *manifestTooLarge
+		if errors.As(err, &tooLarge) {
+			return nil, err
+		}
+		return nil, &manifestReadError{path: req.URL.Path, err: err}
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.ContentLength = int64(len(body))
 	return resp, nil
 }
 
@@ -239,8 +233,39 @@ func isManifestPath(path string) bool {
 	return len(parts) >= 4 && parts[1] == "v2" && parts[len(parts)-2] == "manifests"
 }
 
+// manifestTooLarge is a manifest over MaxManifestSize. It is not
+// temporary: asking again brings the same manifest.
+type manifestTooLarge struct {
+	path string
+	size int64 // declared, or 0 when streamed past the limit
+}
+
+func (e *manifestTooLarge) Error() string {
+	if e.size > 0 {
+		return fmt.Sprintf("manifest %s is %d bytes, over the %d-byte limit", e.path, e.size, MaxManifestSize)
+	}
+	return fmt.Sprintf("manifest %s is over the %d-byte limit", e.path, MaxManifestSize)
+}
+
+// manifestReadError is a manifest body that broke off (reset, cut short,
+// stalled). It is as temporary as its cause, and a body cut short always
+// is.
+type manifestReadError struct {
+	path string
+	err  error
+}
+
+func (e *manifestReadError) Error() string {
+	return fmt.Sprintf("reading manifest %s: %v", e.path, e.err)
+}
+
+func (e *manifestReadError) Unwrap() error { return e.err }
+
+// Temporary marks the error as worth retrying.
+func (e *manifestReadError) Temporary() bool { return Temporary(e.err) }
+
 type limitedBody struct {
-	io.ReadCloser
+	r    io.Reader
 	left int64
 	path string
 }
@@ -249,29 +274,141 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 	if int64(len(p)) > l.left {
 		p = p[:l.left]
 	}
-	n, err := l.ReadCloser.Read(p)
+	n, err := l.r.Read(p)
 	l.left -= int64(n)
 	if l.left <= 0 {
-		return n, fmt.Errorf("manifest %s is over the %d-byte limit", l.path, MaxManifestSize)
+		return n, &manifestTooLarge{path: l.path}
 	}
 	return n, err
 }
 
-// stallGuard ends a response whose body stops delivering data for longer
-// than timeout, so that a stalled registry cannot hang a promotion: each
-// read must make progress within timeout.
+// stallGuard ends a request that makes no progress for longer than
+// timeout, in either direction, so that a stalled registry cannot hang a
+// promotion:
+//
+//   - each read of a response body must deliver within timeout;
+//   - a request with a body (an upload) must have the registry take some of
+//     it, or answer, within timeout of the last bytes it took. When the
+//     registry stops reading, the transport's writes block and it stops
+//     asking the body for more; after timeout of that, the request is
+//     cancelled and fails with a StallError.
+//
+// Only the waits on the registry count: time spent inside a read of the
+// request body (waiting on the source registry that feeds an upload) or
+// between reads of the response body (a reader busy elsewhere) does not.
 type stallGuard struct {
 	next    http.RoundTripper
 	timeout time.Duration
 }
 
 func (t *stallGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.timeout <= 0 {
+		return t.next.RoundTrip(req)
+	}
+	var w *uploadWatch
+	if req.Body != nil && req.Body != http.NoBody {
+		req, w = watchUpload(req, t.timeout)
+	}
 	resp, err := t.next.RoundTrip(req)
-	if err != nil || t.timeout <= 0 || resp.Body == nil || resp.Body == http.NoBody {
+	release := func() {}
+	if w != nil {
+		release = w.cancel
+		if w.answered() {
+			if err == nil {
+				resp.Body.Close()
+			}
+			w.cancel()
+			return nil, &StallError{Host: req.URL.Host, After: t.timeout, Upload: true}
+		}
+	}
+	if err != nil || resp.Body == nil || resp.Body == http.NoBody {
+		release()
 		return resp, err
 	}
-	resp.Body = newStallBody(resp.Body, t.timeout, req.URL.Host)
+	resp.Body = newStallBody(resp.Body, t.timeout, req.URL.Host, release)
 	return resp, nil
+}
+
+// uploadWatch cancels a request whose registry stopped taking its body and
+// did not answer for timeout. Its timer runs only while the transport is
+// not inside a read of the body, and stops for good once the answer comes.
+type uploadWatch struct {
+	timeout time.Duration
+	cancel  context.CancelFunc
+
+	mu      sync.Mutex
+	timer   *time.Timer
+	reading bool // the transport is inside a read of the body
+	done    bool // the answer came (or the request failed)
+	fired   bool // the watch cancelled the request
+}
+
+// watchUpload returns a copy of req whose context the watch may cancel and
+// whose body (and GetBody's) the watch observes.
+func watchUpload(req *http.Request, timeout time.Duration) (*http.Request, *uploadWatch) {
+	ctx, cancel := context.WithCancel(req.Context())
+	w := &uploadWatch{timeout: timeout, cancel: cancel}
+	w.timer = time.AfterFunc(timeout, w.fire)
+	r := req.WithContext(ctx)
+	r.Body = &watchedBody{ReadCloser: req.Body, w: w}
+	if get := req.GetBody; get != nil {
+		r.GetBody = func() (io.ReadCloser, error) {
+			b, err := get()
+			if err != nil {
+				return nil, err
+			}
+			return &watchedBody{ReadCloser: b, w: w}, nil
+		}
+	}
+	return r, w
+}
+
+func (w *uploadWatch) fire() {
+	w.mu.Lock()
+	if w.done || w.reading {
+		w.mu.Unlock()
+		return
+	}
+	w.fired = true
+	w.mu.Unlock()
+	w.cancel()
+}
+
+func (w *uploadWatch) enterRead() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.reading = true
+	w.timer.Stop()
+}
+
+func (w *uploadWatch) leaveRead() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.reading = false
+	if !w.done && !w.fired {
+		w.timer.Reset(w.timeout)
+	}
+}
+
+// answered stops the watch and reports whether it had cancelled the
+// request.
+func (w *uploadWatch) answered() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.done = true
+	w.timer.Stop()
+	return w.fired
+}
+
+type watchedBody struct {
+	io.ReadCloser
+	w *uploadWatch
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	b.w.enterRead()
+	defer b.w.leaveRead()
+	return b.ReadCloser.Read(p)
 }
 
 type stallBody struct {
@@ -280,10 +417,11 @@ type stallBody struct {
 	timeout time.Duration
 	host    string
 	stalled atomic.Bool
+	release func()
 }
 
-func newStallBody(rc io.ReadCloser, timeout time.Duration, host string) *stallBody {
-	b := &stallBody{rc: rc, timeout: timeout, host: host}
+func newStallBody(rc io.ReadCloser, timeout time.Duration, host string, release func()) *stallBody {
+	b := &stallBody{rc: rc, timeout: timeout, host: host, release: release}
 	b.timer = time.AfterFunc(timeout, func() {
 		b.stalled.Store(true)
 		rc.Close()
@@ -307,17 +445,25 @@ func (b *stallBody) Read(p []byte) (int, error) {
 
 func (b *stallBody) Close() error {
 	b.timer.Stop()
-	return b.rc.Close()
+	err := b.rc.Close()
+	b.release()
+	return err
 }
 
-// StallError is a response that delivered nothing for too long. It is
-// temporary: the request is retried.
+// StallError is a registry that made no progress for too long: a response
+// that delivered nothing, or an upload the registry stopped taking without
+// answering. It is temporary: the request is retried.
 type StallError struct {
 	Host  string
 	After time.Duration
+	// Upload is set when the registry stopped taking a request body.
+	Upload bool
 }
 
 func (e *StallError) Error() string {
+	if e.Upload {
+		return fmt.Sprintf("registry %s took no data and sent no answer for %s: gave up on a stalled upload", e.Host, e.After)
+	}
 	return fmt.Sprintf("registry %s sent nothing for %s: gave up on a stalled connection", e.Host, e.After)
 }
 

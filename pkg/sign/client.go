@@ -16,6 +16,7 @@ import (
 // repository (once for reading, once for writing) rather than for every
 // request of every digest.
 type Store struct {
+	rc     *registry.Client
 	puller *remote.Puller
 	pusher *remote.Pusher
 }
@@ -32,7 +33,13 @@ func NewStore(ctx context.Context, rc *registry.Client) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry client: %w", err)
 	}
-	return &Store{puller: puller, pusher: pusher}, nil
+	return &Store{rc: rc, puller: puller, pusher: pusher}, nil
+}
+
+// retry runs f with the registry client's retry schedule: for operations
+// the transport cannot replay, such as a signature image's upload.
+func (s *Store) retry(ctx context.Context, f func(ctx context.Context, attempt int) error) error {
+	return s.rc.Retry(ctx, f)
 }
 
 // Get reads the manifest ref names over the Store's transport, so that

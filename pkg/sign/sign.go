@@ -111,7 +111,10 @@ func Digest(ctx context.Context, st *Store, digest name.Digest, annotations map[
 			if err != nil {
 				return "", err
 			}
-			if err := st.pusher.Push(ctx, tag, sigs); err != nil {
+			// The transport retries what it can replay; a blob upload
+			// that fails part-way is started over here.
+			push := func(ctx context.Context, _ int) error { return st.pusher.Push(ctx, tag, sigs) }
+			if err := st.retry(ctx, push); err != nil {
 				return "", tagWriteError(tag, err)
 			}
 			status = Added
