@@ -100,6 +100,8 @@ type promoteResult struct {
 	BlobsSkipped int     `json:"blobsSkipped"`
 	BytesCopied  int64   `json:"bytesCopied"`
 	TookSeconds  float64 `json:"tookSeconds"`
+	UpToDate     bool    `json:"upToDate"`
+	SourcePulls  int     `json:"sourcePulls"`
 	Signatures   *struct {
 		Key     string `json:"key"`
 		Added   int    `json:"added"`
@@ -134,11 +136,7 @@ func dstRepo(t *testing.T, host string) string {
 
 func digestOf(t *testing.T, ref string) string {
 	t.Helper()
-	r, err := name.ParseReference(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := remote.Head(r, remote.WithContext(t.Context()))
+	d, err := testenv.Get(t.Context(), ref)
 	if err != nil {
 		t.Fatalf("reading %s: %v", ref, err)
 	}
@@ -205,6 +203,11 @@ func TestPromotesAndSignsWithTheSeedPayload(t *testing.T) {
 	}
 	if again.BlobsCopied != 0 || again.Signatures == nil || again.Signatures.Present != 3 || again.Signatures.Added != 0 {
 		t.Errorf("second invocation %+v, signatures %+v: want nothing copied, 3 present", again, again.Signatures)
+	}
+	// Stamped, and still no pull from the source: the destination records
+	// the source digest it was made from.
+	if !again.UpToDate || again.SourcePulls != 0 || res.UpToDate || res.SourcePulls != 3 {
+		t.Errorf("first invocation upToDate %v with %d pulls, second %v with %d: want 3 pulls, then up to date with none", res.UpToDate, res.SourcePulls, again.UpToDate, again.SourcePulls)
 	}
 }
 

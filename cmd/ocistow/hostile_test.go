@@ -149,6 +149,13 @@ func TestHostileRegistries(t *testing.T) {
 			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"no"}]}`, http.StatusUnauthorized)
 			return true
 		}, want: []string{"source", "401"}, kind: "Unauthorized"},
+		{name: "blob redirected in a circle", image: "single", hook: func(w http.ResponseWriter, r *http.Request) bool {
+			if !isBlobGet(r) {
+				return false
+			}
+			http.Redirect(w, r, r.URL.Path+"?hop=again", http.StatusTemporaryRedirect)
+			return true
+		}, want: []string{"source", "gave up after 10 redirects"}},
 		{name: "stalled blob", image: "big", hook: func(w http.ResponseWriter, r *http.Request) bool {
 			if !isBlobGet(r) {
 				return false

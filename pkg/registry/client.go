@@ -166,7 +166,7 @@ func stripParsePrefix(err error) error {
 
 // RemoteOptions returns the go-containerregistry options for one operation
 // bound to ctx. wrap, if not nil, wraps the transport for this operation
-// only: ocistow uses it to observe what each promotion moved.
+// only: ocistow uses it to count the pulls each promotion costs the source.
 func (c *Client) RemoteOptions(ctx context.Context, wrap func(http.RoundTripper) http.RoundTripper) []remote.Option {
 	base := c.base
 	if c.tp != nil {

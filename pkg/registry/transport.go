@@ -75,7 +75,26 @@ func (g *plainHTTPGuard) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Response != nil && IsLoopback(req.URL.Host) && !IsLoopback(req.Response.Request.URL.Host) {
 		return nil, fmt.Errorf("refusing a redirect from %s to this machine (%s)", req.Response.Request.URL.Host, req.URL.Host)
 	}
+	// go-containerregistry's redirect policy replaces net/http's, which
+	// stops after 10 redirects; a registry redirecting in a circle would
+	// otherwise hold the promotion forever.
+	if n := redirects(req); n > maxRedirects {
+		return nil, fmt.Errorf("gave up after %d redirects (last from %s)", maxRedirects, req.Response.Request.URL.Host)
+	}
 	return g.next.RoundTrip(req)
+}
+
+// maxRedirects is how many redirects one request may follow, as net/http's
+// default policy allows.
+const maxRedirects = 10
+
+// redirects counts the redirects that led to req.
+func redirects(req *http.Request) int {
+	n := 0
+	for r := req.Response; r != nil && r.Request != nil; r = r.Request.Response {
+		n++
+	}
+	return n
 }
 
 // parseRetryAfter reads a Retry-After value in either of its two forms,
