@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strings"
@@ -379,48 +378,23 @@ func TestDockerConfigCredentials(t *testing.T) {
 }
 
 func TestECRCredentialsFromAWS(t *testing.T) {
-	var calls atomic.Int32
-	ecr := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".GetAuthorizationToken") {
-			http.Error(w, `{"__type":"UnknownOperationException"}`, http.StatusBadRequest)
-			return
-		}
-		if !strings.HasPrefix(r.Header.Get("Authorization"), "AWS4-HMAC-SHA256 Credential=AKIDECRTEST/") {
-			http.Error(w, `{"__type":"UnrecognizedClientException"}`, http.StatusForbidden)
-			return
-		}
-		calls.Add(1)
-		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
-		_ = json.NewEncoder(w).Encode(map[string]any{"authorizationData": []map[string]any{{
-			"authorizationToken": encodeToken(ecrUser, ecrPass),
-			"expiresAt":          4102444800, // 2100-01-01
-			"proxyEndpoint":      "https://111111111111.dkr.ecr.us-east-1.amazonaws.com",
-		}}})
-	}))
-	defer ecr.Close()
-
+	ecrEnv, calls := fakeECRAPI(t)
 	dst := dstRepo(t, e2e.auth.Host) + ":v1"
-	env := []string{
-		"AWS_ENDPOINT_URL_ECR=" + ecr.URL,
-		"AWS_ACCESS_KEY_ID=AKIDECRTEST",
-		"AWS_SECRET_ACCESS_KEY=ecr-secret-key-never-logged",
-		"AWS_REGION=us-east-1",
-	}
-	r := ocistow(t, env, "-source", srcRef("single"), "-destination", dst, "-sign=false", "-ecr-registry", e2e.auth.Host, "-debug").mustSucceed(t)
+	r := ocistow(t, append(ecrEnv, awsKeys...), "-source", srcRef("single"), "-destination", dst, "-sign=false", "-ecr-registry", e2e.auth.Host, "-debug").mustSucceed(t)
 	if calls.Load() == 0 {
 		t.Fatal("the ECR API was never asked for a token")
 	}
 	if got := get(t, dst, basic(ecrUser, ecrPass)); got.Digest.String() != e2e.fixtures["single"] {
 		t.Errorf("copy digest %s", got.Digest)
 	}
-	for _, secret := range []string{ecrPass, "ecr-secret-key-never-logged", encodeToken(ecrUser, ecrPass)} {
+	for _, secret := range []string{ecrPass, awsSecretKey, encodeToken(ecrUser, ecrPass)} {
 		if strings.Contains(r.stderr+r.stdout, secret) {
 			t.Errorf("output contains the secret %q", secret)
 		}
 	}
 
 	// Without AWS credentials the failure names ECR and the registry.
-	r = ocistow(t, []string{"AWS_ENDPOINT_URL_ECR=" + ecr.URL, "AWS_REGION=us-east-1"}, "-source", srcRef("single"), "-destination", dst+"x", "-sign=false", "-ecr-registry", e2e.auth.Host)
+	r = ocistow(t, ecrEnv, "-source", srcRef("single"), "-destination", dst+"x", "-sign=false", "-ecr-registry", e2e.auth.Host)
 	line := r.errLine(t)
 	if r.code == 0 || !strings.Contains(line, "ECR") || !strings.Contains(line, e2e.auth.Host) {
 		t.Errorf("exit %d, line %q: want a failure naming ECR credentials for the registry", r.code, line)

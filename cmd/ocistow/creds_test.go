@@ -84,7 +84,10 @@ func fakeECRAPI(t *testing.T) (env []string, calls *atomic.Int32) {
 }
 
 // awsKeys are AWS credentials the fake ECR API accepts.
-var awsKeys = []string{"AWS_ACCESS_KEY_ID=AKIDCREDS", "AWS_SECRET_ACCESS_KEY=creds-secret-key-never-logged"}
+var awsKeys = []string{"AWS_ACCESS_KEY_ID=AKIDCREDS", "AWS_SECRET_ACCESS_KEY=" + awsSecretKey}
+
+// awsSecretKey must never show in any output.
+const awsSecretKey = "creds-secret-key-never-logged"
 
 func TestStaleDockerLoginLosesToTheECRToken(t *testing.T) {
 	// `docker login` for the ECR registry, with a token long expired: the

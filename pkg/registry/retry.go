@@ -62,9 +62,9 @@ func Temporary(err error) bool {
 		errors.Is(err, net.ErrClosed)
 }
 
-// sleep waits for d or until ctx ends, whichever comes first, and returns
+// Sleep waits for d or until ctx ends, whichever comes first, and returns
 // ctx's error in the second case.
-func sleep(ctx context.Context, d time.Duration) error {
+func Sleep(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()
 	}
@@ -107,7 +107,7 @@ func (c *Client) Retry(ctx context.Context, f func(ctx context.Context, attempt 
 		wait := b.Step()
 		c.logger.LogAttrs(ctx, slog.LevelDebug, "retry",
 			slog.Int("attempt", attempt), slog.Duration("wait", wait), slog.String("err", Describe(err)))
-		if serr := sleep(ctx, wait); serr != nil {
+		if serr := Sleep(ctx, wait); serr != nil {
 			return fmt.Errorf("%w while waiting to retry: %s", serr, Describe(err))
 		}
 	}
@@ -205,7 +205,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if err == nil && !replay && after > 0 {
 				// Client.Retry starts the operation over; the registry
 				// asked for this much patience first.
-				_ = sleep(ctx, after)
+				_ = Sleep(ctx, after)
 			}
 			return resp, err
 		}
@@ -220,7 +220,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		t.logger.LogAttrs(ctx, slog.LevelDebug, "retry",
 			slog.String("method", req.Method), slog.String("url", RedactURL(req.URL)),
 			slog.Int("attempt", attempt), slog.Duration("wait", wait), slog.String("err", reason))
-		if serr := sleep(ctx, wait); serr != nil {
+		if serr := Sleep(ctx, wait); serr != nil {
 			return nil, fmt.Errorf("%w while waiting to retry: %s", serr, reason)
 		}
 	}

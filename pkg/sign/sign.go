@@ -86,7 +86,7 @@ func Digest(ctx context.Context, st *Store, digest name.Digest, annotations map[
 	status := Present
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if attempt > 0 {
-			if err := sleep(ctx, backoff(attempt)); err != nil {
+			if err := registry.Sleep(ctx, backoff(attempt)); err != nil {
 				return "", err
 			}
 		}
@@ -138,7 +138,7 @@ func Digest(ctx context.Context, st *Store, digest name.Digest, annotations map[
 func confirm(ctx context.Context, st *Store, tag name.Tag, body []byte, key *keys.Key, pause time.Duration) (bool, error) {
 	for i := range 2 {
 		if i > 0 {
-			if err := sleep(ctx, pause+time.Duration(rand.Int64N(int64(pause)))); err != nil {
+			if err := registry.Sleep(ctx, pause+time.Duration(rand.Int64N(int64(pause)))); err != nil {
 				return false, err
 			}
 		}
@@ -187,17 +187,6 @@ func tagWriteError(tag name.Tag, err error) error {
 func backoff(attempt int) time.Duration {
 	d := 100 * time.Millisecond << min(attempt, 5)
 	return d/2 + time.Duration(rand.Int64N(int64(d)))
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 func sorted(s []string) []string {
