@@ -95,7 +95,7 @@ func TestManifestCutMidBodyIsRetried(t *testing.T) {
 			defer close(stop)
 			var gets atomic.Int32
 			front.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
-				if !isManifestGet(r, "/v1") || gets.Add(1) > 1 {
+				if !isFixtureManifestGet(r, "big") || gets.Add(1) > 1 {
 					return false
 				}
 				w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
@@ -121,7 +121,7 @@ func TestManifestCutMidBodyIsRetried(t *testing.T) {
 				t.Errorf("digest %s, want %s", got, e2e.fixtures["big"])
 			}
 			if n := front.Count(func(q testenv.Request) bool {
-				return q.Method == http.MethodGet && strings.HasSuffix(q.Path, "/manifests/v1")
+				return q.Method == http.MethodGet && strings.HasPrefix(q.Path, "/v2/src/big/manifests/")
 			}); n != 2 {
 				t.Errorf("the front saw %d manifest GETs, want 2 (the broken one and its retry)", n)
 			}
