@@ -149,6 +149,9 @@ type promotion struct {
 	puller *remote.Puller
 	pusher *remote.Pusher
 	meter  *pullMeter
+	// fetched is the source manifest when resolving it took a GET, so
+	// that planning does not pull it again.
+	fetched *remote.Descriptor
 }
 
 func newPromotion(ctx context.Context, c *registry.Client, req Request, o options) (*promotion, error) {
@@ -232,6 +235,7 @@ func (p *promotion) resolveSource(ctx context.Context) (*v1.Descriptor, error) {
 	if gerr != nil {
 		return nil, &SourceError{Ref: p.req.Source, Err: gerr}
 	}
+	p.fetched = got
 	return &got.Descriptor, nil
 }
 
@@ -298,10 +302,12 @@ func annotationsOf(d *remote.Descriptor) (map[string]string, error) {
 // source itself, or its platforms selected and stamped. It fills res with
 // the destination's digests.
 func (p *promotion) plan(ctx context.Context, src *v1.Descriptor, res *Result) (partial.Describable, error) {
-	ref := p.req.Source.Context().Digest(src.Digest.String())
-	desc, err := p.puller.Get(ctx, ref)
-	if err != nil {
-		return nil, &SourceError{Ref: p.req.Source, Err: err}
+	desc := p.fetched
+	if desc == nil {
+		var err error
+		if desc, err = p.puller.Get(ctx, p.req.Source.Context().Digest(src.Digest.String())); err != nil {
+			return nil, &SourceError{Ref: p.req.Source, Err: err}
+		}
 	}
 	s := p.req.Stamp
 	if rewrites(p.req) {

@@ -237,7 +237,9 @@ func TestHeadWithoutDigestFallsBackToACountedGet(t *testing.T) {
 		return true
 	}
 	req := promote.Request{Source: ref(t, src.Host+"/lib/app:1"), Destination: ref(t, dst.Host+"/app:1")}
-	copyOK(t, req)
+	if first := copyOK(t, req); first.SourcePulls != 1 || src.count(http.MethodGet, "/manifests/") != 1 {
+		t.Errorf("first copy: %d pulls counted, %d served; want the one GET, not a second to plan", first.SourcePulls, src.count(http.MethodGet, "/manifests/"))
+	}
 	src.reset()
 	again := copyOK(t, req)
 	if !again.UpToDate || again.SourcePulls != 1 || src.count(http.MethodGet, "/manifests/") != 1 {
