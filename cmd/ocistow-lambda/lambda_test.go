@@ -469,3 +469,29 @@ func TestSpansJoinTheInvocationsTrace(t *testing.T) {
 		t.Errorf("canonical lines lack %s or the request id:\n%s", want, logs.String())
 	}
 }
+
+func TestTimeoutWhileWaitingToRetry(t *testing.T) {
+	// The destination answers every upload 503: the retries' waits (0.5,
+	// 1, 2 s) run past the 3 s function timeout, and must end with it, so
+	// that the function reports Timeout rather than being killed.
+	front := testenv.NewFront(e2e.bed.Dst.Host)
+	defer front.Close()
+	front.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodPost {
+			return false
+		}
+		http.Error(w, "try later", http.StatusServiceUnavailable)
+		return true
+	})
+	l := function(t, "AWS_LAMBDA_FUNCTION_TIMEOUT=3", "SIGN=false", "JOBS=1")
+	_, le := invoke(t, l, payload(e2e.bed.SrcRef("other"), dstRepo(t, front.Host)+":v1", nil))
+	if le == nil {
+		t.Fatal("a copy to a destination that refuses every upload succeeded")
+	}
+	if le.ErrorType != "Timeout" || !strings.Contains(le.ErrorMessage, "before the function's timeout") {
+		t.Errorf("errorType %q message %q: want Timeout, cancelled before the function's timeout", le.ErrorType, le.ErrorMessage)
+	}
+	if n := front.Count(func(r testenv.Request) bool { return r.Method == http.MethodPost }); n < 3 {
+		t.Errorf("%d uploads tried: the timeout came before the retries' waits it is about", n)
+	}
+}
