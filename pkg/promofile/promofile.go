@@ -1,0 +1,52 @@
+// Package promofile reads promotion files: the list of images and
+// repositories that `ocistow sync` promotes, with defaults, in YAML or JSON.
+package promofile
+
+import "github.com/ocistow/ocistow/pkg/tags"
+
+// File is a parsed promotion file.
+type File struct {
+	// Defaults apply to every entry; an entry's own keys win (maps merge
+	// key by key).
+	Defaults Options `json:"defaults,omitempty"`
+	// Promotions are the entries, in file order.
+	Promotions []Entry `json:"promotions"`
+}
+
+// Options are what a single promotion can be asked to do, as the CLI's
+// flags and the Lambda payload say it. Pointers are unset when nil, so that
+// an entry can turn off what the defaults turned on.
+type Options struct {
+	// Annotations go on every manifest and index as annotations, in every
+	// image config as labels, and in every signature payload.
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// ManifestAnnotations go on manifests and indexes only.
+	ManifestAnnotations map[string]string `json:"manifestAnnotations,omitempty"`
+	// Labels go in image configs only.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Platforms (os/arch[/variant]) keeps only these platforms.
+	Platforms []string `json:"platforms,omitempty"`
+	// Key signs: an awskms:// reference, a key ARN, id or alias, or a key
+	// file, as -key and -aws-kms-key-arn take it.
+	Key string `json:"key,omitempty"`
+	// Sign, when false, turns signing off.
+	Sign *bool `json:"sign,omitempty"`
+	// Immutable refuses to move a destination tag.
+	Immutable *bool `json:"immutable,omitempty"`
+}
+
+// Entry is one promotion of the file: one image (Tags nil), or the tags of
+// a repository that Tags selects.
+type Entry struct {
+	// Source is an image (by tag or digest) or, with Tags, a repository.
+	Source string `json:"source"`
+	// Destination is an image by tag, or a repository: then each source
+	// tag is promoted to the same tag.
+	Destination string `json:"destination"`
+	// Tags selects the tags of a source repository.
+	Tags *tags.Selector `json:"tags,omitempty"`
+	Options
+	// Line is the line of the file the entry starts on (1-based), for
+	// messages.
+	Line int `json:"-"`
+}
