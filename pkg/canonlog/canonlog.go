@@ -113,6 +113,29 @@ func (m *middleware) Verify(ctx context.Context, req service.VerifyRequest) (*se
 	return res, err
 }
 
+func (m *middleware) Check(ctx context.Context, req service.CopyRequest) (*service.CheckResult, error) {
+	start := time.Now()
+	res, err := m.next.Check(ctx, req)
+	attrs := []slog.Attr{
+		slog.String("component", "service"),
+		slog.String("method", "Check"),
+		slog.String("src", req.Source),
+		slog.String("dst", req.Destination),
+	}
+	if res != nil {
+		attrs = append(attrs,
+			slog.String("src_digest", res.SourceDigest),
+			slog.Bool("up_to_date", res.UpToDate),
+			slog.Int("src_pulls", res.SourcePulls),
+		)
+		if res.PreviousDigest != "" {
+			attrs = append(attrs, slog.String("tag_moves_from", res.PreviousDigest))
+		}
+	}
+	m.log(ctx, "Check", start, err, attrs)
+	return res, err
+}
+
 func (m *middleware) log(ctx context.Context, method string, start time.Time, err error, attrs []slog.Attr) {
 	attrs = append(attrs, slog.Duration("took", time.Since(start)))
 	if id := tracing.XRayTraceID(ctx); id != "" {

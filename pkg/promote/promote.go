@@ -175,35 +175,22 @@ func (p *promotion) run(ctx context.Context) (*Result, error) {
 	res := &Result{}
 	defer func() { res.SourcePulls = p.meter.pulls() }()
 
-	src, err := p.resolveSource(ctx)
-	if err != nil {
+	src, dst, err := p.check(ctx, res)
+	if err != nil || res.UpToDate {
 		return res, err
-	}
-	res.SourceDigest = src.Digest.String()
-	dst, err := p.destination(ctx)
-	if err != nil && p.req.Immutable {
-		// -immutable fails closed: a registry that will not say where the
-		// tag points does not get it moved. What it answered decides the
-		// error's kind (401/403, 429, 5xx).
-		return res, &DestinationError{Ref: p.req.Destination, Err: fmt.Errorf("cannot tell where the tag points, so -immutable leaves it alone: %w", err)}
-	}
-	if p.upToDate(src, dst, res) {
-		return res, nil
 	}
 	pushed, err := p.plan(ctx, src, res)
 	if err != nil {
 		return res, err
 	}
-	if dst != nil && dst.Digest.String() != res.DestinationDigest {
-		res.PreviousDigest = dst.Digest.String()
-		if p.req.Immutable {
-			return res, fmt.Errorf("%w: %s is %s, the promotion would make it %s (-immutable)", ErrTagWouldMove, p.req.Destination, dst.Digest, res.DestinationDigest)
-		}
-	}
 	if dst != nil && dst.Digest.String() == res.DestinationDigest {
+		res.PreviousDigest = ""
 		p.fillFromDestination(dst, res)
 		res.UpToDate = true
 		return res, nil
+	}
+	if dst != nil && p.req.Immutable {
+		return res, fmt.Errorf("%w: %s is %s, the promotion would make it %s (-immutable)", ErrTagWouldMove, p.req.Destination, dst.Digest, res.DestinationDigest)
 	}
 	w := newWriter(p)
 	err = w.write(ctx, pushed, p.req.Destination)
@@ -216,6 +203,66 @@ func (p *promotion) run(ctx context.Context) (*Result, error) {
 		return res, &DestinationError{Ref: p.req.Destination, Err: err}
 	}
 	return res, nil
+}
+
+// check resolves the source and reads the destination, and says in res
+// whether the destination is up to date.
+func (p *promotion) check(ctx context.Context, res *Result) (*v1.Descriptor, *remote.Descriptor, error) {
+	src, err := p.resolveSource(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	res.SourceDigest = src.Digest.String()
+	dst, err := p.destination(ctx)
+	if err != nil && p.req.Immutable {
+		// -immutable fails closed: a registry that will not say where the
+		// tag points does not get it moved. What it answered decides the
+		// error's kind (401/403, 429, 5xx).
+		return nil, nil, &DestinationError{Ref: p.req.Destination, Err: fmt.Errorf("cannot tell where the tag points, so -immutable leaves it alone: %w", err)}
+	}
+	if err != nil {
+		dst = nil // written over, as a missing tag would be
+	}
+	p.upToDate(src, dst, res)
+	if dst != nil && !res.UpToDate {
+		res.PreviousDigest = dst.Digest.String()
+	}
+	return src, dst, nil
+}
+
+// State is what Check finds: the source's digest and whether the
+// destination is up to date, or which digest its tag would move from.
+type State struct {
+	// SourceDigest is the digest the source reference resolves to.
+	SourceDigest string `json:"sourceDigest"`
+	// UpToDate is true when the destination already holds what the
+	// source becomes; DestinationDigest is then what it holds.
+	UpToDate          bool   `json:"upToDate"`
+	DestinationDigest string `json:"destinationDigest,omitempty"`
+	// PreviousDigest is where the destination tag points when the
+	// promotion would move it; empty when there is no such tag.
+	PreviousDigest string `json:"previousDigest,omitempty"`
+	// SourcePulls counts the manifest GETs the check cost the source: 0
+	// unless the source answers HEAD without a digest.
+	SourcePulls int `json:"sourcePulls"`
+}
+
+// Check tells what Copy would find, without writing anything: it resolves
+// the source with a HEAD and reads the destination, exactly as Copy does
+// before deciding whether anything needs doing. A plan of many promotions
+// is made of Checks.
+func Check(ctx context.Context, c *registry.Client, req Request) (*State, error) {
+	p, err := newPromotion(ctx, c, req, makeOptions(nil))
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{}
+	_, _, err = p.check(ctx, res)
+	st := &State{SourceDigest: res.SourceDigest, UpToDate: res.UpToDate, PreviousDigest: res.PreviousDigest, SourcePulls: p.meter.pulls()}
+	if res.UpToDate {
+		st.DestinationDigest = res.DestinationDigest
+	}
+	return st, err
 }
 
 // resolveSource finds the source's digest and media type with a HEAD, or

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -255,7 +256,7 @@ func TestManifestsWrittenCountsEverySuccessStatus(t *testing.T) {
 	}
 	push(t, src.Host+"/lib/app:1", idx)
 	// A registry that answers manifest PUTs 200 and 202 rather than 201.
-	n := 0
+	var n atomic.Int32
 	dst.edit = func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
 		if r.Method != http.MethodPut || !strings.Contains(r.URL.Path, "/manifests/") {
 			return false
@@ -265,8 +266,7 @@ func TestManifestsWrittenCountsEverySuccessStatus(t *testing.T) {
 		for k, v := range rec.Header() {
 			w.Header()[k] = v
 		}
-		n++
-		w.WriteHeader(map[bool]int{true: http.StatusOK, false: http.StatusAccepted}[n%2 == 0])
+		w.WriteHeader(map[bool]int{true: http.StatusOK, false: http.StatusAccepted}[n.Add(1)%2 == 0])
 		return true
 	}
 	res := copyOK(t, promote.Request{Source: ref(t, src.Host+"/lib/app:1"), Destination: ref(t, dst.Host+"/app:1")})

@@ -53,6 +53,7 @@ type Client struct {
 	logger    *slog.Logger
 	tp        trace.TracerProvider
 	stall     time.Duration
+	limit     *hostLimit // nil: no cap
 }
 
 // DefaultStallTimeout is how long a response body may deliver nothing
@@ -133,6 +134,33 @@ func New(opts ...Option) *Client {
 // Jobs returns the configured concurrency.
 func (c *Client) Jobs() int { return c.jobs }
 
+// ListTags lists the tags of repository (all pages), as the registry
+// returns them.
+func (c *Client) ListTags(ctx context.Context, repository string) ([]string, error) {
+	repo, err := c.ParseRepository(repository)
+	if err != nil {
+		return nil, err
+	}
+	return remote.List(repo, c.RemoteOptions(ctx, nil)...)
+}
+
+// ParseRepository parses s as a repository (no tag or digest), with the
+// same rules as ParseReference.
+func (c *Client) ParseRepository(s string) (name.Repository, error) {
+	if strings.TrimSpace(s) != s || s == "" {
+		return name.Repository{}, fmt.Errorf("invalid repository %q", s)
+	}
+	var opts []name.Option
+	if r, err := name.NewRepository(s); err == nil && c.insecure[r.RegistryStr()] {
+		opts = append(opts, name.Insecure)
+	}
+	repo, err := name.NewRepository(s, opts...)
+	if err != nil {
+		return name.Repository{}, fmt.Errorf("invalid repository %q: %w", s, stripParsePrefix(err))
+	}
+	return repo, nil
+}
+
 // ParseReference parses s as an image reference (tag or digest). Short
 // Docker names resolve as Docker resolves them: "busybox" is
 // index.docker.io/library/busybox:latest. Registries named insecure are
@@ -181,6 +209,9 @@ func (c *Client) RemoteOptions(ctx context.Context, wrap func(http.RoundTripper)
 	// Each attempt is logged and guarded on its own; the retries are
 	// ocistow's (see retry.go), so go-containerregistry's are turned off:
 	// one attempt, no status codes to retry.
+	if c.limit != nil {
+		base = &limited{next: base, limit: c.limit}
+	}
 	var rt http.RoundTripper = &retryTransport{
 		next:    &debugLog{next: &manifestBody{next: &stallGuard{next: base, timeout: c.stall}}, logger: c.logger},
 		backoff: c.backoff,

@@ -34,6 +34,18 @@ type Service interface {
 	Sign(ctx context.Context, req SignRequest) (*SignResult, error)
 	// Verify checks an image's cosign signatures.
 	Verify(ctx context.Context, req VerifyRequest) (*VerifyResult, error)
+	// Check tells what Copy would find, writing nothing: whether the
+	// destination is up to date, or where its tag points now. It costs the
+	// source a HEAD, not a pull.
+	Check(ctx context.Context, req CopyRequest) (*CheckResult, error)
+}
+
+// CheckResult is the output of Service.Check.
+type CheckResult struct {
+	// Source and Destination are the fully qualified references.
+	Source      string `json:"source"`
+	Destination string `json:"destination"`
+	promote.State
 }
 
 // CopyRequest is the input of Service.Copy.
@@ -110,6 +122,22 @@ func (s *service) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error
 	out := &CopyResult{Source: preq.Source.String(), Destination: preq.Destination.String(), Took: Duration(time.Since(start))}
 	if res != nil {
 		out.Result = *res
+	}
+	if err != nil {
+		return out, classifyCopy(err)
+	}
+	return out, nil
+}
+
+func (s *service) Check(ctx context.Context, req CopyRequest) (*CheckResult, error) {
+	preq, err := s.copyRequest(req)
+	if err != nil {
+		return nil, err
+	}
+	st, err := promote.Check(ctx, s.registry, *preq)
+	out := &CheckResult{Source: preq.Source.String(), Destination: preq.Destination.String()}
+	if st != nil {
+		out.State = *st
 	}
 	if err != nil {
 		return out, classifyCopy(err)

@@ -69,6 +69,24 @@ func (m *middleware) Verify(ctx context.Context, req service.VerifyRequest) (res
 	return m.next.Verify(ctx, req)
 }
 
+func (m *middleware) Check(ctx context.Context, req service.CopyRequest) (res *service.CheckResult, err error) {
+	ctx, span := m.tracer.Start(ctx, "Check", trace.WithAttributes(
+		attribute.String("ocistow.source", req.Source),
+		attribute.String("ocistow.destination", req.Destination),
+	))
+	defer func() {
+		if res != nil {
+			span.SetAttributes(
+				attribute.String("ocistow.source_digest", res.SourceDigest),
+				attribute.Bool("ocistow.up_to_date", res.UpToDate),
+				attribute.Int("ocistow.source_pulls", res.SourcePulls),
+			)
+		}
+		end(span, err)
+	}()
+	return m.next.Check(ctx, req)
+}
+
 func end(span trace.Span, err error) {
 	if k := service.KindOf(err); k != "" {
 		span.SetAttributes(attribute.String("ocistow.error_type", string(k)))
