@@ -2,7 +2,13 @@
 // repositories that `ocistow sync` promotes, with defaults, in YAML or JSON.
 package promofile
 
-import "github.com/ocistow/ocistow/pkg/tags"
+import (
+	"cmp"
+	"maps"
+	"slices"
+
+	"github.com/ocistow/ocistow/pkg/tags"
+)
 
 // File is a parsed promotion file.
 type File struct {
@@ -49,4 +55,65 @@ type Entry struct {
 	// Line is the line of the file the entry starts on (1-based), for
 	// messages.
 	Line int `json:"-"`
+}
+
+// Resolve returns the entries of f with the defaults merged in: annotations,
+// manifest annotations and labels merge key by key (the entry's value wins);
+// platforms, key, sign and immutable are the entry's when it sets them (an
+// empty platforms list is set, and means every platform), else the
+// defaults'. Each entry keeps its Line. The result shares nothing with f.
+func (f *File) Resolve() []Entry {
+	out := make([]Entry, len(f.Promotions))
+	for i, e := range f.Promotions {
+		out[i] = e
+		out[i].Options = f.Defaults.under(e.Options)
+		if e.Tags != nil {
+			out[i].Tags = &tags.Selector{
+				List:   slices.Clone(e.Tags.List),
+				Allow:  slices.Clone(e.Tags.Allow),
+				Deny:   slices.Clone(e.Tags.Deny),
+				Semver: e.Tags.Semver,
+				Latest: e.Tags.Latest,
+			}
+		}
+	}
+	return out
+}
+
+// under returns o (the defaults) with e (an entry's options) over it.
+func (o Options) under(e Options) Options {
+	r := Options{
+		Annotations:         mergeMaps(o.Annotations, e.Annotations),
+		ManifestAnnotations: mergeMaps(o.ManifestAnnotations, e.ManifestAnnotations),
+		Labels:              mergeMaps(o.Labels, e.Labels),
+		Platforms:           slices.Clone(o.Platforms),
+		Key:                 cmp.Or(e.Key, o.Key),
+		Sign:                copyBool(cmp.Or(e.Sign, o.Sign)),
+		Immutable:           copyBool(cmp.Or(e.Immutable, o.Immutable)),
+	}
+	if e.Platforms != nil {
+		r.Platforms = slices.Clone(e.Platforms)
+	}
+	return r
+}
+
+// mergeMaps returns a copy of base with over's keys set; nil when both are
+// empty.
+func mergeMaps(base, over map[string]string) map[string]string {
+	if len(base) == 0 && len(over) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(base)+len(over))
+	maps.Copy(out, base)
+	maps.Copy(out, over)
+	return out
+}
+
+// copyBool returns a new pointer to *b, or nil.
+func copyBool(b *bool) *bool {
+	if b == nil {
+		return nil
+	}
+	v := *b
+	return &v
 }
