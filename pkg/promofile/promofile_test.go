@@ -151,7 +151,6 @@ func TestParseRefuses(t *testing.T) {
 	}
 }
 
-
 func TestParseErrorsStayOnOneLine(t *testing.T) {
 	for _, file := range []string{
 		"promotions:\n  - source: a/b\n    destination: c/d\n    tags:\n      allow: [\"a\\n(\"]\n",
