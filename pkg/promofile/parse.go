@@ -236,13 +236,20 @@ func (d *decoder) selectorField(s *tags.Selector, key string, v *yaml.Node) (err
 			exprs = append(exprs, e)
 			return err
 		})
+		if err == nil && len(exprs) == 0 {
+			err = d.errorf(deref(v).Line, "tags: %s: the list is empty", key)
+		}
 		if key == "allow" {
 			s.Allow = exprs
 		} else {
 			s.Deny = exprs
 		}
 	case "semver":
-		if s.Semver, err = d.text(key, v); err == nil {
+		s.Semver, err = d.text(key, v)
+		switch {
+		case err == nil && s.Semver == "":
+			err = d.errorf(deref(v).Line, "tags: semver is empty")
+		case err == nil:
 			err = check(deref(v).Line, tags.Selector{Semver: s.Semver})
 		}
 	case "latest":
