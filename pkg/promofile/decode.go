@@ -146,9 +146,9 @@ func describe(n *yaml.Node) string {
 }
 
 // fields walks the map n: it refuses what is not a map, keys that are not
-// names, repeated keys and, unless known is nil, keys not in known (with
-// hints for some), and calls fn with each key and value.
-func (d *decoder) fields(what string, n *yaml.Node, known []string, hints map[string]string, fn func(key string, k, v *yaml.Node) error) error {
+// names, repeated keys and, unless known is nil, keys not in known (saying
+// what was probably meant), and calls fn with each key and value.
+func (d *decoder) fields(what string, n *yaml.Node, known []string, fn func(key string, k, v *yaml.Node) error) error {
 	n = deref(n)
 	if n.Kind != yaml.MappingNode {
 		return d.errorf(n.Line, "%s: want a map, got %s", what, describe(n))
@@ -164,7 +164,7 @@ func (d *decoder) fields(what string, n *yaml.Node, known []string, hints map[st
 		}
 		seen[k.Value] = k.Line
 		if known != nil && !slices.Contains(known, k.Value) {
-			return d.errorf(k.Line, "unknown key %q%s", k.Value, suggest(k.Value, known, hints))
+			return d.errorf(k.Line, "unknown key %q%s", k.Value, suggest(k.Value, known, hint(what, k.Value)))
 		}
 		if err := fn(k.Value, k, v); err != nil {
 			return err

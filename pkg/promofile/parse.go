@@ -2,6 +2,7 @@ package promofile
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"go.yaml.in/yaml/v3"
@@ -18,23 +19,20 @@ var (
 	selectorKeys = []string{"list", "allow", "deny", "semver", "latest"}
 )
 
-// Hints for keys in the wrong place.
-var (
-	fileHints = hints(optionKeys, `options for every promotion go under "defaults"`,
-		[]string{"source", "destination", "tags"}, `promotions are a list under "promotions"`)
-	defaultsHints = hints([]string{"source", "destination", "tags"}, `defaults are options: images and tags go in each promotion`)
-	entryHints    = hints(selectorKeys, `tag selection goes under "tags"`)
-)
-
-// hints maps each key of keys to the hint that follows them.
-func hints(keysThenHint ...any) map[string]string {
-	h := map[string]string{}
-	for i := 0; i+1 < len(keysThenHint); i += 2 {
-		for _, k := range keysThenHint[i].([]string) {
-			h[k] = keysThenHint[i+1].(string)
-		}
+// hint says where a key found in the wrong place goes: in the file ("the
+// file"), in defaults ("defaults") or in a promotion ("a promotion").
+func hint(where, key string) string {
+	switch {
+	case where == "the file" && slices.Contains(optionKeys, key):
+		return `options for every promotion go under "defaults"`
+	case where == "the file" && slices.Contains(entryKeys, key):
+		return `promotions are a list under "promotions"`
+	case where == "defaults" && slices.Contains(entryKeys, key):
+		return `defaults are options: images and tags go in each promotion`
+	case where == "a promotion" && slices.Contains(selectorKeys, key):
+		return `tag selection goes under "tags"`
 	}
-	return h
+	return ""
 }
 
 // Parse reads a promotion file, YAML or JSON, and checks it: every key is
@@ -48,6 +46,8 @@ func hints(keysThenHint ...any) map[string]string {
 // Where a string is wanted, annotation and label values, tags in a list and
 // the semver range also take a YAML number, boolean or date as written
 // ("team: 1.10" is "1.10"); everywhere else a string must be a string.
+// Anchors and aliases work; merge keys ("<<") and a second YAML document are
+// refused. A destination without a tag is ":latest", as the CLI takes it.
 func Parse(name string, data []byte) (*File, error) {
 	d := &decoder{name: name}
 	root, err := d.document(data)
@@ -71,9 +71,9 @@ func (d *decoder) file(n *yaml.Node) (*File, error) {
 	}
 	f := &File{}
 	var promotions *yaml.Node
-	err := d.fields("the file", n, fileKeys, fileHints, func(key string, _, v *yaml.Node) error {
+	err := d.fields("the file", n, fileKeys, func(key string, _, v *yaml.Node) error {
 		if key == "defaults" {
-			return d.fields("defaults", v, optionKeys, defaultsHints, func(key string, _, v *yaml.Node) error {
+			return d.fields("defaults", v, optionKeys, func(key string, _, v *yaml.Node) error {
 				return d.option(&f.Defaults, key, v)
 			})
 		}
@@ -101,7 +101,7 @@ func (d *decoder) file(n *yaml.Node) (*File, error) {
 func (d *decoder) entry(n *yaml.Node) (*Entry, error) {
 	e := &Entry{Line: n.Line}
 	lines := map[string]int{}
-	err := d.fields("a promotion", n, entryKeys, entryHints, func(key string, k, v *yaml.Node) (err error) {
+	err := d.fields("a promotion", n, entryKeys, func(key string, k, v *yaml.Node) (err error) {
 		lines[key] = deref(v).Line
 		switch key {
 		case "source":
@@ -155,7 +155,7 @@ func (d *decoder) option(o *Options, key string, v *yaml.Node) (err error) {
 // checked as the CLI checks them.
 func (d *decoder) keyValues(what string, n *yaml.Node) (map[string]string, error) {
 	m := map[string]string{}
-	err := d.fields(what, n, nil, nil, func(key string, k, v *yaml.Node) error {
+	err := d.fields(what, n, nil, func(key string, k, v *yaml.Node) error {
 		val, err := d.text(fmt.Sprintf("%s %q", what, key), v)
 		if err != nil {
 			return err
@@ -200,7 +200,7 @@ func (d *decoder) selector(n *yaml.Node) (*tags.Selector, error) {
 	default:
 		return nil, d.errorf(n.Line, "tags: want a list of tags, or a map of allow, deny, semver and latest, got %s", describe(n))
 	}
-	err := d.fields("tags", n, selectorKeys, nil, func(key string, _, v *yaml.Node) error {
+	err := d.fields("tags", n, selectorKeys, func(key string, _, v *yaml.Node) error {
 		return d.selectorField(s, key, v)
 	})
 	switch {

@@ -1,5 +1,18 @@
 // Package promofile reads promotion files: the list of images and
-// repositories that `ocistow sync` promotes, with defaults, in YAML or JSON.
+// repositories that `ocistow sync` promotes, with defaults, in YAML or JSON:
+//
+//	defaults:
+//	  annotations: {team: platform}
+//	  key: awskms:///alias/ocistow
+//	promotions:
+//	  - source: docker.io/library/busybox:1.36
+//	    destination: 111111111111.dkr.ecr.us-east-1.amazonaws.com/base/busybox:1.36
+//	  - source: docker.io/library/alpine
+//	    destination: 111111111111.dkr.ecr.us-east-1.amazonaws.com/base/alpine
+//	    tags: {allow: ['3\.\d+'], semver: '>=3.19', latest: 3}
+//
+// The keys are the JSON names of File, Options, Entry and tags.Selector;
+// docs/promotion-file.schema.json is the format's JSON Schema.
 package promofile
 
 import (
@@ -46,8 +59,9 @@ type Options struct {
 type Entry struct {
 	// Source is an image (by tag or digest) or, with Tags, a repository.
 	Source string `json:"source"`
-	// Destination is an image by tag, or a repository: then each source
-	// tag is promoted to the same tag.
+	// Destination is an image by tag (no tag is ":latest", as the CLI
+	// takes it; never by digest), or with Tags a repository: then each
+	// selected tag is promoted to the same tag.
 	Destination string `json:"destination"`
 	// Tags selects the tags of a source repository.
 	Tags *tags.Selector `json:"tags,omitempty"`

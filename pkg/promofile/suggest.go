@@ -6,8 +6,9 @@ import (
 )
 
 // suggest says, after an unknown key, what was probably meant: a known key
-// spelled alike, a hint for a key in the wrong place, or the known keys.
-func suggest(key string, known []string, hints map[string]string) string {
+// spelled alike, else the hint for a key in the wrong place, else the known
+// keys.
+func suggest(key string, known []string, hint string) string {
 	if key == "<<" {
 		return " (YAML merge keys are not supported)"
 	}
@@ -20,8 +21,8 @@ func suggest(key string, known []string, hints map[string]string) string {
 	switch {
 	case best != "":
 		return fmt.Sprintf(" (did you mean %q?)", best)
-	case hints[key] != "":
-		return " (" + hints[key] + ")"
+	case hint != "":
+		return " (" + hint + ")"
 	}
 	return " (want one of: " + strings.Join(known, ", ") + ")"
 }
