@@ -1,8 +1,27 @@
 // Package promofile reads promotion files: the list of images and
-// repositories that `ocistow sync` promotes, with defaults, in YAML or JSON.
+// repositories that `ocistow sync` promotes, with defaults, in YAML or JSON:
+//
+//	defaults:
+//	  annotations: {team: platform}
+//	  key: awskms:///alias/ocistow
+//	promotions:
+//	  - source: docker.io/library/busybox:1.36
+//	    destination: 111111111111.dkr.ecr.us-east-1.amazonaws.com/base/busybox:1.36
+//	  - source: docker.io/library/alpine
+//	    destination: 111111111111.dkr.ecr.us-east-1.amazonaws.com/base/alpine
+//	    tags: {allow: ['3\.\d+'], semver: '>=3.19', latest: 3}
+//
+// The keys are the JSON names of File, Options, Entry and tags.Selector;
+// docs/promotion-file.schema.json is the format's JSON Schema.
 package promofile
 
-import "github.com/ocistow/ocistow/pkg/tags"
+import (
+	"cmp"
+	"maps"
+	"slices"
+
+	"github.com/ocistow/ocistow/pkg/tags"
+)
 
 // File is a parsed promotion file.
 type File struct {
@@ -40,8 +59,9 @@ type Options struct {
 type Entry struct {
 	// Source is an image (by tag or digest) or, with Tags, a repository.
 	Source string `json:"source"`
-	// Destination is an image by tag, or a repository: then each source
-	// tag is promoted to the same tag.
+	// Destination is an image by tag (no tag is ":latest", as the CLI
+	// takes it; never by digest), or with Tags a repository: then each
+	// selected tag is promoted to the same tag.
 	Destination string `json:"destination"`
 	// Tags selects the tags of a source repository.
 	Tags *tags.Selector `json:"tags,omitempty"`
@@ -49,4 +69,65 @@ type Entry struct {
 	// Line is the line of the file the entry starts on (1-based), for
 	// messages.
 	Line int `json:"-"`
+}
+
+// Resolve returns the entries of f with the defaults merged in: annotations,
+// manifest annotations and labels merge key by key (the entry's value wins);
+// platforms, key, sign and immutable are the entry's when it sets them (an
+// empty platforms list is set, and means every platform), else the
+// defaults'. Each entry keeps its Line. The result shares nothing with f.
+func (f *File) Resolve() []Entry {
+	out := make([]Entry, len(f.Promotions))
+	for i, e := range f.Promotions {
+		out[i] = e
+		out[i].Options = f.Defaults.under(e.Options)
+		if e.Tags != nil {
+			out[i].Tags = &tags.Selector{
+				List:   slices.Clone(e.Tags.List),
+				Allow:  slices.Clone(e.Tags.Allow),
+				Deny:   slices.Clone(e.Tags.Deny),
+				Semver: e.Tags.Semver,
+				Latest: e.Tags.Latest,
+			}
+		}
+	}
+	return out
+}
+
+// under returns o (the defaults) with e (an entry's options) over it.
+func (o Options) under(e Options) Options {
+	r := Options{
+		Annotations:         mergeMaps(o.Annotations, e.Annotations),
+		ManifestAnnotations: mergeMaps(o.ManifestAnnotations, e.ManifestAnnotations),
+		Labels:              mergeMaps(o.Labels, e.Labels),
+		Platforms:           slices.Clone(o.Platforms),
+		Key:                 cmp.Or(e.Key, o.Key),
+		Sign:                copyBool(cmp.Or(e.Sign, o.Sign)),
+		Immutable:           copyBool(cmp.Or(e.Immutable, o.Immutable)),
+	}
+	if e.Platforms != nil {
+		r.Platforms = slices.Clone(e.Platforms)
+	}
+	return r
+}
+
+// mergeMaps returns a copy of base with over's keys set; nil when both are
+// empty.
+func mergeMaps(base, over map[string]string) map[string]string {
+	if len(base) == 0 && len(over) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(base)+len(over))
+	maps.Copy(out, base)
+	maps.Copy(out, over)
+	return out
+}
+
+// copyBool returns a new pointer to *b, or nil.
+func copyBool(b *bool) *bool {
+	if b == nil {
+		return nil
+	}
+	v := *b
+	return &v
 }
