@@ -37,6 +37,7 @@ metadata and signs it with a KMS key, in cosign's format.
 Usage:
   ocistow -source IMAGE -destination IMAGE [flags]
   ocistow verify -key KEY [-annotations k=v] [-recursive] IMAGE
+  ocistow sync -f FILE [-dry-run] [-parallel N] [flags]   (ocistow sync -h)
 
 Example: copy busybox into ECR, annotate it, and sign every digest with KMS:
   ocistow -source busybox:1.36 \
@@ -72,7 +73,7 @@ Flags:
 
 // parse parses args into fs with the environment as fallback, printing
 // usage for -h. done is true when the caller should return code.
-func parse(fs *flag.FlagSet, args []string, getenv func(string) string, stdout, stderr io.Writer) (code int, done bool) {
+func parse(fs *flag.FlagSet, args []string, getenv func(string) string, stdout, stderr io.Writer, noEnv ...string) (code int, done bool) {
 	// The flag package would print the whole usage after a bad flag; one
 	// line says more.
 	fs.SetOutput(io.Discard)
@@ -84,7 +85,7 @@ func parse(fs *flag.FlagSet, args []string, getenv func(string) string, stdout, 
 		}
 		return fail(stderr, exitInvalid, fmt.Errorf("%w (see ocistow -h)", err)), true
 	}
-	skip := []string{"version", "o", "cpuprofile", "memprofile"}
+	skip := append([]string{"version", "o", "cpuprofile", "memprofile"}, noEnv...)
 	if fs.Lookup("o") != nil && isSet(fs, "o") {
 		skip = append(skip, "output") // -o and -output are one flag
 	}
@@ -98,6 +99,9 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	getenv := func(k string) string { v, _ := lookupEnv(k); return v }
 	if len(args) > 0 && args[0] == "verify" {
 		return runVerify(ctx, args[1:], lookupEnv, getenv, stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "sync" {
+		return runSync(ctx, args[1:], lookupEnv, getenv, stdout, stderr)
 	}
 
 	var (

@@ -46,6 +46,9 @@ type Settings struct {
 	TracerProvider trace.TracerProvider
 	// Progress shows each blob of a copy; nil shows nothing.
 	Progress promote.Progress
+	// MaxRequestsPerRegistry caps the requests in flight to one registry
+	// host (0: no cap).
+	MaxRequestsPerRegistry int
 }
 
 // NewLogger returns the logger for s, writing to w.
@@ -96,6 +99,12 @@ func KeyLoadOptions(s Settings, logger *slog.Logger) []func(*config.LoadOptions)
 // wrapped in canonical log lines, wrapped in tracing (so that each log line
 // carries its span's trace id).
 func NewService(s Settings, logger *slog.Logger) service.Service {
+	return ServiceFor(NewClient(s, logger), s, logger)
+}
+
+// NewClient builds the registry client for s: credentials (ECR tokens,
+// the Docker config), insecure hosts, concurrency, logging and tracing.
+func NewClient(s Settings, logger *slog.Logger) *registry.Client {
 	kc := keychain.New(
 		ecrauth.New(AWSConfigLoader(s, logger), ecrauth.WithRegistries(s.ECRRegistries...)),
 		keychain.NewDocker(logger),
@@ -107,14 +116,23 @@ func NewService(s Settings, logger *slog.Logger) service.Service {
 		registry.WithJobs(s.Jobs),
 		registry.WithLogger(logger),
 		registry.WithUserAgent("ocistow/" + Version),
+		registry.WithMaxRequestsPerRegistry(s.MaxRequestsPerRegistry),
 	}
 	if s.StallTimeout > 0 {
 		ropts = append(ropts, registry.WithStallTimeout(s.StallTimeout))
 	}
+	if s.TracerProvider != nil {
+		ropts = append(ropts, registry.WithTracerProvider(s.TracerProvider))
+	}
+	return registry.New(ropts...)
+}
+
+// ServiceFor builds the Service around the registry client c, as
+// NewService does.
+func ServiceFor(c *registry.Client, s Settings, logger *slog.Logger) service.Service {
 	var sopts []service.Option
 	tp := s.TracerProvider
 	if tp != nil {
-		ropts = append(ropts, registry.WithTracerProvider(tp))
 		sopts = append(sopts, service.WithTracerProvider(tp))
 	} else {
 		tp = noop.NewTracerProvider()
@@ -122,6 +140,5 @@ func NewService(s Settings, logger *slog.Logger) service.Service {
 	if s.Progress != nil {
 		sopts = append(sopts, service.WithProgress(s.Progress))
 	}
-	core := service.New(registry.New(ropts...), sopts...)
-	return tracing.NewService(canonlog.New(core, logger), tp)
+	return tracing.NewService(canonlog.New(service.New(c, sopts...), logger), tp)
 }

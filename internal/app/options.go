@@ -33,7 +33,8 @@ type Options struct {
 	Immutable           bool
 	Timeout             time.Duration
 
-	logger *slog.Logger // set by Build
+	logger *slog.Logger     // set by Build
+	client *registry.Client // set by Build
 }
 
 // registerCommon defines the flags every command has.
@@ -69,6 +70,10 @@ func (o *Options) RegisterPromote(fs *flag.FlagSet) {
 	fs.BoolVar(&o.Immutable, "immutable", false, "refuse, before writing anything, to move a destination tag that points at another digest")
 	fs.BoolVar(&o.Quiet, "quiet", false, "no progress bars, only the canonical log lines (progress shows only on a terminal anyway)")
 }
+
+// RegisterSync defines the flags the sync command shares with the others
+// on fs (-key and -aws-kms-key-arn sign entries that name no key).
+func (o *Options) RegisterSync(fs *flag.FlagSet) { o.registerCommon(fs) }
 
 // RegisterVerify defines the verify command's flags on fs.
 func (o *Options) RegisterVerify(fs *flag.FlagSet) {
@@ -122,8 +127,12 @@ func (o *Options) Build(w io.Writer) (service.Service, *slog.Logger, error) {
 		return nil, nil, err
 	}
 	o.logger = logger
-	return NewService(o.Settings, logger), logger, nil
+	o.client = NewClient(o.Settings, logger)
+	return ServiceFor(o.client, o.Settings, logger), logger, nil
 }
+
+// Client returns the registry client Build made, which the Service uses.
+func (o *Options) Client() *registry.Client { return o.client }
 
 // KeyOptions returns how to load keys, reading an encrypted key file's
 // password from COSIGN_PASSWORD through lookupEnv.

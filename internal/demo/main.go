@@ -157,7 +157,49 @@ func run(ctx context.Context) error {
 	step("Its config labels (existing=keep came from upstream; team was overwritten)")
 	b, _ := json.MarshalIndent(cf.Config.Labels, "  ", "  ")
 	fmt.Printf("  %s\n", b)
-	return nil
+	return syncDemo(ctx, env, bin, dir, upstream.Host, org.Host)
+}
+
+// syncDemo promotes a small fleet from a promotion file: a repository's
+// tags selected by semver, and one image; then runs it again, which finds
+// everything up to date without a single pull.
+func syncDemo(ctx context.Context, env []string, bin, dir, upstream, org string) error {
+	step("Pushing a repository with tags 1.0.0, 1.1.0, 1.2.0-rc.1, 2.0.0 and latest upstream")
+	for i, tag := range []string{"1.0.0", "1.1.0", "1.2.0-rc.1", "2.0.0", "latest"} {
+		img, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 64 << 10, Seed: int64(100 + i)})
+		if err != nil {
+			return err
+		}
+		if err := testenv.Push(ctx, upstream+"/library/tool:"+tag, img); err != nil {
+			return err
+		}
+	}
+	file := filepath.Join(dir, "fleet.yaml")
+	body := fmt.Sprintf(`defaults:
+  annotations: {team: platform}
+  key: awskms:///alias/ocistow-demo
+promotions:
+  - source: %[1]s/library/tool
+    destination: %[2]s/mirror/tool
+    tags: {semver: '>=1.0.0 <2.0.0'}
+  - source: %[1]s/library/demo:1.0
+    destination: %[2]s/mirror/demo
+`, upstream, org)
+	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+		return err
+	}
+	step("A promotion file, " + file)
+	fmt.Print(body)
+	step("Planning: ocistow sync -f fleet.yaml -dry-run")
+	if err := runCmd(ctx, env, bin, "sync", "-f", file, "-dry-run"); err != nil {
+		return err
+	}
+	step("Syncing: ocistow sync -f fleet.yaml")
+	if err := runCmd(ctx, env, bin, "sync", "-f", file); err != nil {
+		return err
+	}
+	step("Syncing again: everything up to date, 0 source pulls")
+	return runCmd(ctx, env, bin, "sync", "-f", file)
 }
 
 func step(s string) { fmt.Printf("\n==> %s\n", s) }

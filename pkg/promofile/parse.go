@@ -307,6 +307,9 @@ func (d *decoder) references(e *Entry, lines map[string]int) error {
 	if _, ok := ref.(name.Digest); ok {
 		return d.errorf(lines["destination"], "destination %q names a digest: a promotion writes a tag", e.Destination)
 	}
+	if _, ok := DestinationTag(*e); !ok {
+		return d.errorf(lines["destination"], "destination %q names no tag, and source %q is by digest: give the destination a tag", e.Destination, e.Source)
+	}
 	return nil
 }
 
@@ -366,12 +369,11 @@ func (d *decoder) collisions(entries []Entry) error {
 }
 
 // destinationTags returns the tags e names at its destination: its one
-// image (":latest" when it names no tag, as the CLI takes it), or its list
-// of tags; none when its tags are selected from the source.
+// image (the source's tag when the destination is a repository), or its
+// list of tags; none when its tags are selected from the source.
 func destinationTags(e Entry) []name.Tag {
 	if e.Tags == nil {
-		ref, err := name.ParseReference(e.Destination)
-		if t, ok := ref.(name.Tag); ok && err == nil {
+		if t, ok := DestinationTag(e); ok {
 			return []name.Tag{t}
 		}
 		return nil
@@ -385,4 +387,21 @@ func destinationTags(e Entry) []name.Tag {
 		out = append(out, repo.Tag(t))
 	}
 	return out
+}
+
+// DestinationTag is the tag an entry without Tags writes: the destination's
+// own, or, when the destination is a repository, the tag the source names
+// (":latest" when it names none). ok is false for a source by digest into a
+// repository, which names no tag.
+func DestinationTag(e Entry) (name.Tag, bool) {
+	if repo, err := name.NewRepository(e.Destination); err == nil {
+		src, err := name.ParseReference(e.Source)
+		if t, ok := src.(name.Tag); ok && err == nil {
+			return repo.Tag(t.TagStr()), true
+		}
+		return name.Tag{}, false
+	}
+	ref, err := name.ParseReference(e.Destination)
+	t, ok := ref.(name.Tag)
+	return t, ok && err == nil
 }

@@ -59,9 +59,10 @@ type Options struct {
 type Entry struct {
 	// Source is an image (by tag or digest) or, with Tags, a repository.
 	Source string `json:"source"`
-	// Destination is an image by tag (no tag is ":latest", as the CLI
-	// takes it; never by digest), or with Tags a repository: then each
-	// selected tag is promoted to the same tag.
+	// Destination is an image by tag (never by digest), or a repository:
+	// then the image keeps the tag the source names (":latest" when it
+	// names none; a source by digest needs a destination tag), and with
+	// Tags each selected tag is promoted to the same tag.
 	Destination string `json:"destination"`
 	// Tags selects the tags of a source repository.
 	Tags *tags.Selector `json:"tags,omitempty"`

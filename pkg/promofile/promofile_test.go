@@ -124,7 +124,9 @@ func TestParseRefuses(t *testing.T) {
 
 		// Two promotions writing one tag.
 		{"same destination", "promotions:\n" + ok + "  - source: a/b:1\n    destination: example.com/base/busybox:1.36\n", 3, "destination example.com/base/busybox:1.36 is also written by the promotion at line 2"},
-		{"same destination, spelled otherwise", "promotions:\n  - source: a/b:1\n    destination: busybox\n  - source: a/b:2\n    destination: index.docker.io/library/busybox:latest\n", 4, "destination index.docker.io/library/busybox:latest is also written by the promotion at line 2"},
+		{"same destination, spelled otherwise", "promotions:\n  - source: a/b:1\n    destination: busybox:latest\n  - source: a/b:2\n    destination: index.docker.io/library/busybox:latest\n", 4, "destination index.docker.io/library/busybox:latest is also written by the promotion at line 2"},
+		{"a repository destination takes the source tag", "promotions:\n  - source: a/b:1\n    destination: example.com/c\n  - source: x/y:1\n    destination: example.com/c:1\n", 4, "destination example.com/c:1 is also written by the promotion at line 2"},
+		{"source by digest into a repository", "promotions:\n  - source: a/b@sha256:0000000000000000000000000000000000000000000000000000000000000000\n    destination: example.com/c\n", 3, "names no tag, and source"},
 		{"listed and named", "promotions:\n  - source: a/b\n    destination: example.com/base/busybox\n    tags: ['1.36', '1.37']\n" + ok, 5, "destination example.com/base/busybox:1.36 is also written by the promotion at line 2"},
 		{"named and selected", "promotions:\n" + ok + "  - source: a/b\n    destination: example.com/base/busybox\n    tags: {allow: ['1\\.\\d+']}\n", 3, "destination example.com/base/busybox:1.36 is written by the promotion at line 2 and selected by the tags of the promotion at line 3"},
 		{"selected and named", "promotions:\n  - source: a/b\n    destination: example.com/base/busybox\n    tags: {semver: '^1'}\n" + ok, 5, "destination example.com/base/busybox:1.36 is written by the promotion at line 5 and selected by the tags of the promotion at line 2"},
@@ -220,14 +222,14 @@ promotions:
   "defaults": {"key": "awskms:///alias/k", "sign": true, "immutable": false, "platforms": []},
   "promotions": [
     {"source": "a/b", "destination": "localhost:5000/d", "tags": {"list": ["v1"]}},
-    {"source": "a/b@sha256:` + strings.Repeat("0", 64) + `", "destination": "localhost:5000/d", "manifestAnnotations": {"a": "b"}, "sign": false}
+    {"source": "a/b@sha256:` + strings.Repeat("0", 64) + `", "destination": "localhost:5000/d:pinned", "manifestAnnotations": {"a": "b"}, "sign": false}
   ]
 }`,
 		want: File{
 			Defaults: Options{Key: "awskms:///alias/k", Sign: bp(true), Immutable: bp(false), Platforms: []string{}},
 			Promotions: []Entry{
 				{Source: "a/b", Destination: "localhost:5000/d", Tags: &tags.Selector{List: []string{"v1"}}, Line: 4},
-				{Source: "a/b@sha256:" + strings.Repeat("0", 64), Destination: "localhost:5000/d", Options: Options{ManifestAnnotations: map[string]string{"a": "b"}, Sign: bp(false)}, Line: 5},
+				{Source: "a/b@sha256:" + strings.Repeat("0", 64), Destination: "localhost:5000/d:pinned", Options: Options{ManifestAnnotations: map[string]string{"a": "b"}, Sign: bp(false)}, Line: 5},
 			},
 		},
 	}, {

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ocistow/ocistow/internal/app"
+	"github.com/ocistow/ocistow/pkg/fleet"
+	"github.com/ocistow/ocistow/pkg/keys"
+	"github.com/ocistow/ocistow/pkg/promofile"
+	"github.com/ocistow/ocistow/pkg/tracing"
+)
+
+const syncUsageHead = `ocistow sync promotes every image of a promotion file: copy, stamp and sign
+each exactly as a single promotion does, several at once. One image failing
+does not stop the others.
+
+Usage:
+  ocistow sync -f FILE [-dry-run] [-parallel N] [-o json] [flags]
+
+With -dry-run it only plans: it resolves every image with HEADs and tag
+lists, writes nothing, and says per image: up to date, new, tag moves from
+sha256:…, source missing, or refused (immutable). -dry-run -o json prints the
+images to promote as a JSON list of single-promotion requests, in the Lambda
+function's payload shape.
+
+-key and -aws-kms-key-arn sign the entries that name no key of their own.
+
+Exit codes: 0 every image promoted or up to date; 1 some failed (source
+missing, refused, or failed: the others went on); 2 bad flags, an invalid
+promotion file or a key that cannot sign: nothing was written.
+
+Flags:
+`
+
+// syncOptions are the sync command's own flags.
+type syncOptions struct {
+	file             string
+	dryRun           bool
+	parallel         int
+	registryRequests int
+	timeout          time.Duration
+}
+
+func runSync(ctx context.Context, args []string, lookupEnv func(string) (string, bool), getenv func(string) string, stdout, stderr io.Writer) int {
+	var (
+		o  app.Options
+		so syncOptions
+	)
+	fs := flag.NewFlagSet("ocistow sync", flag.ContinueOnError)
+	o.RegisterSync(fs)
+	fs.StringVar(&so.file, "file", "", "the promotion file (YAML or JSON)")
+	fs.StringVar(&so.file, "f", "", "short for -file")
+	fs.BoolVar(&so.dryRun, "dry-run", false, "plan only: check every image with HEADs and tag lists, write nothing")
+	fs.IntVar(&so.parallel, "parallel", fleet.DefaultParallel, "images promoted at once")
+	fs.IntVar(&so.registryRequests, "registry-requests", fleet.DefaultRegistryRequests, "requests in flight to one registry at most, across all images")
+	fs.DurationVar(&so.timeout, "timeout", 0, "give up on the whole sync after this long (0: no limit)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), syncUsageHead)
+		fs.PrintDefaults()
+	}
+	if code, done := parse(fs, args, getenv, stdout, stderr, "f"); done {
+		return code
+	}
+	if fs.NArg() > 0 {
+		return fail(stderr, exitInvalid, fmt.Errorf("unexpected argument %q (the file is given with -f)", fs.Arg(0)))
+	}
+	if so.file == "" {
+		return fail(stderr, exitInvalid, errors.New("sync needs a promotion file: -f FILE"))
+	}
+	if so.parallel < 1 || so.registryRequests < 1 {
+		return fail(stderr, exitInvalid, errors.New("-parallel and -registry-requests must be at least 1"))
+	}
+	entries, err := readPromotionFile(so.file)
+	if err != nil {
+		return fail(stderr, exitInvalid, err)
+	}
+	defaultKey, err := o.KeyRef()
+	if err != nil {
+		return fail(stderr, exitInvalid, err)
+	}
+	tr, err := tracing.New(ctx, tracing.Enabled(false, getenv), "ocistow", app.Version)
+	if err != nil {
+		return fail(stderr, exitInvalid, err)
+	}
+	defer flush(tr)
+	if tracing.Enabled(false, getenv) {
+		o.Settings.TracerProvider = tr.Provider
+	}
+	o.Settings.MaxRequestsPerRegistry = so.registryRequests
+	svc, _, err := o.Build(stderr)
+	if err != nil {
+		return fail(stderr, exitInvalid, err)
+	}
+	if so.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, so.timeout)
+		defer cancel()
+	}
+	items, err := fleet.Expand(ctx, o.Client(), entries, defaultKey)
+	if err != nil {
+		return fail(stderr, exitInvalid, fmt.Errorf("%s: %w", so.file, err))
+	}
+	if so.dryRun {
+		fleet.Plan(ctx, svc, items, so.parallel)
+		return report(stdout, stderr, o.Output, items, true)
+	}
+	signers, err := fleet.LoadKeys(ctx, items, func(ctx context.Context, ref string) (*keys.Key, error) {
+		return keys.LoadSigner(ctx, ref, o.KeyOptions(lookupEnv))
+	})
+	if err != nil {
+		return fail(stderr, exitInvalid, fmt.Errorf("%s: %w", so.file, err))
+	}
+	fleet.Run(ctx, svc, items, signers, so.parallel, nil)
+	return report(stdout, stderr, o.Output, items, false)
+}
+
+// readPromotionFile reads, parses and resolves the promotion file at path.
+func readPromotionFile(path string) ([]promofile.Entry, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading the promotion file: %w", err)
+	}
+	f, err := promofile.Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	return f.Resolve(), nil
+}
+
+// report prints a plan or a sync: a table and a summary line, or JSON; it
+// returns the exit code.
+func report(stdout, stderr io.Writer, output string, items []fleet.Item, plan bool) int {
+	sum := fleet.Summarize(items)
+	code := exitOK
+	if sum.Failures() > 0 {
+		code = exitFailed
+	}
+	switch {
+	case output == "json" && plan:
+		todo := []fleet.Request{}
+		for _, it := range items {
+			if it.Status == fleet.New || it.Status == fleet.Moves {
+				todo = append(todo, it.Request)
+			}
+		}
+		printJSON(stdout, stderr, todo)
+	case output == "json":
+		printJSON(stdout, stderr, struct {
+			Items   []fleet.Item  `json:"items"`
+			Summary fleet.Summary `json:"summary"`
+		}{items, sum})
+	default:
+		printTable(stdout, items, sum)
+	}
+	return code
+}
+
+func printTable(w io.Writer, items []fleet.Item, sum fleet.Summary) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, it := range items {
+		detail := ""
+		switch {
+		case it.Error != "":
+			detail = it.Error
+		case it.Previous != "":
+			detail = "from " + it.Previous
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s", it.Status, it.SrcImageRef, it.DstImageRef)
+		if detail != "" {
+			fmt.Fprintf(tw, "\t%s", detail)
+		}
+		fmt.Fprintln(tw)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "%d images:", sum.Images)
+	for i, st := range sum.Order() {
+		sep := ","
+		if i == 0 {
+			sep = ""
+		}
+		fmt.Fprintf(w, "%s %d %s", sep, sum.Statuses[st], st)
+	}
+	fmt.Fprintf(w, "; %s copied, %d source pulls, %d signatures added\n", humanBytes(sum.BytesCopied), sum.SourcePulls, sum.SignaturesAdded)
+}

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/ocistow/ocistow/internal/testenv"
+)
+
+// pushTags pushes a small image under each of tags in repo on the source
+// registry; images differ by seed.
+func pushTags(t *testing.T, repo string, seed int64, tags ...string) {
+	t.Helper()
+	for i, tag := range tags {
+		img, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 4 << 10, Seed: seed + int64(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := testenv.Push(t.Context(), e2e.src.Host+"/"+repo+":"+tag, img); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// promotionFile writes body (with SRC and DST replaced) to a file.
+func promotionFile(t *testing.T, body, src, dst string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "fleet.yaml")
+	body = strings.NewReplacer("SRC", src, "DST", dst).Replace(body)
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+type syncResult struct {
+	Items []struct {
+		SrcImageRef, DstImageRef string
+		Status                   string `json:"status"`
+		Error                    string `json:"error"`
+		ErrorType                string `json:"errorType"`
+		Previous                 string `json:"previousDigest"`
+	} `json:"items"`
+	Summary struct {
+		Images          int            `json:"images"`
+		Statuses        map[string]int `json:"statuses"`
+		SourcePulls     int            `json:"sourcePulls"`
+		SignaturesAdded int            `json:"signaturesAdded"`
+	} `json:"summary"`
+}
+
+func parseSync(t *testing.T, r result) syncResult {
+	t.Helper()
+	var out syncResult
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+		t.Fatalf("parsing sync -o json: %v\n%s\n%s", err, r.stdout, r.stderr)
+	}
+	return out
+}
+
+// statuses maps each destination to its status.
+func (s syncResult) statuses() map[string]string {
+	m := map[string]string{}
+	for _, it := range s.Items {
+		m[it.DstImageRef] = it.Status
+	}
+	return m
+}
+
+const fleetFile = `defaults:
+  annotations: {team: platform}
+  sign: false
+promotions:
+  - source: SRC/src/single:v1
+    destination: DST/base/single
+  - source: SRC/fleet/alpine
+    destination: DST/base/alpine
+    tags:
+      semver: '>=3.19'
+      latest: 2
+  - source: SRC/fleet/tools
+    destination: DST/mirror/tools
+    tags: [v1, v2]
+    annotations: {owner: observability}
+    key: awskms:///alias/` + ecKey + `
+    sign: true
+  - source: SRC/fleet/tools:v3
+    destination: DST/pinned/tools
+    immutable: true
+`
+
+func TestSyncPromotesAFleet(t *testing.T) {
+	pushTags(t, "fleet/alpine", 100, "3.18", "3.19", "3.20", "3.20.1", "3.19-amd64", "3.21.0-rc.1", "latest", "edge")
+	pushTags(t, "fleet/tools", 200, "v1", "v2", "v3")
+	front := testenv.NewFront(e2e.src.Host)
+	defer front.Close()
+	dst := dstRepo(t, e2e.dst.Host)
+	file := promotionFile(t, fleetFile, front.Host, dst)
+
+	// The plan: everything is new, nothing is written, nothing pulled.
+	plan := ocistow(t, e2e.kms.Env(), "sync", "-f", file, "-dry-run").mustSucceed(t)
+	for _, want := range []string{"new", "src/single:v1", "fleet/alpine:3.20.1", "fleet/alpine:3.20", "fleet/tools:v2", "pinned/tools:v3", "6 images: 6 new"} {
+		if !strings.Contains(plan.stdout, want) {
+			t.Errorf("plan lacks %q:\n%s", want, plan.stdout)
+		}
+	}
+	if strings.Contains(plan.stdout, "3.19-amd64") || strings.Contains(plan.stdout, "3.21.0-rc.1") || strings.Contains(plan.stdout, ":3.19 ") {
+		t.Errorf("plan selected a tag the filter excludes:\n%s", plan.stdout)
+	}
+	if n := manifestGets(front, "fleet/alpine") + manifestGets(front, "fleet/tools") + manifestGets(front, "src/single"); n != 0 {
+		t.Errorf("the plan pulled %d manifests from the source", n)
+	}
+	if ts := tags(t, dst+"/base/alpine", nil); len(ts) != 0 {
+		t.Errorf("the plan wrote tags %v", ts)
+	}
+	var todo []map[string]any
+	if err := json.Unmarshal([]byte(ocistow(t, e2e.kms.Env(), "sync", "-f", file, "-dry-run", "-o", "json").mustSucceed(t).stdout), &todo); err != nil {
+		t.Fatal(err)
+	}
+	if len(todo) != 6 || todo[0]["SrcImageRef"] != front.Host+"/src/single:v1" || todo[0]["DstImageRef"] != dst+"/base/single:v1" {
+		t.Errorf("plan items %v: want 6 single-promotion requests", todo)
+	}
+
+	// The sync.
+	r := ocistow(t, e2e.kms.Env(), "sync", "-f", file, "-o", "json", "-parallel", "3").mustSucceed(t)
+	res := parseSync(t, r)
+	if res.Summary.Images != 6 || res.Summary.Statuses["promoted"] != 6 || res.Summary.SignaturesAdded != 2 {
+		t.Errorf("sync summary %+v: want 6 promoted, 2 signatures (the tools entry signs)", res.Summary)
+	}
+	if got := tags(t, dst+"/base/alpine", nil); !slices.Equal(got, []string{"3.20", "3.20.1"}) {
+		t.Errorf("alpine tags %v, want [3.20 3.20.1]", got)
+	}
+	if anns := annotationsOf(t, dst+"/mirror/tools:v1"); anns["team"] != "platform" || anns["owner"] != "observability" {
+		t.Errorf("tools annotations %v: want defaults merged with the entry's", anns)
+	}
+	if v := cosignVerify(t, "awskms:///alias/"+ecKey, dst+"/mirror/tools:v2", "owner=observability"); v.code != 0 {
+		t.Errorf("cosign verify of a synced image: %s", v.stderr)
+	}
+	if n := strings.Count(r.stderr, "method=Copy"); n != 6 {
+		t.Errorf("%d canonical Copy lines, want one per image:\n%s", n, r.stderr)
+	}
+
+	// The same again: all up to date, and not one pull.
+	before := front.Count(func(q testenv.Request) bool { return q.Method == http.MethodGet && strings.Contains(q.Path, "/manifests/") })
+	again := parseSync(t, ocistow(t, e2e.kms.Env(), "sync", "-f", file, "-o", "json").mustSucceed(t))
+	after := front.Count(func(q testenv.Request) bool { return q.Method == http.MethodGet && strings.Contains(q.Path, "/manifests/") })
+	if again.Summary.Statuses["up to date"] != 6 || again.Summary.SourcePulls != 0 || after != before {
+		t.Errorf("re-sync: %+v with %d manifest GETs at the source: want 6 up to date and none", again.Summary, after-before)
+	}
+
+	// Tags that moved upstream, seen by the plan: one moves, the
+	// immutable one is refused, the rest stay.
+	pushTags(t, "fleet/alpine", 300, "3.20")
+	pushTags(t, "fleet/tools", 400, "v3")
+	moved := ocistow(t, e2e.kms.Env(), "sync", "-f", file, "-dry-run")
+	if moved.code != exitFailed || !strings.Contains(moved.stdout, "6 images: 1 tag moves, 4 up to date, 1 refused (immutable)") {
+		t.Errorf("plan after upstream moves: exit %d\n%s", moved.code, moved.stdout)
+	}
+	pinned := get(t, dst+"/pinned/tools:v3", nil).Digest.String()
+	final := parseSync(t, ocistow(t, e2e.kms.Env(), "sync", "-f", file, "-o", "json"))
+	if final.Summary.Statuses["promoted"] != 1 || final.Summary.Statuses["refused (immutable)"] != 1 {
+		t.Errorf("sync after upstream moves: %+v", final.Summary)
+	}
+	if got := get(t, dst+"/pinned/tools:v3", nil).Digest.String(); got != pinned {
+		t.Errorf("an immutable tag moved from %s to %s", pinned, got)
+	}
+}
+
+func TestSyncGoesOnWhenOneImageFails(t *testing.T) {
+	pushTags(t, "fleet/many", 400, "1", "2", "3", "4", "5", "6", "7", "8")
+	dst := dstRepo(t, e2e.dst.Host)
+	body := `defaults: {sign: false}
+promotions:
+  - source: SRC/fleet/many
+    destination: DST/all
+    tags: {allow: ['\d']}
+  - source: SRC/fleet/nothing-here:v1
+    destination: DST/missing:v1
+  - source: SRC/fleet/nothing-at-all
+    destination: DST/missing-too
+    tags: {latest: 1}
+`
+	file := promotionFile(t, body, e2e.src.Host, dst)
+	r := ocistow(t, nil, "sync", "-f", file, "-o", "json", "-parallel", "4")
+	if r.code != exitFailed {
+		t.Fatalf("exit %d, want %d (some failed)\n%s\n%s", r.code, exitFailed, r.stdout, r.stderr)
+	}
+	res := parseSync(t, r)
+	if res.Summary.Statuses["promoted"] != 8 || res.Summary.Statuses["source missing"] != 2 {
+		t.Errorf("summary %+v: want 8 promoted into one repository, 2 sources missing", res.Summary)
+	}
+	if got := tags(t, dst+"/all", nil); len(got) != 8 {
+		t.Errorf("destination tags %v, want 8", got)
+	}
+	for _, it := range res.Items {
+		if it.Status == "source missing" && (it.ErrorType != "SourceNotFound" || it.Error == "") {
+			t.Errorf("missing item %+v: want errorType SourceNotFound and a message", it)
+		}
+	}
+	text := ocistow(t, nil, "sync", "-f", file)
+	if text.code != exitFailed || !strings.Contains(text.stdout, "source missing") || !strings.Contains(text.stdout, "10 images: 8 up to date, 2 source missing") {
+		t.Errorf("exit %d, table:\n%s", text.code, text.stdout)
+	}
+}
+
+func TestSyncRefusesBadInput(t *testing.T) {
+	dst := dstRepo(t, e2e.dstFront.Host)
+	for _, tc := range []struct {
+		name, body string
+		args       []string
+		want       []string
+	}{
+		{"no file", "", nil, []string{"-f FILE"}},
+		{"no key", "promotions:\n  - source: SRC/src/single:v1\n    destination: DST/x:v1\n", nil, []string{"signing needs a key"}},
+		{"invalid file", "promotions:\n  - source: SRC/src/single:v1\n    destination: DST/x:v1\n    annotation: {team: a}\n", nil, []string{"fleet.yaml:4:", `unknown key "annotation"`}},
+		{"key that cannot sign", "promotions:\n  - source: SRC/src/single:v1\n    destination: DST/x:v1\n    key: alias/" + disabledKey + "\n", nil, []string{disabledKey, "Disabled"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := []string{"sync"}
+			if tc.body != "" {
+				args = append(args, "-f", promotionFile(t, tc.body, e2e.src.Host, dst))
+			}
+			r := ocistow(t, e2e.kms.Env(), append(args, tc.args...)...)
+			if r.code != exitInvalid {
+				t.Errorf("exit %d, want %d", r.code, exitInvalid)
+			}
+			r.refused(t, tc.want, dst+"/x")
+		})
+	}
+}

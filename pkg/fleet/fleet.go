@@ -1,0 +1,179 @@
+// Package fleet promotes a fleet of images: the entries of a promotion
+// file, expanded into single promotions (one per selected tag), checked
+// without pulling (a plan), and run in parallel through the same Service a
+// single promotion uses, so that each image gets the same copy, stamp,
+// signature and canonical log lines.
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+
+	"github.com/ocistow/ocistow/internal/oneline"
+	"github.com/ocistow/ocistow/pkg/promofile"
+	"github.com/ocistow/ocistow/pkg/registry"
+	"github.com/ocistow/ocistow/pkg/service"
+)
+
+// DefaultParallel is how many images a sync promotes at once by default:
+// each promotion moves several blobs at once already.
+const DefaultParallel = 4
+
+// DefaultRegistryRequests caps the requests in flight to one registry
+// during a sync, across all its images.
+const DefaultRegistryRequests = 16
+
+// Request is one single promotion, in the shape of the Lambda function's
+// payload (the original ocistow's SrcImageRef, DstImageRef and
+// Annotations, and the options a promotion file adds), so that any engine
+// can fan a plan out.
+type Request struct {
+	SrcImageRef         string            `json:"SrcImageRef"`
+	DstImageRef         string            `json:"DstImageRef"`
+	Annotations         map[string]string `json:"Annotations,omitempty"`
+	ManifestAnnotations map[string]string `json:"ManifestAnnotations,omitempty"`
+	Labels              map[string]string `json:"Labels,omitempty"`
+	Platforms           []string          `json:"Platforms,omitempty"`
+	Immutable           bool              `json:"Immutable,omitempty"`
+	// Sign is false when the entry turned signing off.
+	Sign bool `json:"Sign"`
+	// Key is the signing key's reference, when Sign.
+	Key string `json:"Key,omitempty"`
+}
+
+// Status is where one image of a fleet stands.
+type Status string
+
+// The statuses of an image. A plan says UpToDate, New, Moves, Missing,
+// Refused or Failed; a sync says UpToDate, Promoted, Missing, Refused or
+// Failed.
+const (
+	UpToDate Status = "up to date"
+	New      Status = "new"
+	Moves    Status = "tag moves"
+	Promoted Status = "promoted"
+	Missing  Status = "source missing"
+	Refused  Status = "refused (immutable)"
+	Failed   Status = "failed"
+)
+
+// Item is one image of a fleet: its request, and what a plan or a sync
+// found.
+type Item struct {
+	Request
+	// Line is the promotion file line of the entry it comes from.
+	Line int `json:"line"`
+	// Status is set by Plan and Run.
+	Status Status `json:"status,omitempty"`
+	// Previous is the digest the destination tag pointed at, when it
+	// moves (or would).
+	Previous string `json:"previousDigest,omitempty"`
+	// Error says why the image failed.
+	Error string `json:"error,omitempty"`
+	// ErrorType is the failure's stable kind (service.Kind).
+	ErrorType string `json:"errorType,omitempty"`
+	// Check is what Plan found; Result what Run did.
+	Check  *service.CheckResult   `json:"check,omitempty"`
+	Result *service.PromoteResult `json:"result,omitempty"`
+}
+
+// TagLister lists the tags of a repository; registry.Client is one.
+type TagLister interface {
+	ListTags(ctx context.Context, repository string) ([]string, error)
+}
+
+// Expand turns resolved promotion-file entries into one request per image:
+// an entry naming one image is one request; an entry with tags is one
+// request per selected tag, listed from the source repository unless the
+// entry lists them. A destination without a tag takes the source's tag.
+// defaultKey signs entries that name no key of their own. A source
+// repository that does not exist becomes an item with status Missing.
+func Expand(ctx context.Context, tl TagLister, entries []promofile.Entry, defaultKey string) ([]Item, error) {
+	var items []Item
+	for _, e := range entries {
+		got, err := expand(ctx, tl, e, defaultKey)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", e.Line, err)
+		}
+		items = append(items, got...)
+	}
+	return items, nil
+}
+
+func expand(ctx context.Context, tl TagLister, e promofile.Entry, defaultKey string) ([]Item, error) {
+	base := Request{
+		Annotations:         e.Annotations,
+		ManifestAnnotations: e.ManifestAnnotations,
+		Labels:              e.Labels,
+		Platforms:           e.Platforms,
+		Immutable:           e.Immutable != nil && *e.Immutable,
+		Sign:                e.Sign == nil || *e.Sign,
+	}
+	if base.Sign {
+		base.Key = e.Key
+		if base.Key == "" {
+			base.Key = defaultKey
+		}
+		if base.Key == "" {
+			return nil, errors.New("signing needs a key: give key in the entry or in defaults, or -key / -aws-kms-key-arn, or sign: false")
+		}
+	}
+	if e.Tags == nil {
+		tag, ok := promofile.DestinationTag(e)
+		if !ok {
+			return nil, fmt.Errorf("destination %s names no tag, and source %s is by digest", e.Destination, e.Source)
+		}
+		return []Item{{Request: withRefs(base, e.Source, tag.String()), Line: e.Line}}, nil
+	}
+	selected, err := selectTags(ctx, tl, e)
+	if err != nil {
+		if registry.StatusCode(err) == http.StatusNotFound {
+			return []Item{{Request: withRefs(base, e.Source, e.Destination), Line: e.Line, Status: Missing, Error: oneline.Error(err), ErrorType: string(service.KindSourceNotFound)}}, nil
+		}
+		return nil, err
+	}
+	items := make([]Item, len(selected))
+	for i, tag := range selected {
+		items[i] = Item{Request: withRefs(base, e.Source+":"+tag, e.Destination+":"+tag), Line: e.Line}
+	}
+	return items, nil
+}
+
+func selectTags(ctx context.Context, tl TagLister, e promofile.Entry) ([]string, error) {
+	if len(e.Tags.List) > 0 {
+		return e.Tags.Select(nil)
+	}
+	available, err := tl.ListTags(ctx, e.Source)
+	if err != nil {
+		return nil, fmt.Errorf("listing the tags of %s: %w", e.Source, err)
+	}
+	return e.Tags.Select(available)
+}
+
+func withRefs(r Request, src, dst string) Request {
+	r.SrcImageRef, r.DstImageRef = src, dst
+	return r
+}
+
+// parallel runs f on every item, at most n at once.
+func parallel(ctx context.Context, items []Item, n int, f func(context.Context, *Item)) {
+	sem := make(chan struct{}, max(1, n))
+	var wg sync.WaitGroup
+	for i := range items {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			f(ctx, &items[i])
+		}()
+	}
+	wg.Wait()
+}
