@@ -146,9 +146,13 @@ func TestSyncPromotesAFleet(t *testing.T) {
 	}
 
 	// The same again: all up to date, and not one pull.
-	before := front.Count(func(q testenv.Request) bool { return q.Method == http.MethodGet && strings.Contains(q.Path, "/manifests/") })
+	before := front.Count(func(q testenv.Request) bool {
+		return q.Method == http.MethodGet && strings.Contains(q.Path, "/manifests/")
+	})
 	again := parseSync(t, ocistow(t, e2e.kms.Env(), "sync", "-f", file, "-o", "json").mustSucceed(t))
-	after := front.Count(func(q testenv.Request) bool { return q.Method == http.MethodGet && strings.Contains(q.Path, "/manifests/") })
+	after := front.Count(func(q testenv.Request) bool {
+		return q.Method == http.MethodGet && strings.Contains(q.Path, "/manifests/")
+	})
 	if again.Summary.Statuses["up to date"] != 6 || again.Summary.SourcePulls != 0 || after != before {
 		t.Errorf("re-sync: %+v with %d manifest GETs at the source: want 6 up to date and none", again.Summary, after-before)
 	}
