@@ -29,6 +29,7 @@ const (
 	exitFailed     = 1 // the promotion or verification failed; the destination tag is as it was
 	exitInvalid    = 2 // bad flags, input or key, or -immutable refused: nothing was written
 	exitSignFailed = 3 // the copy succeeded but signing failed: the image is in place, unsigned
+	exitDeferred   = 4 // sync: nothing failed, but images were deferred for rate limits
 )
 
 const usageHead = `ocistow promotes a container image into your registry, stamps it with your

@@ -32,9 +32,15 @@ function's payload shape.
 
 -key and -aws-kms-key-arn sign the entries that name no key of their own.
 
+Registries that meter pulls (Docker Hub) say how many are left on every
+answer, HEADs included; when fewer than -min-pulls are left, images that need
+pulls are deferred to the next sync instead of failing, as are images the
+registry refuses with a Retry-After of more than a minute.
+
 Exit codes: 0 every image promoted or up to date; 1 some failed (source
 missing, refused, or failed: the others went on); 2 bad flags, an invalid
-promotion file or a key that cannot sign: nothing was written.
+promotion file or a key that cannot sign: nothing was written; 4 nothing
+failed but some images were deferred for rate limits.
 
 Flags:
 `
@@ -45,6 +51,7 @@ type syncOptions struct {
 	dryRun           bool
 	parallel         int
 	registryRequests int
+	minPulls         int
 	timeout          time.Duration
 }
 
@@ -60,6 +67,7 @@ func runSync(ctx context.Context, args []string, lookupEnv func(string) (string,
 	fs.BoolVar(&so.dryRun, "dry-run", false, "plan only: check every image with HEADs and tag lists, write nothing")
 	fs.IntVar(&so.parallel, "parallel", fleet.DefaultParallel, "images promoted at once")
 	fs.IntVar(&so.registryRequests, "registry-requests", fleet.DefaultRegistryRequests, "requests in flight to one registry at most, across all images")
+	fs.IntVar(&so.minPulls, "min-pulls", fleet.DefaultMinPulls, "defer images that need pulls from a registry whose rate-limit headers say fewer are left (0: never)")
 	fs.DurationVar(&so.timeout, "timeout", 0, "give up on the whole sync after this long (0: no limit)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), syncUsageHead)
@@ -74,8 +82,8 @@ func runSync(ctx context.Context, args []string, lookupEnv func(string) (string,
 	if so.file == "" {
 		return fail(stderr, exitInvalid, errors.New("sync needs a promotion file: -f FILE"))
 	}
-	if so.parallel < 1 || so.registryRequests < 1 {
-		return fail(stderr, exitInvalid, errors.New("-parallel and -registry-requests must be at least 1"))
+	if so.parallel < 1 || so.registryRequests < 1 || so.minPulls < 0 {
+		return fail(stderr, exitInvalid, errors.New("-parallel and -registry-requests must be at least 1, -min-pulls at least 0"))
 	}
 	entries, err := readPromotionFile(so.file)
 	if err != nil {
@@ -117,7 +125,7 @@ func runSync(ctx context.Context, args []string, lookupEnv func(string) (string,
 	if err != nil {
 		return fail(stderr, exitInvalid, fmt.Errorf("%s: %w", so.file, err))
 	}
-	fleet.Run(ctx, svc, items, signers, so.parallel, nil)
+	fleet.Run(ctx, svc, items, fleet.RunOptions{Keys: signers, Parallel: so.parallel, Pulls: o.Client(), MinPulls: so.minPulls})
 	return report(stdout, stderr, o.Output, items, false)
 }
 
@@ -139,8 +147,11 @@ func readPromotionFile(path string) ([]promofile.Entry, error) {
 func report(stdout, stderr io.Writer, output string, items []fleet.Item, plan bool) int {
 	sum := fleet.Summarize(items)
 	code := exitOK
-	if sum.Failures() > 0 {
+	switch {
+	case sum.Failures() > 0:
 		code = exitFailed
+	case sum.Deferred() > 0:
+		code = exitDeferred
 	}
 	switch {
 	case output == "json" && plan:

@@ -2,11 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/ocistow/ocistow/internal/testenv"
@@ -235,5 +238,82 @@ func TestSyncRefusesBadInput(t *testing.T) {
 			}
 			r.refused(t, tc.want, dst+"/x")
 		})
+	}
+}
+
+func TestSyncDefersWhenPullsRunOut(t *testing.T) {
+	pushTags(t, "fleet/limited", 500, "1", "2", "3", "4", "5")
+	dst := dstRepo(t, e2e.dst.Host)
+	// Tag 4 is promoted already: it needs no pull.
+	ocistow(t, nil, "-source", e2e.src.Host+"/fleet/limited:4", "-destination", dst+"/limited:4", "-sign=false").mustSucceed(t)
+
+	// A source that meters pulls as Docker Hub does: each manifest GET
+	// spends one, and every manifest answer, HEADs included, says how
+	// many are left.
+	front := testenv.NewFront(e2e.src.Host)
+	defer front.Close()
+	var left atomic.Int32
+	left.Store(4)
+	front.SetModify(func(resp *http.Response) error {
+		if !strings.Contains(resp.Request.URL.Path, "/manifests/") {
+			return nil
+		}
+		if resp.Request.Method == http.MethodGet && resp.StatusCode == http.StatusOK {
+			left.Add(-1)
+		}
+		resp.Header.Set("Ratelimit-Limit", "100;w=21600")
+		resp.Header.Set("Ratelimit-Remaining", fmt.Sprintf("%d;w=21600", left.Load()))
+		return nil
+	})
+	file := promotionFile(t, "defaults: {sign: false}\npromotions:\n  - source: SRC/fleet/limited\n    destination: DST/limited\n    tags: ['1', '2', '3', '4', '5']\n", front.Host, dst)
+	r := ocistow(t, nil, "sync", "-f", file, "-o", "json", "-parallel", "1", "-min-pulls", "2")
+	if r.code != exitDeferred {
+		t.Fatalf("exit %d, want %d (some deferred, none failed)\n%s\n%s", r.code, exitDeferred, r.stdout, r.stderr)
+	}
+	res := parseSync(t, r)
+	want := map[string]string{dst + "/limited:1": "promoted", dst + "/limited:2": "promoted", dst + "/limited:3": "promoted", dst + "/limited:4": "up to date", dst + "/limited:5": "deferred"}
+	if got := res.statuses(); !maps.Equal(got, want) {
+		t.Errorf("statuses %v, want %v", got, want)
+	}
+	if res.Summary.SourcePulls != 3 || left.Load() != 1 {
+		t.Errorf("%d pulls counted, %d left at the source: want 3 spent and 1 left", res.Summary.SourcePulls, left.Load())
+	}
+	for _, it := range res.Items {
+		if it.Status == "deferred" && !strings.Contains(it.Error, "1 pulls left") {
+			t.Errorf("deferred item says %q", it.Error)
+		}
+	}
+	if ts := tags(t, dst+"/limited", nil); slices.Contains(ts, "5") {
+		t.Errorf("the deferred image was written: %v", ts)
+	}
+}
+
+func TestLongRetryAfterDefers(t *testing.T) {
+	pushTags(t, "fleet/throttled", 600, "a", "b")
+	front := testenv.NewFront(e2e.src.Host)
+	defer front.Close()
+	b := get(t, e2e.src.Host+"/fleet/throttled:b", nil).Digest.String()
+	front.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || r.URL.Path != "/v2/fleet/throttled/manifests/b" && r.URL.Path != "/v2/fleet/throttled/manifests/"+b {
+			return false
+		}
+		w.Header().Set("Retry-After", "7200")
+		http.Error(w, `{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit"}]}`, http.StatusTooManyRequests)
+		return true
+	})
+	dst := dstRepo(t, e2e.dst.Host)
+	// A single promotion fails at once, saying when to come back.
+	one := ocistow(t, nil, "-source", front.Host+"/fleet/throttled:b", "-destination", dst+"/single:b", "-sign=false")
+	if line := one.errLine(t); one.code != exitFailed || !strings.Contains(line, "rate limiting") || !strings.Contains(line, "2h0m0s") {
+		t.Errorf("exit %d, line %q: want a failure saying the registry asks for 2h", one.code, line)
+	}
+	// A sync defers that image and promotes the other.
+	file := promotionFile(t, "defaults: {sign: false}\npromotions:\n  - source: SRC/fleet/throttled\n    destination: DST/fleet\n    tags: [a, b]\n", front.Host, dst)
+	r := ocistow(t, nil, "sync", "-f", file, "-o", "json")
+	if r.code != exitDeferred {
+		t.Fatalf("exit %d, want %d\n%s\n%s", r.code, exitDeferred, r.stdout, r.stderr)
+	}
+	if got := parseSync(t, r).statuses(); got[dst+"/fleet:a"] != "promoted" || got[dst+"/fleet:b"] != "deferred" {
+		t.Errorf("statuses %v", got)
 	}
 }

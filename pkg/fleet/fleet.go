@@ -26,6 +26,11 @@ const DefaultParallel = 4
 // during a sync, across all its images.
 const DefaultRegistryRequests = 16
 
+// DefaultMinPulls is how many pulls a registry that meters them must have
+// left for a sync to start an image that needs some: enough for an index
+// of eight platforms.
+const DefaultMinPulls = 10
+
 // Request is one single promotion, in the shape of the Lambda function's
 // payload (the original ocistow's SrcImageRef, DstImageRef and
 // Annotations, and the options a promotion file adds), so that any engine
@@ -48,8 +53,8 @@ type Request struct {
 type Status string
 
 // The statuses of an image. A plan says UpToDate, New, Moves, Missing,
-// Refused or Failed; a sync says UpToDate, Promoted, Missing, Refused or
-// Failed.
+// Refused or Failed; a sync says UpToDate, Promoted, Missing, Refused,
+// Failed or Deferred.
 const (
 	UpToDate Status = "up to date"
 	New      Status = "new"
@@ -58,6 +63,9 @@ const (
 	Missing  Status = "source missing"
 	Refused  Status = "refused (immutable)"
 	Failed   Status = "failed"
+	// Deferred: not started, or given up, because the source registry's
+	// pulls are (nearly) spent; the next sync picks it up.
+	Deferred Status = "deferred"
 )
 
 // Item is one image of a fleet: its request, and what a plan or a sync

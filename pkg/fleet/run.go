@@ -2,11 +2,15 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
+	"github.com/google/go-containerregistry/pkg/name"
+
 	"github.com/ocistow/ocistow/internal/oneline"
 	"github.com/ocistow/ocistow/pkg/keys"
+	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/service"
 )
 
@@ -64,18 +68,65 @@ func LoadKeys(ctx context.Context, items []Item, load func(context.Context, stri
 	return out, nil
 }
 
-// Run promotes every item that has no status yet, at most n at once,
-// through service.Promote (copy, then sign with the item's key), and calls
-// done as each settles. One item failing does not stop the others.
-func Run(ctx context.Context, svc service.Service, items []Item, keys map[string]*keys.Key, n int, done func(*Item)) {
-	parallel(ctx, items, n, func(ctx context.Context, it *Item) {
-		if it.Status == "" {
-			it.promote(ctx, svc, keys[it.Key])
+// RunOptions configure Run.
+type RunOptions struct {
+	// Keys are the signing keys the items name, as LoadKeys loaded them.
+	Keys map[string]*keys.Key
+	// Parallel is how many images are promoted at once.
+	Parallel int
+	// Pulls, when not nil, tells how many pulls a source registry has
+	// left (registry.Client remembers its rate-limit headers); an image
+	// that needs pulls is deferred when fewer than MinPulls are left.
+	Pulls    PullCounter
+	MinPulls int
+	// Done, when not nil, is called as each image settles.
+	Done func(*Item)
+}
+
+// PullCounter tells how many pulls a registry said it has left;
+// registry.Client is one.
+type PullCounter interface {
+	PullsRemaining(reg name.Registry) (int, bool)
+}
+
+// Run promotes every item that has no status yet, through service.Promote
+// (copy, then sign with the item's key). One item failing does not stop
+// the others. When a source registry has said that fewer than
+// opts.MinPulls pulls are left, an image is checked first (a HEAD, which
+// costs none) and deferred unless it is up to date.
+func Run(ctx context.Context, svc service.Service, items []Item, opts RunOptions) {
+	parallel(ctx, items, opts.Parallel, func(ctx context.Context, it *Item) {
+		if it.Status == "" && !it.deferred(ctx, svc, opts) {
+			it.promote(ctx, svc, opts.Keys[it.Key])
 		}
-		if done != nil {
-			done(it)
+		if opts.Done != nil {
+			opts.Done(it)
 		}
 	})
+}
+
+// deferred reports whether it was deferred because its source registry's
+// pulls are nearly spent and it would need some.
+func (it *Item) deferred(ctx context.Context, svc service.Service, opts RunOptions) bool {
+	if opts.Pulls == nil || opts.MinPulls <= 0 {
+		return false
+	}
+	src, err := name.ParseReference(it.SrcImageRef)
+	if err != nil {
+		return false
+	}
+	left, ok := opts.Pulls.PullsRemaining(src.Context().Registry)
+	if !ok || left >= opts.MinPulls {
+		return false
+	}
+	res, err := svc.Check(ctx, it.copyRequest())
+	if err != nil || res.UpToDate {
+		return false // the promotion reports the error, or costs no pull
+	}
+	it.Check = res
+	it.Status = Deferred
+	it.Error = fmt.Sprintf("%s has %d pulls left, fewer than the %d an image may need (-min-pulls): deferred to the next sync", src.Context().RegistryStr(), left, opts.MinPulls)
+	return true
 }
 
 func (it *Item) promote(ctx context.Context, svc service.Service, key *keys.Key) {
@@ -97,6 +148,12 @@ func (it *Item) promote(ctx context.Context, svc service.Service, key *keys.Key)
 // fail records err on it, with the status its kind implies.
 func (it *Item) fail(err error) {
 	it.Error, it.ErrorType = oneline.Error(err), string(service.KindOf(err))
+	var rl *registry.RateLimitError
+	switch {
+	case errors.As(err, &rl):
+		it.Status = Deferred
+		return
+	}
 	switch service.KindOf(err) {
 	case service.KindSourceNotFound:
 		it.Status = Missing
@@ -147,8 +204,11 @@ func (s Summary) Failures() int {
 	return s.Statuses[Missing] + s.Statuses[Refused] + s.Statuses[Failed]
 }
 
+// Deferred counts the images deferred for rate limits.
+func (s Summary) Deferred() int { return s.Statuses[Deferred] }
+
 // Order lists the statuses s counted, in a stable order.
 func (s Summary) Order() []Status {
-	order := []Status{Promoted, New, Moves, UpToDate, Missing, Refused, Failed}
+	order := []Status{Promoted, New, Moves, UpToDate, Deferred, Missing, Refused, Failed}
 	return slices.DeleteFunc(order, func(st Status) bool { return s.Statuses[st] == 0 })
 }

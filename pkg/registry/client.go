@@ -54,6 +54,7 @@ type Client struct {
 	tp        trace.TracerProvider
 	stall     time.Duration
 	limit     *hostLimit // nil: no cap
+	limits    *rateLimits
 }
 
 // DefaultStallTimeout is how long a response body may deliver nothing
@@ -121,6 +122,7 @@ func New(opts ...Option) *Client {
 		stall:    DefaultStallTimeout,
 		backoff:  DefaultBackoff(),
 		logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		limits:   &rateLimits{remaining: map[string]int{}},
 	}
 	for _, o := range opts {
 		o(c)
@@ -213,7 +215,7 @@ func (c *Client) RemoteOptions(ctx context.Context, wrap func(http.RoundTripper)
 		base = &limited{next: base, limit: c.limit}
 	}
 	var rt http.RoundTripper = &retryTransport{
-		next:    &debugLog{next: &manifestBody{next: &stallGuard{next: base, timeout: c.stall}}, logger: c.logger},
+		next:    &debugLog{next: &manifestBody{next: &stallGuard{next: &rateLimitWatch{next: base, limits: c.limits}, timeout: c.stall}}, logger: c.logger},
 		backoff: c.backoff,
 		logger:  c.logger,
 	}

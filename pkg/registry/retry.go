@@ -193,7 +193,13 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 		case retryStatus(resp.StatusCode):
 			if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
-				after = min(d, maxRetryAfter)
+				if d > maxRetryAfter {
+					// Hours, as Docker Hub asks when the pulls are
+					// spent: waiting helps no one.
+					resp.Body.Close()
+					return nil, &RateLimitError{Host: req.URL.Host, Status: resp.StatusCode, RetryAfter: d}
+				}
+				after = d
 			}
 		default:
 			return resp, nil
