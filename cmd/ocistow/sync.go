@@ -15,6 +15,7 @@ import (
 	"github.com/ocistow/ocistow/pkg/keys"
 	"github.com/ocistow/ocistow/pkg/promofile"
 	"github.com/ocistow/ocistow/pkg/tracing"
+	"golang.org/x/term"
 )
 
 const syncUsageHead = `ocistow sync promotes every image of a promotion file: copy, stamp and sign
@@ -53,6 +54,7 @@ type syncOptions struct {
 	registryRequests int
 	minPulls         int
 	timeout          time.Duration
+	quiet            bool
 }
 
 func runSync(ctx context.Context, args []string, lookupEnv func(string) (string, bool), getenv func(string) string, stdout, stderr io.Writer) int {
@@ -69,6 +71,7 @@ func runSync(ctx context.Context, args []string, lookupEnv func(string) (string,
 	fs.IntVar(&so.registryRequests, "registry-requests", fleet.DefaultRegistryRequests, "requests in flight to one registry at most, across all images")
 	fs.IntVar(&so.minPulls, "min-pulls", fleet.DefaultMinPulls, "defer images that need pulls from a registry whose rate-limit headers say fewer are left (0: never)")
 	fs.DurationVar(&so.timeout, "timeout", 0, "give up on the whole sync after this long (0: no limit)")
+	fs.BoolVar(&so.quiet, "quiet", false, "no progress lines (they show only when stderr is a terminal anyway)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), syncUsageHead)
 		fs.PrintDefaults()
@@ -102,7 +105,14 @@ func runSync(ctx context.Context, args []string, lookupEnv func(string) (string,
 		o.Settings.TracerProvider = tr.Provider
 	}
 	o.Settings.MaxRequestsPerRegistry = so.registryRequests
-	svc, _, err := o.Build(stderr)
+	var progress *imageProgress
+	logOut := stderr
+	if f, ok := stderr.(*os.File); ok && !so.quiet && !so.dryRun && term.IsTerminal(int(f.Fd())) {
+		// Sized once the images are known; until then logs go straight out.
+		progress = &imageProgress{out: stderr, done: true}
+		logOut = progress
+	}
+	svc, _, err := o.Build(logOut)
 	if err != nil {
 		return fail(stderr, exitInvalid, err)
 	}
@@ -125,7 +135,15 @@ func runSync(ctx context.Context, args []string, lookupEnv func(string) (string,
 	if err != nil {
 		return fail(stderr, exitInvalid, fmt.Errorf("%s: %w", so.file, err))
 	}
-	fleet.Run(ctx, svc, items, fleet.RunOptions{Keys: signers, Parallel: so.parallel, Pulls: o.Client(), MinPulls: so.minPulls})
+	opts := fleet.RunOptions{Keys: signers, Parallel: so.parallel, Pulls: o.Client(), MinPulls: so.minPulls}
+	if progress != nil {
+		progress.start(len(items))
+		opts.Started, opts.Done = progress.Started, progress.Done
+	}
+	fleet.Run(ctx, svc, items, opts)
+	if progress != nil {
+		progress.Finish()
+	}
 	return report(stdout, stderr, o.Output, items, false)
 }
 

@@ -3,14 +3,18 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/creack/pty"
 
 	"github.com/ocistow/ocistow/internal/testenv"
 )
@@ -315,5 +319,34 @@ func TestLongRetryAfterDefers(t *testing.T) {
 	}
 	if got := parseSync(t, r).statuses(); got[dst+"/fleet:a"] != "promoted" || got[dst+"/fleet:b"] != "deferred" {
 		t.Errorf("statuses %v", got)
+	}
+}
+
+func TestSyncShowsProgressOnATerminal(t *testing.T) {
+	pushTags(t, "fleet/shown", 700, "1", "2", "3")
+	dst := dstRepo(t, e2e.dst.Host)
+	file := promotionFile(t, "defaults: {sign: false}\npromotions:\n  - source: SRC/fleet/shown\n    destination: DST/shown\n    tags: ['1', '2', '3']\n", e2e.src.Host, dst)
+	cmd := exec.Command(e2e.bin, "sync", "-f", file)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "DOCKER_CONFIG=" + t.TempDir(), "TERM=xterm"}
+	tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	var out strings.Builder
+	_, _ = io.Copy(&out, tty) // until the process closes the terminal (EIO)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("sync on a terminal: %v\n%s", err, out.String())
+	}
+	screen := out.String()
+	for _, want := range []string{"images", "3/3", "3 promoted", "method=Copy", "3 images: 3 promoted"} {
+		if !strings.Contains(screen, want) {
+			t.Errorf("terminal output lacks %q:\n%s", want, screen)
+		}
+	}
+	// Piped, the same sync shows no progress lines, only the log lines.
+	piped := ocistow(t, nil, "sync", "-f", file)
+	if strings.Contains(piped.stderr, "images ") || strings.Contains(piped.stderr, "\x1b[") {
+		t.Errorf("piped stderr has progress lines:\n%q", piped.stderr)
 	}
 }

@@ -79,8 +79,9 @@ type RunOptions struct {
 	// that needs pulls is deferred when fewer than MinPulls are left.
 	Pulls    PullCounter
 	MinPulls int
-	// Done, when not nil, is called as each image settles.
-	Done func(*Item)
+	// Started and Done, when not nil, are called as each image starts
+	// and settles.
+	Started, Done func(*Item)
 }
 
 // PullCounter tells how many pulls a registry said it has left;
@@ -96,6 +97,9 @@ type PullCounter interface {
 // costs none) and deferred unless it is up to date.
 func Run(ctx context.Context, svc service.Service, items []Item, opts RunOptions) {
 	parallel(ctx, items, opts.Parallel, func(ctx context.Context, it *Item) {
+		if it.Status == "" && opts.Started != nil {
+			opts.Started(it)
+		}
 		if it.Status == "" && !it.deferred(ctx, svc, opts) {
 			it.promote(ctx, svc, opts.Keys[it.Key])
 		}
