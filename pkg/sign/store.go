@@ -40,6 +40,10 @@ const (
 	maxSignatures = 1000
 	// maxPayload bounds one payload's size.
 	maxPayload = 1 << 20
+	// maxPayloads bounds the payloads read from one .sig manifest
+	// together, so that memory does not grow with what a registry
+	// declares.
+	maxPayloads = 16 << 20
 )
 
 // SignatureTag is cosign's tag for the signatures of digest.
@@ -75,10 +79,19 @@ func (s *Store) readSignatures(ctx context.Context, tag name.Tag) (v1.Image, []s
 	if len(m.Layers) > maxSignatures {
 		return nil, nil, fmt.Errorf("%s holds %d signatures, over the %d cosign reads", tag, len(m.Layers), maxSignatures)
 	}
+	var total int64
+	for _, d := range m.Layers {
+		if d.MediaType == SimpleSigningMediaType && d.Size <= maxPayload {
+			total += d.Size
+		}
+	}
+	if total > maxPayloads {
+		return nil, nil, fmt.Errorf("%s declares %d bytes of signature payloads, over the %d-byte limit", tag, total, maxPayloads)
+	}
 	out := make([]stored, 0, len(m.Layers))
 	for _, d := range m.Layers {
-		if d.MediaType != SimpleSigningMediaType {
-			continue
+		if d.MediaType != SimpleSigningMediaType || d.Size > maxPayload {
+			continue // not a signature, or one no verifier reads
 		}
 		l, err := img.LayerByDigest(d.Digest)
 		if err != nil {
