@@ -134,7 +134,15 @@ func TestSyncPromotesAFleet(t *testing.T) {
 	}
 
 	// The sync.
+	pings := func() int {
+		return front.Count(func(q testenv.Request) bool { return q.Method == http.MethodGet && q.Path == "/v2/" })
+	}
+	pinged := pings()
 	r := ocistow(t, e2e.kms.Env(), "sync", "-f", file, "-o", "json", "-parallel", "3").mustSucceed(t)
+	// One ping (and token) per source repository, shared by its images.
+	if n := pings() - pinged; n > 4 {
+		t.Errorf("the sync pinged the source %d times for 6 images from 4 repositories", n)
+	}
 	res := parseSync(t, r)
 	if res.Summary.Images != 6 || res.Summary.Statuses["promoted"] != 6 || res.Summary.SignaturesAdded != 2 {
 		t.Errorf("sync summary %+v: want 6 promoted, 2 signatures (the tools entry signs)", res.Summary)

@@ -11,8 +11,9 @@ import (
 // pullMeter counts what registries that limit pulls count: GETs of the
 // source repository's manifests that the registry answered (HEADs are free
 // on Docker Hub, and blob GETs are not counted there). It watches the wire
-// because go-containerregistry fetches child manifests lazily, wherever an
-// image's layers are first asked for.
+// (as the registry.Observer of the promotion's context) because
+// go-containerregistry fetches child manifests lazily, wherever an image's
+// layers are first asked for.
 type pullMeter struct {
 	host, path string // the source registry, and /v2/<repo>/manifests/
 	n          atomic.Int64
@@ -22,14 +23,12 @@ func newPullMeter(src name.Repository) *pullMeter {
 	return &pullMeter{host: src.RegistryStr(), path: "/v2/" + src.RepositoryStr() + "/manifests/"}
 }
 
-func (m *pullMeter) wrap(next http.RoundTripper) http.RoundTripper {
-	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
-		resp, err := next.RoundTrip(req)
-		if err == nil && req.Method == http.MethodGet && resp.StatusCode < 300 && m.isSource(req) {
-			m.n.Add(1)
-		}
-		return resp, err
-	})
+// observe counts req when it is a pull the source served; it is the
+// registry.Observer of a promotion's requests.
+func (m *pullMeter) observe(req *http.Request, resp *http.Response) {
+	if req.Method == http.MethodGet && resp.StatusCode < 300 && m.isSource(req) {
+		m.n.Add(1)
+	}
 }
 
 func (m *pullMeter) isSource(req *http.Request) bool {
@@ -37,7 +36,3 @@ func (m *pullMeter) isSource(req *http.Request) bool {
 }
 
 func (m *pullMeter) pulls() int { return int(m.n.Load()) }
-
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -126,7 +126,7 @@ func Copy(ctx context.Context, c *registry.Client, req Request, opts ...Option) 
 	if err != nil {
 		return nil, err
 	}
-	res, err := p.run(ctx)
+	res, err := p.run(registry.WithObserver(ctx, p.meter.observe))
 	span.SetAttributes(
 		attribute.String("ocistow.source_digest", res.SourceDigest),
 		attribute.String("ocistow.destination_digest", res.DestinationDigest),
@@ -156,12 +156,11 @@ type promotion struct {
 
 func newPromotion(ctx context.Context, c *registry.Client, req Request, o options) (*promotion, error) {
 	meter := newPullMeter(req.Source.Context())
-	ropts := c.RemoteOptions(ctx, meter.wrap)
-	puller, err := remote.NewPuller(ropts...)
+	puller, err := c.Puller()
 	if err != nil {
 		return nil, err
 	}
-	pusher, err := remote.NewPusher(ropts...)
+	pusher, err := c.Pusher()
 	if err != nil {
 		return nil, err
 	}
@@ -257,7 +256,7 @@ func Check(ctx context.Context, c *registry.Client, req Request) (*State, error)
 		return nil, err
 	}
 	res := &Result{}
-	_, _, err = p.check(ctx, res)
+	_, _, err = p.check(registry.WithObserver(ctx, p.meter.observe), res)
 	st := &State{SourceDigest: res.SourceDigest, UpToDate: res.UpToDate, PreviousDigest: res.PreviousDigest, SourcePulls: p.meter.pulls()}
 	if res.UpToDate {
 		st.DestinationDigest = res.DestinationDigest

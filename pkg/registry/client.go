@@ -55,6 +55,7 @@ type Client struct {
 	stall     time.Duration
 	limit     *hostLimit // nil: no cap
 	limits    *rateLimits
+	shared    shared
 }
 
 // DefaultStallTimeout is how long a response body may deliver nothing
@@ -143,7 +144,11 @@ func (c *Client) ListTags(ctx context.Context, repository string) ([]string, err
 	if err != nil {
 		return nil, err
 	}
-	return remote.List(repo, c.RemoteOptions(ctx, nil)...)
+	p, err := c.Puller()
+	if err != nil {
+		return nil, err
+	}
+	return p.List(ctx, repo)
 }
 
 // ParseRepository parses s as a repository (no tag or digest), with the
@@ -194,10 +199,10 @@ func stripParsePrefix(err error) error {
 	return err
 }
 
-// RemoteOptions returns the go-containerregistry options for one operation
-// bound to ctx. wrap, if not nil, wraps the transport for this operation
-// only: ocistow uses it to count the pulls each promotion costs the source.
-func (c *Client) RemoteOptions(ctx context.Context, wrap func(http.RoundTripper) http.RoundTripper) []remote.Option {
+// RemoteOptions returns the go-containerregistry options for operations
+// bound to ctx, over the Client's transport (its retries, guards, logging
+// and tracing). Most callers want the shared Puller and Pusher instead.
+func (c *Client) RemoteOptions(ctx context.Context) []remote.Option {
 	base := c.base
 	if c.tp != nil {
 		// otelhttp records the whole URL; a pre-signed blob URL carries
@@ -215,12 +220,9 @@ func (c *Client) RemoteOptions(ctx context.Context, wrap func(http.RoundTripper)
 		base = &limited{next: base, limit: c.limit}
 	}
 	var rt http.RoundTripper = &retryTransport{
-		next:    &debugLog{next: &manifestBody{next: &stallGuard{next: &rateLimitWatch{next: base, limits: c.limits}, timeout: c.stall}}, logger: c.logger},
+		next:    &debugLog{next: &manifestBody{next: &stallGuard{next: &observe{next: &rateLimitWatch{next: base, limits: c.limits}}, timeout: c.stall}}, logger: c.logger},
 		backoff: c.backoff,
 		logger:  c.logger,
-	}
-	if wrap != nil {
-		rt = wrap(rt)
 	}
 	opts := []remote.Option{
 		remote.WithContext(ctx),

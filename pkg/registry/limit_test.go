@@ -42,7 +42,7 @@ func TestMaxRequestsPerRegistry(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			ref, _ := name.ParseReference(host + "/repo:" + string(rune('a'+i)))
-			_, _ = remote.Head(ref, c.RemoteOptions(t.Context(), nil)...)
+			_, _ = remote.Head(ref, c.RemoteOptions(t.Context())...)
 		}()
 	}
 	// Let requests pile up (without the cap all twelve would reach the

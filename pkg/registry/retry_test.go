@@ -89,7 +89,7 @@ func TestRetrySleepEndsWithTheContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancelledAt := cancelAfterFirst(t, first)
-	_, err = remote.Get(ref, c.RemoteOptions(ctx, nil)...)
+	_, err = remote.Get(ref, c.RemoteOptions(ctx)...)
 	returned := time.Now()
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want the context's error", err)
@@ -163,7 +163,7 @@ func TestRetriesDoNotMultiply(t *testing.T) {
 	calls := 0
 	err := c.Retry(t.Context(), func(ctx context.Context, _ int) error {
 		calls++
-		_, err := remote.Head(ref, c.RemoteOptions(ctx, nil)...)
+		_, err := remote.Head(ref, c.RemoteOptions(ctx)...)
 		return err
 	})
 	if StatusCode(err) != http.StatusBadGateway {
@@ -193,7 +193,7 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 	})
 	c := testClient(WithRetryBackoff(fastBackoff))
 	ref, _ := c.ParseReference(strings.TrimPrefix(srv.URL, "http://") + "/repo:tag")
-	_, err := remote.Head(ref, c.RemoteOptions(t.Context(), nil)...)
+	_, err := remote.Head(ref, c.RemoteOptions(t.Context())...)
 	if StatusCode(err) != http.StatusNotFound {
 		t.Fatalf("err = %v, want the 404 of the retried request", err)
 	}
@@ -272,7 +272,7 @@ func TestManifestBodyCutIsRetried(t *testing.T) {
 			defer close(release)
 			c := testClient(WithRetryBackoff(fastBackoff), WithStallTimeout(200*time.Millisecond))
 			ref, _ := c.ParseReference(strings.TrimPrefix(srv.URL, "http://") + "/repo:tag")
-			desc, err := remote.Get(ref, c.RemoteOptions(t.Context(), nil)...)
+			desc, err := remote.Get(ref, c.RemoteOptions(t.Context())...)
 			if err != nil {
 				t.Fatalf("a manifest cut mid-body was not retried: %v", err)
 			}

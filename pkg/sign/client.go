@@ -24,12 +24,11 @@ type Store struct {
 // NewStore returns a Store that talks to registries through rc, for
 // requests bound to ctx.
 func NewStore(ctx context.Context, rc *registry.Client) (*Store, error) {
-	opts := rc.RemoteOptions(ctx, nil)
-	puller, err := remote.NewPuller(opts...)
+	puller, err := rc.Puller()
 	if err != nil {
 		return nil, fmt.Errorf("registry client: %w", err)
 	}
-	pusher, err := remote.NewPusher(opts...)
+	pusher, err := rc.Pusher()
 	if err != nil {
 		return nil, fmt.Errorf("registry client: %w", err)
 	}
