@@ -171,6 +171,9 @@ func parallel(ctx context.Context, items []Item, n int, f func(context.Context, 
 	sem := make(chan struct{}, max(1, n))
 	var wg sync.WaitGroup
 	for i := range items {
+		if ctx.Err() != nil {
+			break
+		}
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():

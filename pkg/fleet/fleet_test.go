@@ -1,6 +1,7 @@
 package fleet_test
 
 import (
+	"context"
 	"io"
 	"log"
 	"net/http/httptest"
@@ -82,5 +83,17 @@ promotions:
 	s := fleet.Summarize(items)
 	if s.Statuses[fleet.Promoted] != 3 || s.Failures() != 1 || s.BytesCopied == 0 || s.SourcePulls != 3 || done.Load() != 4 {
 		t.Errorf("run: %+v, %d done", s, done.Load())
+	}
+}
+
+func TestItemsATimeoutKeptFromStartingFail(t *testing.T) {
+	items := []fleet.Item{{Request: fleet.Request{SrcImageRef: "a/b:1", DstImageRef: "c/d:1"}}, {Request: fleet.Request{SrcImageRef: "a/b:2", DstImageRef: "c/d:2"}}}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	fleet.Run(ctx, service.New(registry.New()), items, fleet.RunOptions{Parallel: 1})
+	for _, it := range items {
+		if it.Status != fleet.Failed || it.ErrorType != string(service.KindTimeout) || !strings.Contains(it.Error, "not started") {
+			t.Errorf("item %+v: want failed, Timeout, not started", it)
+		}
 	}
 }

@@ -49,6 +49,7 @@ func Plan(ctx context.Context, svc service.Service, items []Item, n int) {
 			it.Status = New
 		}
 	})
+	notStarted(ctx, items)
 }
 
 // LoadKeys loads, once each, the signing keys the items name, before
@@ -107,6 +108,20 @@ func Run(ctx context.Context, svc service.Service, items []Item, opts RunOptions
 			opts.Done(it)
 		}
 	})
+	notStarted(ctx, items)
+}
+
+// notStarted marks the items a cancelled or expired ctx kept from
+// starting.
+func notStarted(ctx context.Context, items []Item) {
+	if ctx.Err() == nil {
+		return
+	}
+	for i := range items {
+		if items[i].Status == "" {
+			items[i].fail(&service.Error{Kind: service.KindTimeout, Err: fmt.Errorf("not started: %w", ctx.Err())})
+		}
+	}
 }
 
 // deferred reports whether it was deferred because its source registry's
