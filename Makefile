@@ -1,12 +1,15 @@
 # ocistow. `make demo` runs the whole job on this machine; `make test` runs
-# the tests. Both need only Go (and gcc for -race): the registries, KMS,
-# cosign and the Lambda emulator are built from pinned modules under tools/.
+# the tests. Both need Go (and gcc for -race): the registries, KMS, cosign
+# and the Lambda emulator are built from pinned modules under tools/; the
+# tests also need Node.js and npm for the pinned Step Functions engine
+# (tools/stepfunctions).
 GO ?= go
 
 STACK ?= ocistow
 MEMORY ?= 1024
 TIMEOUT ?= 900
 TRACING ?= PassThrough
+MAX_CONCURRENCY ?= 8
 
 .PHONY: build demo test vet fmt-check clean lambda deploy bench fuzz chaos
 
@@ -59,7 +62,7 @@ deploy: lambda
 		--output-template-file dist/packaged.yaml
 	aws cloudformation deploy --template-file dist/packaged.yaml --stack-name $(STACK) --capabilities CAPABILITY_IAM \
 		--parameter-overrides KmsKeyArn=$(AWS_KMS_KEY_ARN) DestinationRepositories=$(REPOSITORIES) \
-		MemorySize=$(MEMORY) Timeout=$(TIMEOUT) Tracing=$(TRACING)
+		MemorySize=$(MEMORY) Timeout=$(TIMEOUT) Tracing=$(TRACING) MaxConcurrency=$(MAX_CONCURRENCY)
 	aws cloudformation describe-stacks --stack-name $(STACK) --query 'Stacks[0].Outputs' --output table
 
 # The reliability scenarios at full scale (CI runs them smaller), printing their figures.

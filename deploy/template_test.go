@@ -22,7 +22,10 @@ import (
 // every Resource with sample parameters, and allows only what the function
 // needs: KMS signing on the KmsKeyArn parameter's key, an ECR token, ECR pull
 // and push on the DestinationRepositories parameter's repositories, writes to
-// the function's own log group, and X-Ray writes only when tracing is on.
+// the function's own log group, and X-Ray writes only when tracing is on; and
+// for the role of the Step Functions state machine (the role its RoleArn
+// names, which only states.amazonaws.com may assume) lambda:InvokeFunction on
+// the function's own ARN and nothing else.
 // Anything it cannot read (an unknown resource type or property, an
 // intrinsic function in an Action, a value it cannot evaluate) is a problem
 // too: the checker fails closed.
@@ -138,12 +141,22 @@ type statement struct {
 	where  string
 	s      map[string]any
 	assume map[string]bool
+	// role is whose policy it is: roleFunction or roleStateMachine.
+	role string
 }
+
+// Who a role is for, by what names it: the function's Role, or a state
+// machine's RoleArn. A role nothing names is held to the function's rules.
+const (
+	roleFunction     = "function"
+	roleStateMachine = "state machine"
+)
 
 // checker holds a parsed template and what it found.
 type checker struct {
 	tpl        map[string]any
-	params     map[string]any // string or []string, by parameter name
+	roles      map[string]string // role resource name -> roleFunction or roleStateMachine
+	params     map[string]any    // string or []string, by parameter name
 	paramDefs  map[string]map[string]any
 	resources  map[string]map[string]any
 	conditions map[string]any
@@ -184,7 +197,83 @@ func newChecker(tpl map[string]any) *checker {
 		}
 		c.resources[name] = rm
 	}
+	c.readRoles()
 	return c
+}
+
+// readRoles finds whose each role is: the role a function's Role names, or
+// the one a state machine's RoleArn names (Fn::GetAtt [ROLE, Arn]). A role
+// both name, or a RoleArn the checker cannot read, is a problem.
+func (c *checker) readRoles() {
+	c.roles = map[string]string{}
+	for _, name := range sortedKeys(c.resources) {
+		r := c.resources[name]
+		props, _ := r["Properties"].(map[string]any)
+		var prop, kind string
+		switch r["Type"] {
+		case "AWS::Lambda::Function":
+			prop, kind = "Role", roleFunction
+		case "AWS::StepFunctions::StateMachine":
+			prop, kind = "RoleArn", roleStateMachine
+		default:
+			continue
+		}
+		role, ok := roleOf(props[prop])
+		if !ok || c.resources[role]["Type"] != "AWS::IAM::Role" {
+			c.problem("Resources."+name+"."+prop, "%v is not Fn::GetAtt [ROLE, Arn] of a role of the template", props[prop])
+			continue
+		}
+		if was, ok := c.roles[role]; ok && was != kind {
+			c.problem("Resources."+role, "role of both a function and a state machine")
+		}
+		c.roles[role] = kind
+	}
+}
+
+// roleOf reads Fn::GetAtt [ROLE, Arn].
+func roleOf(v any) (string, bool) {
+	m, ok := v.(map[string]any)
+	if !ok || len(m) != 1 {
+		return "", false
+	}
+	var args []any
+	switch a := m["Fn::GetAtt"].(type) {
+	case []any:
+		args = a
+	case string:
+		r, attr, _ := strings.Cut(a, ".")
+		args = []any{r, attr}
+	}
+	if len(args) != 2 || args[1] != "Arn" {
+		return "", false
+	}
+	name, ok := args[0].(string)
+	return name, ok
+}
+
+// roleKind is whose the role name is.
+func (c *checker) roleKind(name string) string {
+	if k, ok := c.roles[name]; ok {
+		return k
+	}
+	return roleFunction
+}
+
+// policyRole is whose a policy attached to roles (Refs to role resources)
+// is: the state machine's when every role it names is, else the function's.
+func (c *checker) policyRole(roles any) string {
+	list, _ := roles.([]any)
+	if len(list) == 0 {
+		return roleFunction
+	}
+	for _, r := range list {
+		m, _ := r.(map[string]any)
+		name, _ := m["Ref"].(string)
+		if c.roleKind(name) != roleStateMachine {
+			return roleFunction
+		}
+	}
+	return roleStateMachine
 }
 
 func (c *checker) readParameters() {
@@ -241,10 +330,17 @@ func (c *checker) checkResource(name string, r map[string]any) {
 	switch typ {
 	case "AWS::Logs::LogGroup", "AWS::Lambda::Function":
 		// Carry no policy.
+	case "AWS::StepFunctions::StateMachine":
+		// Carries no policy; its role (RoleArn) is checked as a role. No
+		// logging or tracing configuration, which would need permissions
+		// the checker does not grant it.
+		c.onlyKeys(where+".Properties", props, "StateMachineType", "StateMachineName", "RoleArn",
+			"DefinitionS3Location", "DefinitionSubstitutions", "Tags")
 	case "AWS::IAM::Role":
+		role := c.roleKind(name)
 		c.onlyKeys(where+".Properties", props, "AssumeRolePolicyDocument", "Policies", "ManagedPolicyArns",
 			"Description", "Path", "RoleName", "MaxSessionDuration", "PermissionsBoundary", "Tags")
-		c.checkTrust(where+".AssumeRolePolicyDocument", props["AssumeRolePolicyDocument"])
+		c.checkTrust(where+".AssumeRolePolicyDocument", props["AssumeRolePolicyDocument"], role)
 		if p, ok := props["Policies"]; ok {
 			c.forEach(where+".Policies", p, assume, func(w string, item any, a map[string]bool) {
 				pm, ok := item.(map[string]any)
@@ -253,7 +349,7 @@ func (c *checker) checkResource(name string, r map[string]any) {
 					return
 				}
 				c.onlyKeys(w, pm, "PolicyName", "PolicyDocument")
-				c.identityDocument(w+".PolicyDocument", pm["PolicyDocument"], a)
+				c.identityDocument(w+".PolicyDocument", pm["PolicyDocument"], a, role)
 			})
 		}
 		if p, ok := props["ManagedPolicyArns"]; ok {
@@ -262,7 +358,11 @@ func (c *checker) checkResource(name string, r map[string]any) {
 	case "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy":
 		c.onlyKeys(where+".Properties", props, "PolicyDocument", "PolicyName", "ManagedPolicyName",
 			"Description", "Path", "Roles", "RoleName", "Users", "Groups")
-		c.identityDocument(where+".PolicyDocument", props["PolicyDocument"], assume)
+		role := c.policyRole(props["Roles"])
+		if props["RoleName"] != nil {
+			role = roleFunction
+		}
+		c.identityDocument(where+".PolicyDocument", props["PolicyDocument"], assume, role)
 	case "AWS::KMS::Key":
 		c.resourceDocument(where+".KeyPolicy", props["KeyPolicy"], "kms", assume)
 	case "AWS::ECR::Repository":
@@ -382,7 +482,7 @@ func (c *checker) statements(where string, doc any, assume map[string]bool) []st
 					if sid, ok := sm["Sid"].(string); ok {
 						ib.where += " (" + sid + ")"
 					}
-					out = append(out, statement{ib.where, sm, ib.assume})
+					out = append(out, statement{where: ib.where, s: sm, assume: ib.assume})
 				}
 			}
 		}
@@ -509,6 +609,33 @@ func (c *checker) rules() map[string]rule {
 	}
 }
 
+// stateMachineRules are what a state machine's role may be granted:
+// invoking the function, by its own ARN (no wildcard, version or alias).
+func (c *checker) stateMachineRules() map[string]rule {
+	fn := c.functionArn()
+	return map[string]rule{
+		"lambda:invokefunction": {on: func(r string) bool { return r == fn }, onWhat: "the function's own ARN " + fn},
+	}
+}
+
+// functionArn is the ARN of the template's one function.
+func (c *checker) functionArn() string {
+	var fns []string
+	for name, r := range c.resources {
+		if r["Type"] == "AWS::Lambda::Function" {
+			fns = append(fns, name)
+		}
+	}
+	if len(fns) != 1 {
+		return "(want exactly one function, found " + strconv.Itoa(len(fns)) + ")"
+	}
+	v, err := c.getAtt(fns[0], "Arn")
+	if err != nil {
+		return fmt.Sprintf("(cannot tell the function's ARN: %v)", err)
+	}
+	return fmt.Sprint(v)
+}
+
 // functionLogGroup is the name of the log group the function logs to: its
 // LoggingConfig's, or Lambda's default.
 func (c *checker) functionLogGroup() string {
@@ -536,8 +663,11 @@ func (c *checker) functionLogGroup() string {
 	return s
 }
 
-func (c *checker) identityDocument(where string, doc any, assume map[string]bool) {
+func (c *checker) identityDocument(where string, doc any, assume map[string]bool, role string) {
 	rules := c.rules()
+	if role == roleStateMachine {
+		rules = c.stateMachineRules()
+	}
 	stmts := c.statements(where, doc, assume)
 	guards := c.guards(stmts)
 	for _, st := range stmts {
@@ -566,6 +696,7 @@ func (c *checker) identityDocument(where string, doc any, assume map[string]bool
 		if !ok {
 			continue
 		}
+		st.role = role
 		c.allows = append(c.allows, st)
 		for _, a := range actions {
 			if strings.ContainsAny(a, "*?") {
@@ -574,7 +705,7 @@ func (c *checker) identityDocument(where string, doc any, assume map[string]bool
 			}
 			r, ok := rules[strings.ToLower(a)]
 			if !ok {
-				c.problem(st.where, "%s is not an action the function needs", a)
+				c.problem(st.where, "%s is not an action the %s needs", a, role)
 				continue
 			}
 			for _, res := range resources {
@@ -757,11 +888,16 @@ func (c *checker) managedPolicyArn(where string, v any, _ map[string]bool) {
 	}
 }
 
-// checkTrust allows only Lambda to assume the role.
-func (c *checker) checkTrust(where string, doc any) {
+// checkTrust allows only Lambda to assume the function's role, and only
+// Step Functions the state machine's.
+func (c *checker) checkTrust(where string, doc any, role string) {
 	if doc == nil {
 		c.problem(where, "missing")
 		return
+	}
+	service := "lambda.amazonaws.com"
+	if role == roleStateMachine {
+		service = "states.amazonaws.com"
 	}
 	for _, st := range c.statements(where, doc, nil) {
 		c.onlyKeys(st.where, st.s, "Sid", "Effect", "Principal", "Action", "Condition")
@@ -769,8 +905,8 @@ func (c *checker) checkTrust(where string, doc any) {
 			continue
 		}
 		p, _ := st.s["Principal"].(map[string]any)
-		if len(p) != 1 || !slices.Equal(asStrings(p["Service"]), []string{"lambda.amazonaws.com"}) {
-			c.problem(st.where, "Principal %v: only lambda.amazonaws.com may assume the role", st.s["Principal"])
+		if len(p) != 1 || !slices.Equal(asStrings(p["Service"]), []string{service}) {
+			c.problem(st.where, "Principal %v: only %s may assume the %s's role", st.s["Principal"], service, role)
 		}
 		if a, ok := c.actions(st); ok && !slices.Equal(a, []string{"sts:AssumeRole"}) {
 			c.problem(st.where, "Action %v: want sts:AssumeRole", a)
@@ -1009,6 +1145,16 @@ func (c *checker) getAtt(res, attr string) (any, error) {
 		}
 		// A log group's Arn attribute ends in ":*".
 		return fmt.Sprintf("arn:%s:logs:%s:%s:log-group:%v:*", samplePartition, sampleRegion, sampleAccount, name), nil
+	case r["Type"] == "AWS::Lambda::Function" && attr == "Arn":
+		props, _ := r["Properties"].(map[string]any)
+		name, err := c.eval(props["FunctionName"], nil)
+		if err != nil {
+			return nil, fmt.Errorf("the function's name: %w", err)
+		}
+		if _, ok := name.(string); !ok {
+			return nil, fmt.Errorf("the function's name %v", name)
+		}
+		return fmt.Sprintf("arn:%s:lambda:%s:%s:function:%v", samplePartition, sampleRegion, sampleAccount, name), nil
 	}
 	return nil, fmt.Errorf("Fn::GetAtt %s.%s: the checker does not evaluate it", res, attr)
 }
@@ -1128,7 +1274,7 @@ func TestRoleIsLeastPrivilege(t *testing.T) {
 	for _, tracing := range ck.tracingValues() {
 		granted := map[string][]string{} // action -> resources
 		for _, st := range allows {
-			if !ck.applies(st, map[string]any{"Tracing": tracing}) {
+			if st.role != roleFunction || !ck.applies(st, map[string]any{"Tracing": tracing}) {
 				continue
 			}
 			res, _ := ck.resourcesOf(st)
@@ -1164,6 +1310,110 @@ func TestRoleIsLeastPrivilege(t *testing.T) {
 			t.Errorf("Tracing=PassThrough grants X-Ray")
 		}
 	}
+	// The state machine's role invokes the function, and only that.
+	var invoke []string
+	for _, st := range allows {
+		if st.role != roleStateMachine {
+			continue
+		}
+		res, _ := ck.resourcesOf(st)
+		acts, _ := ck.actions(st)
+		for _, a := range acts {
+			if strings.EqualFold(a, "lambda:InvokeFunction") {
+				invoke = append(invoke, res...)
+			}
+		}
+	}
+	if fn := "arn:aws:lambda:us-east-1:111111111111:function:ocistow"; !slices.Equal(invoke, []string{fn}) {
+		t.Errorf("the state machine's role may invoke %v, want %s alone", invoke, fn)
+	}
+	if ck.roles["StateMachineRole"] != roleStateMachine || ck.roles["Role"] != roleFunction {
+		t.Errorf("roles %v: want Role the function's and StateMachineRole the state machine's", ck.roles)
+	}
+}
+
+// The state machine: its definition is deploy/statemachine.asl.json, every
+// placeholder in it is substituted, every Task invokes the function, and
+// the Map state promotes at most MaxConcurrency at once, retrying what may
+// pass and catching every error per item.
+func TestStateMachineShape(t *testing.T) {
+	tpl := loadTemplate(t)
+	sm := m(m(m(tpl["Resources"])["StateMachine"])["Properties"])
+	if sm["DefinitionS3Location"] != "statemachine.asl.json" || sm["StateMachineType"] != "STANDARD" {
+		t.Fatalf("state machine %v: want DefinitionS3Location statemachine.asl.json (packaged next to the template), STANDARD", sm)
+	}
+	if r, _ := roleOf(sm["RoleArn"]); r != "StateMachineRole" {
+		t.Errorf("RoleArn %v: want the StateMachineRole", sm["RoleArn"])
+	}
+	subs := m(sm["DefinitionSubstitutions"])
+	if fn, _ := roleOf(subs["FunctionArn"]); fn != "Function" || m(subs["MaxConcurrency"])["Ref"] != "MaxConcurrency" {
+		t.Errorf("substitutions %v: want FunctionArn the function's ARN and MaxConcurrency the parameter", subs)
+	}
+	if p := m(m(tpl["Parameters"])["MaxConcurrency"]); p["MinValue"] != 1 || p["MaxValue"] == nil {
+		t.Errorf("MaxConcurrency parameter %v: want bounded, at least 1", p)
+	}
+	raw, err := os.ReadFile("statemachine.asl.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ph := range regexp.MustCompile(`\$\{([^}]*)\}`).FindAllStringSubmatch(string(raw), -1) {
+		if _, ok := subs[ph[1]]; !ok {
+			t.Errorf("the definition's ${%s} has no substitution", ph[1])
+		}
+	}
+	var def map[string]any
+	if err := json.Unmarshal(raw, &def); err != nil {
+		t.Fatalf("statemachine.asl.json: %v", err)
+	}
+	states := m(def["States"])
+	promote := m(states["Promote"])
+	if promote["Type"] != "Map" || promote["ItemsPath"] != "$.Plan.Items" || promote["MaxConcurrencyPath"] == nil {
+		t.Fatalf("Promote state %v: want a Map over $.Plan.Items with a MaxConcurrencyPath", promote)
+	}
+	image := m(m(m(promote["ItemProcessor"])["States"])["PromoteImage"])
+	var tasks int
+	var walk func(map[string]any)
+	walk = func(states map[string]any) {
+		for name, st := range states {
+			st := m(st)
+			if st["Type"] == "Task" {
+				tasks++
+				if st["Resource"] != "${FunctionArn}" {
+					t.Errorf("Task %s invokes %v, not the function", name, st["Resource"])
+				}
+			}
+			if p := m(st["ItemProcessor"]); p != nil {
+				walk(m(p["States"]))
+			}
+		}
+	}
+	walk(states)
+	if tasks != 3 {
+		t.Errorf("%d Task states, want 3 (plan, promote, summarize)", tasks)
+	}
+	retried := map[string]bool{}
+	for _, r := range asList(image["Retry"]) {
+		if b, _ := m(r)["BackoffRate"].(float64); b <= 1 {
+			t.Errorf("retrier %v: want a backoff", r)
+		}
+		for _, e := range asStrings(m(r)["ErrorEquals"]) {
+			retried[e] = true
+		}
+	}
+	for _, e := range []string{"CopyFailed", "SourceFailed", "SigningFailed", "Timeout"} {
+		if !retried[e] {
+			t.Errorf("PromoteImage does not retry %s", e)
+		}
+	}
+	for _, e := range []string{"SourceNotFound", "InvalidRequest", "Unauthorized", "TagImmutable"} {
+		if retried[e] {
+			t.Errorf("PromoteImage retries %s, which no retry fixes", e)
+		}
+	}
+	catch := asList(image["Catch"])
+	if len(catch) != 1 || !slices.Equal(asStrings(m(catch[0])["ErrorEquals"]), []string{"States.ALL"}) || m(catch[0])["ResultPath"] != "$.Error" {
+		t.Errorf("PromoteImage Catch %v: want every error caught into $.Error, so that one image does not fail the Map", catch)
+	}
 }
 
 // baseTemplate is a small template the checker accepts; the self-tests add
@@ -1191,6 +1441,29 @@ Resources:
       Role: !GetAtt Role.Arn
       LoggingConfig:
         LogGroup: !Ref LogGroup
+  StateMachineRole:
+    Type: AWS::IAM::Role
+    Properties:
+      AssumeRolePolicyDocument:
+        Version: "2012-10-17"
+        Statement:
+          - Effect: Allow
+            Principal: {Service: states.amazonaws.com}
+            Action: sts:AssumeRole
+      Policies:
+        - PolicyName: fanout
+          PolicyDocument:
+            Version: "2012-10-17"
+            Statement:
+              - Effect: Allow
+                Action: lambda:InvokeFunction
+                Resource: !GetAtt Function.Arn
+  StateMachine:
+    Type: AWS::StepFunctions::StateMachine
+    Properties:
+      RoleArn: !GetAtt StateMachineRole.Arn
+      DefinitionS3Location: statemachine.asl.json
+      DefinitionSubstitutions: {FunctionArn: !GetAtt Function.Arn}
   Role:
     Type: AWS::IAM::Role
     Properties:
@@ -1489,7 +1762,90 @@ func violations() []violation {
         Version: "2012-10-17"
         Statement: [{Effect: Allow, Principal: {AWS: "*"}, Action: sts:AssumeRole}]
 `,
-			want: "only lambda.amazonaws.com may assume the role",
+			want: "only lambda.amazonaws.com may assume the function's role",
+		},
+	}
+}
+
+// stateMachinePolicy renders an AWS::IAM::Policy on the state machine's
+// role with one statement.
+func stateMachinePolicy(statement string) string {
+	return `  Extra:
+    Type: AWS::IAM::Policy
+    Properties:
+      PolicyName: extra
+      Roles: [!Ref StateMachineRole]
+      PolicyDocument:
+        Version: "2012-10-17"
+        Statement:
+          - ` + statement + "\n"
+}
+
+func stateMachineViolations() []violation {
+	return []violation{
+		{
+			name:      "a wildcard lambda:InvokeFunction for the state machine",
+			resources: stateMachinePolicy(`{Effect: Allow, Action: lambda:InvokeFunction, Resource: "*"}`),
+			want:      "lambda:InvokeFunction on *: only on the function's own ARN arn:aws:lambda:us-east-1:111111111111:function:ocistow",
+		},
+		{
+			name:      "lambda:InvokeFunction on every function of the account",
+			resources: stateMachinePolicy(`{Effect: Allow, Action: lambda:InvokeFunction, Resource: !Sub "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:*"}`),
+			want:      "lambda:InvokeFunction on arn:aws:lambda:us-east-1:111111111111:function:*",
+		},
+		{
+			name:      "lambda:InvokeFunction on a version or alias of the function",
+			resources: stateMachinePolicy(`{Effect: Allow, Action: lambda:InvokeFunction, Resource: !Sub "${Function.Arn}:*"}`),
+			want:      "lambda:InvokeFunction on arn:aws:lambda:us-east-1:111111111111:function:ocistow:*",
+		},
+		{
+			name:      "lambda:* for the state machine",
+			resources: stateMachinePolicy(`{Effect: Allow, Action: "lambda:*", Resource: !GetAtt Function.Arn}`),
+			want:      "wildcard action lambda:*",
+		},
+		{
+			name:      "the state machine's role signing",
+			resources: stateMachinePolicy(`{Effect: Allow, Action: kms:Sign, Resource: !Ref KmsKeyArn}`),
+			want:      "kms:Sign is not an action the state machine needs",
+		},
+		{
+			name:       "the function invoking itself",
+			statements: stmt("Effect: Allow", "Action: lambda:InvokeFunction", "Resource: !GetAtt Function.Arn"),
+			want:       "lambda:InvokeFunction is not an action the function needs",
+		},
+		{
+			name: "a state machine role that Lambda may assume",
+			resources: `  Extra:
+    Type: AWS::IAM::Role
+    Properties:
+      AssumeRolePolicyDocument:
+        Version: "2012-10-17"
+        Statement: [{Effect: Allow, Principal: {Service: lambda.amazonaws.com}, Action: sts:AssumeRole}]
+  ExtraMachine:
+    Type: AWS::StepFunctions::StateMachine
+    Properties:
+      RoleArn: !GetAtt Extra.Arn
+`,
+			want: "only states.amazonaws.com may assume the state machine's role",
+		},
+		{
+			name: "a state machine whose role the checker cannot tell",
+			resources: `  ExtraMachine:
+    Type: AWS::StepFunctions::StateMachine
+    Properties:
+      RoleArn: arn:aws:iam::111111111111:role/admin
+`,
+			want: "is not Fn::GetAtt [ROLE, Arn] of a role of the template",
+		},
+		{
+			name: "a state machine that logs (its role would need logs permissions)",
+			resources: `  ExtraMachine:
+    Type: AWS::StepFunctions::StateMachine
+    Properties:
+      RoleArn: !GetAtt StateMachineRole.Arn
+      LoggingConfiguration: {Level: ALL}
+`,
+			want: `unknown key "LoggingConfiguration"`,
 		},
 	}
 }
@@ -1497,7 +1853,7 @@ func violations() []violation {
 // The checker must catch what it exists to catch, read from YAML as the
 // real template is.
 func TestLeastPrivilegeCheckerCatchesGrants(t *testing.T) {
-	for _, tc := range violations() {
+	for _, tc := range append(violations(), stateMachineViolations()...) {
 		t.Run(tc.name, func(t *testing.T) {
 			problems := checkYAML(t, withViolation(tc.statements, tc.resources))
 			if len(problems) == 0 {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"time"
@@ -32,9 +33,13 @@ import (
 // signing key, and the settings read at init. It holds nothing about any
 // one invocation.
 type handler struct {
-	svc     service.Service
-	opts    app.Options
-	key     *keys.Key
+	svc    service.Service
+	client *registry.Client
+	opts   app.Options
+	key    *keys.Key
+	// keyRef is the signing key's reference ("" when the function does
+	// not sign): a payload's Key must name it.
+	keyRef  string
 	logger  *slog.Logger
 	tracing *tracing.Tracing
 	tracer  trace.Tracer
@@ -85,13 +90,15 @@ func newHandler(ctx context.Context, lookupEnv func(string) (string, bool), logO
 	if err != nil {
 		return nil, err
 	}
+	h.keyRef = keyRef
 	h.opts.Settings.InsecureRegistries, h.opts.Settings.ECRRegistries = h.opts.Insecure, h.opts.ECR
 	level := slog.LevelInfo
 	if h.opts.Settings.Debug {
 		level = slog.LevelDebug
 	}
 	h.logger = slog.New(requestIDHandler{slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: level})})
-	h.svc = app.NewService(h.opts.Settings, h.logger)
+	h.client = app.NewClient(h.opts.Settings, h.logger)
+	h.svc = app.ServiceFor(h.client, h.opts.Settings, h.logger)
 	if keyRef != "" {
 		kopts := h.opts.KeyOptions(lookupEnv)
 		kopts.AWSLoadOptions = app.KeyLoadOptions(h.opts.Settings, h.logger)
@@ -102,9 +109,10 @@ func newHandler(ctx context.Context, lookupEnv func(string) (string, bool), logO
 	return h, nil
 }
 
-// Invoke implements lambda.Handler: it decodes the payload strictly, runs
-// the promotion before the function's deadline, and returns the result
-// object, or a function error with a stable errorType.
+// Invoke implements lambda.Handler: it decodes the payload strictly and,
+// by its shape, runs the promotion, plans the promotion file or sums up a
+// fan-out's results, before the function's deadline; it returns the
+// result object, or a function error with a stable errorType.
 func (h *handler) Invoke(ctx context.Context, raw []byte) (out []byte, err error) {
 	defer func() {
 		// Never a stack trace in a response: a panic is a bug, reported as
@@ -118,19 +126,15 @@ func (h *handler) Invoke(ctx context.Context, raw []byte) (out []byte, err error
 	if err != nil {
 		return nil, invokeError(service.KindInvalidRequest, err)
 	}
-	req := h.opts.PromoteRequest(h.key)
-	req.Source, req.Destination = p.SrcImageRef, p.DstImageRef
-	// Annotations from the environment are defaults; the payload's win.
-	req.Annotations = maps.Clone(h.opts.Annotations)
-	if req.Annotations == nil {
-		req.Annotations = map[string]string{}
-	}
-	maps.Copy(req.Annotations, p.Annotations)
-	if req.Copy && p.SrcImageRef == "" {
-		return nil, invokeError(service.KindInvalidRequest, errors.New("SrcImageRef is required"))
-	}
-	if p.DstImageRef == "" {
-		return nil, invokeError(service.KindInvalidRequest, errors.New("DstImageRef is required"))
+	mode, _ := p.Mode() // Decode checked it
+	var req service.PromoteRequest
+	switch mode {
+	case lambdapayload.Summarize:
+		return json.Marshal(summarize(p.Plan, p.Results))
+	case lambdapayload.Promote:
+		if req, err = h.promoteRequest(p); err != nil {
+			return nil, invokeError(service.KindInvalidRequest, err)
+		}
 	}
 
 	// The invocation's span joins the trace Lambda started for it (the
@@ -149,12 +153,20 @@ func (h *handler) Invoke(ctx context.Context, raw []byte) (out []byte, err error
 
 	wctx, cancel, margin := workContext(ctx)
 	defer cancel()
-	res, err := service.Promote(wctx, h.svc, req)
+	var res any
+	if mode == lambdapayload.Plan {
+		res, err = h.plan(wctx, *p.PromotionFile)
+	} else {
+		res, err = service.Promote(wctx, h.svc, req)
+	}
 	if err != nil {
 		if wctx.Err() != nil && ctx.Err() == nil {
 			var cs *service.CopySucceededError
-			if errors.As(err, &cs) {
+			switch {
+			case errors.As(err, &cs):
 				return nil, invokeError(service.KindTimeout, fmt.Errorf("signing cancelled %s before the function's timeout: %w", margin, err))
+			case mode == lambdapayload.Plan:
+				return nil, invokeError(service.KindTimeout, fmt.Errorf("plan cancelled %s before the function's timeout: %w", margin, err))
 			}
 			return nil, invokeError(service.KindTimeout, fmt.Errorf("cancelled %s before the function's timeout; the destination tag was not moved: %w", margin, err))
 		}
@@ -165,6 +177,60 @@ func (h *handler) Invoke(ctx context.Context, raw []byte) (out []byte, err error
 		return nil, invokeError(kind, err)
 	}
 	return json.Marshal(res)
+}
+
+// promoteRequest is the promotion p asks for, on top of the function's
+// configuration: the payload's annotations, manifest annotations and
+// labels win over the environment's, key by key; its platforms replace the
+// environment's; Immutable adds to IMMUTABLE; Sign, when present, says
+// whether to sign, and a Key must name the function's own key.
+func (h *handler) promoteRequest(p lambdapayload.Payload) (service.PromoteRequest, error) {
+	req := h.opts.PromoteRequest(h.key)
+	req.Source, req.Destination = p.SrcImageRef, p.DstImageRef
+	req.Annotations = merged(h.opts.Annotations, p.Annotations)
+	req.ManifestAnnotations = merged(h.opts.ManifestAnnotations, p.ManifestAnnotations)
+	req.Labels = merged(h.opts.Labels, p.Labels)
+	if len(p.Platforms) > 0 {
+		req.Platforms = p.Platforms
+	}
+	req.Immutable = req.Immutable || p.Immutable
+	if p.Sign != nil {
+		req.Sign = *p.Sign
+	}
+	wantsKey := p.Key != "" && (p.Sign == nil || *p.Sign)
+	switch {
+	case (req.Sign || wantsKey) && h.key == nil:
+		return req, errors.New("this function does not sign (SIGN=false): send \"Sign\": false, or configure its key")
+	case req.Sign && p.Key != "" && normalKey(p.Key) != normalKey(h.keyRef):
+		return req, fmt.Errorf("Key %q: this function signs with %s", p.Key, h.keyRef)
+	case !req.Copy && !req.Sign:
+		return req, errors.New("nothing to do: the function does not copy (COPY=false) and the payload says \"Sign\": false")
+	case req.Copy && p.SrcImageRef == "":
+		return req, errors.New("SrcImageRef is required")
+	case p.DstImageRef == "":
+		return req, errors.New("DstImageRef is required")
+	}
+	return req, nil
+}
+
+// merged returns defaults with over's keys on top, never nil.
+func merged(defaults, over map[string]string) map[string]string {
+	out := maps.Clone(defaults)
+	if out == nil {
+		out = map[string]string{}
+	}
+	maps.Copy(out, over)
+	return out
+}
+
+// normalKey is a key reference in one spelling: a KMS key as an
+// awskms:// reference (alias/NAME is awskms:///alias/NAME), a file as a
+// clean path.
+func normalKey(ref string) string {
+	if r, ok := keys.KMSReference(ref); ok {
+		return r
+	}
+	return filepath.Clean(ref)
 }
 
 // workContext returns a context that ends a margin before the invocation's

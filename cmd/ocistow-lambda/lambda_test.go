@@ -24,6 +24,7 @@ import (
 // Interface Emulator, against real registries and local-kms.
 var e2e struct {
 	bootstrap   string
+	ocistow     string // the CLI, for the plans of ocistow sync
 	bed         *testenv.Bed
 	cosign      string
 	trustedRoot string
@@ -49,6 +50,9 @@ func testMain(m *testing.M) (int, error) {
 	}
 	defer os.RemoveAll(dir)
 	if e2e.bootstrap, err = testenv.BuildBootstrap(dir); err != nil {
+		return 1, err
+	}
+	if e2e.ocistow, err = buildCLI(dir); err != nil {
 		return 1, err
 	}
 	if e2e.bed, err = testenv.StartBed(ctx, dir); err != nil {

@@ -4,8 +4,12 @@
 //
 //	{"SrcImageRef": "busybox", "DstImageRef": "111111111111.dkr.ecr.us-east-1.amazonaws.com/demo", "Annotations": {"team": "foo"}}
 //
-// and configured by the function's environment with the CLI's variable
-// names (AWS_KMS_KEY_ARN, COPY, SIGN, DEBUG, AWS_XRAY, JOBS, …). Build it
+// (with, optionally, the other fields of a single-promotion request:
+// ManifestAnnotations, Labels, Platforms, Immutable, Sign, Key), or
+// {"PromotionFile": "…"} to plan a promotion file as ocistow sync -dry-run
+// does, and configured by the function's environment with the CLI's
+// variable names (AWS_KMS_KEY_ARN, COPY, SIGN, DEBUG, AWS_XRAY, JOBS, …).
+// deploy/statemachine.asl.json fans a plan out over it. Build it
 // for the provided.al2023 runtime as an executable named bootstrap:
 //
 //	GOOS=linux GOARCH=arm64 CGO_ENABLED=0 go build -tags lambda.norpc -trimpath -ldflags=-s -o bootstrap ./cmd/ocistow-lambda
