@@ -7,11 +7,13 @@
 // scenario signs), and any failure to set a scenario up ends the run with
 // an error. Scenario 0 measures the programs themselves: binary size,
 // package initialisation (GODEBUG=inittrace=1) and peak RSS of printing
-// their version.
+// their version. Scenarios 8 to 11 sync fleets of small multi-platform
+// images (fleet.go) with ocistow sync, regsync and skopeo sync.
 //
 //	make bench                       # defaults: 12 x 256 MiB layers, 5 runs
 //	go run ./internal/bench -layers 6 -layer-mib 128 -runs 3
 //	go run ./internal/bench -scenarios 0 -compare a6cd58e   # program figures, also of ocistow at a6cd58e
+//	go run ./internal/bench -scenarios 8,9,10,11 -fleet 20,50  # the fleet scenarios alone
 //
 // It prints tables of medians, writes bench/results/results.csv,
 // bench/results/programs.csv and bench/results/chart.svg, and rewrites the
@@ -54,6 +56,7 @@ type config struct {
 	layers, layerMiB, runs, small int
 	out, docs, compare            string
 	scenarios                     map[int]bool
+	fleet                         []int // fleet sizes of scenarios 8 to 11
 }
 
 // measurement is one run of one tool in one scenario.
@@ -65,6 +68,8 @@ type measurement struct {
 	uploaded       int64
 	requests       int // to the destination
 	srcRequests    int // to the source
+	pulls          int // manifest GETs at the source: metered pulls
+	images         int // images a fleet run synced (0: not a fleet)
 	ok             bool
 	note           string
 }
@@ -85,14 +90,15 @@ type bench struct {
 
 func main() {
 	var c config
-	var scen string
+	var scen, fleetSizes string
 	flag.IntVar(&c.layers, "layers", 12, "layers of the large image")
 	flag.IntVar(&c.layerMiB, "layer-mib", 256, "MiB per layer (incompressible)")
 	flag.IntVar(&c.runs, "runs", 5, "runs per tool and scenario, interleaved")
 	flag.IntVar(&c.small, "small", 50, "small multi-platform images in scenario 5")
 	flag.StringVar(&c.out, "out", "bench/results", "where CSV and SVG go")
 	flag.StringVar(&c.docs, "docs", "docs/BENCHMARKS.md", "the document whose generated section is rewritten ('' for none)")
-	flag.StringVar(&scen, "scenarios", "0,1,2,3,4,5,6,7", "scenarios to run (0: the programs themselves)")
+	flag.StringVar(&scen, "scenarios", "0,1,2,3,4,5,6,7,8,9,10,11", "scenarios to run (0: the programs themselves; 8-11: fleets)")
+	flag.StringVar(&fleetSizes, "fleet", "20,50", "images per fleet in scenarios 8 to 11")
 	flag.StringVar(&c.compare, "compare", "", "a git revision whose ocistow scenario 0 measures too")
 	flag.Parse()
 	c.scenarios = map[int]bool{}
@@ -103,6 +109,16 @@ func main() {
 			os.Exit(2)
 		}
 		c.scenarios[n] = true
+	}
+	for _, s := range strings.Split(fleetSizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "bench: bad -fleet: %q is not a number of images\n", s)
+			os.Exit(2)
+		}
+		if !slices.Contains(c.fleet, n) {
+			c.fleet = append(c.fleet, n)
+		}
 	}
 	if err := run(context.Background(), c); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -197,6 +213,9 @@ func run(ctx context.Context, c config) error {
 			return err
 		}
 	}
+	if err := b.fleets(ctx); err != nil {
+		return err
+	}
 	return b.report()
 }
 
@@ -212,7 +231,7 @@ func (b *bench) setupTools() error {
 		return fmt.Errorf("building ocistow: %v\n%s", err, out)
 	}
 	b.tools["ocistow"] = ocistow
-	for _, t := range []string{"crane", "regctl", "cosign", "aws-lambda-rie"} {
+	for _, t := range []string{"crane", "regctl", "regsync", "cosign", "aws-lambda-rie"} {
 		p, err := testenv.Tool(t)
 		if err != nil {
 			return err
@@ -396,7 +415,13 @@ func (b *bench) mark(d *destination) counts {
 
 // count fills in m's requests and upload since c.
 func (b *bench) count(m *measurement, d *destination, c counts) {
-	m.srcRequests = len(b.srcFront.Requests()[c.src:])
+	src := b.srcFront.Requests()[c.src:]
+	m.srcRequests = len(src)
+	for _, r := range src {
+		if isManifestGet(r) {
+			m.pulls++
+		}
+	}
 	m.requests, m.uploaded = tally(d.front.Requests()[c.dst:])
 }
 
@@ -454,7 +479,7 @@ func (b *bench) copyOnce(ctx context.Context, scenario, tool string, run int, sr
 }
 
 func logRun(m measurement) {
-	log("%-22s %-14s run %d: %6.2fs wall %6.2fs cpu %6.1f MiB rss %s up %4d+%d req %v %s", m.scenario, m.tool, m.run, m.wall.Seconds(), m.cpu.Seconds(), float64(m.rssBytes)/(1<<20), human(m.uploaded), m.srcRequests, m.requests, okWord(m.ok), m.note)
+	log("%-22s %-14s run %d: %6.2fs wall %6.2fs cpu %6.1f MiB rss %s up %4d+%d req %d pulls %v %s", m.scenario, m.tool, m.run, m.wall.Seconds(), m.cpu.Seconds(), float64(m.rssBytes)/(1<<20), human(m.uploaded), m.srcRequests, m.requests, m.pulls, okWord(m.ok), m.note)
 }
 
 func okWord(ok bool) string {
@@ -850,7 +875,8 @@ type summary struct {
 	wallMin, wallMax     time.Duration
 	rss, uploaded        int64
 	requests, runs, fail int
-	srcRequests          int
+	srcRequests, pulls   int
+	images               int // images per run of a fleet scenario (0: not a fleet)
 	note                 string
 }
 
@@ -881,14 +907,20 @@ func (b *bench) summaries() []summary {
 		}
 		groups[k] = append(groups[k], m)
 	}
-	slices.SortStableFunc(order, func(a, c key) int { return strings.Compare(a.s, c.s) })
+	slices.SortStableFunc(order, func(a, c key) int {
+		if n, m := scenarioNumber(a.s), scenarioNumber(c.s); n != m {
+			return n - m
+		}
+		return strings.Compare(a.s, c.s)
+	})
 	var out []summary
 	for _, k := range order {
 		ms := groups[k]
 		var walls, cpus []time.Duration
-		var rss, up, req, srcReq []int64
+		var rss, up, req, srcReq, pulls []int64
 		s := summary{scenario: k.s, tool: k.t, runs: len(ms)}
 		for _, m := range ms {
+			s.images = max(s.images, m.images)
 			if !m.ok {
 				s.fail++
 				s.note = m.note
@@ -896,7 +928,7 @@ func (b *bench) summaries() []summary {
 			}
 			walls, cpus = append(walls, m.wall), append(cpus, m.cpu)
 			rss, up, req = append(rss, m.rssBytes), append(up, m.uploaded), append(req, int64(m.requests))
-			srcReq = append(srcReq, int64(m.srcRequests))
+			srcReq, pulls = append(srcReq, int64(m.srcRequests)), append(pulls, int64(m.pulls))
 			if s.note == "" {
 				s.note = m.note
 			}
@@ -905,7 +937,7 @@ func (b *bench) summaries() []summary {
 		if len(walls) > 0 {
 			s.wallMin, s.wallMax = slices.Min(walls), slices.Max(walls)
 		}
-		s.rss, s.uploaded, s.requests, s.srcRequests = medianInt(rss), medianInt(up), int(medianInt(req)), int(medianInt(srcReq))
+		s.rss, s.uploaded, s.requests, s.srcRequests, s.pulls = medianInt(rss), medianInt(up), int(medianInt(req)), int(medianInt(srcReq)), int(medianInt(pulls))
 		out = append(out, s)
 	}
 	return out
@@ -915,12 +947,14 @@ func (b *bench) report() error {
 	sums := b.summaries()
 	// Ratios to the best peer (not ocistow) of each scenario.
 	best := map[string]time.Duration{}
+	bestPeer := map[string]summary{}
 	for _, s := range sums {
 		if s.tool == "ocistow" || strings.HasPrefix(s.tool, "ocistow") || s.wall == 0 {
 			continue
 		}
 		if cur, ok := best[s.scenario]; !ok || s.wall < cur {
 			best[s.scenario] = s.wall
+			bestPeer[s.scenario] = s
 		}
 	}
 	var table strings.Builder
@@ -935,16 +969,40 @@ func (b *bench) report() error {
 		}
 		table.WriteString("\n")
 	}
-	fmt.Fprintf(&table, "| scenario | tool | wall (median, min-max) | vs best peer | CPU | peak RSS | uploaded | requests (source + destination) | runs ok | note |\n")
-	fmt.Fprintf(&table, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
-	for _, s := range sums {
-		ratio := "-"
+	ratio := func(s summary) string {
 		if bp, ok := best[s.scenario]; ok && bp > 0 && s.wall > 0 {
-			ratio = fmt.Sprintf("%.2fx", s.wall.Seconds()/bp.Seconds())
+			return fmt.Sprintf("%.2fx", s.wall.Seconds()/bp.Seconds())
 		}
-		fmt.Fprintf(&table, "| %s | %s | %.2fs (%.2f-%.2f) | %s | %.2fs | %.1f MiB | %s | %d + %d | %d/%d | %s |\n",
-			s.scenario, s.tool, s.wall.Seconds(), s.wallMin.Seconds(), s.wallMax.Seconds(), ratio, s.cpu.Seconds(),
+		return "-"
+	}
+	var rows, fleetRows strings.Builder
+	for _, s := range sums {
+		if s.images > 0 {
+			fmt.Fprintf(&fleetRows, "| %s | %s | %.2fs (%.2f-%.2f) | %s | %.2fs | %.1f MiB | %s | %d + %d | %s / %s | %d | %d/%d | %s |\n",
+				s.scenario, s.tool, s.wall.Seconds(), s.wallMin.Seconds(), s.wallMax.Seconds(), ratio(s), s.cpu.Seconds(),
+				float64(s.rss)/(1<<20), human(s.uploaded), s.srcRequests, s.requests, perImage(s.srcRequests, s.images), perImage(s.requests, s.images),
+				s.pulls, s.runs-s.fail, s.runs, s.note)
+			continue
+		}
+		fmt.Fprintf(&rows, "| %s | %s | %.2fs (%.2f-%.2f) | %s | %.2fs | %.1f MiB | %s | %d + %d | %d/%d | %s |\n",
+			s.scenario, s.tool, s.wall.Seconds(), s.wallMin.Seconds(), s.wallMax.Seconds(), ratio(s), s.cpu.Seconds(),
 			float64(s.rss)/(1<<20), human(s.uploaded), s.srcRequests, s.requests, s.runs-s.fail, s.runs, s.note)
+	}
+	if rows.Len() > 0 {
+		fmt.Fprintf(&table, "| scenario | tool | wall (median, min-max) | vs best peer | CPU | peak RSS | uploaded | requests (source + destination) | runs ok | note |\n")
+		fmt.Fprintf(&table, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		table.WriteString(rows.String())
+	}
+	if fleetRows.Len() > 0 {
+		if table.Len() > 0 {
+			table.WriteString("\n")
+		}
+		fmt.Fprintf(&table, "| fleet scenario | tool | wall (median, min-max) | vs best peer | CPU | peak RSS | uploaded | requests (source + destination) | per image (source / destination) | metered pulls (source manifest GETs) | runs ok | note |\n")
+		fmt.Fprintf(&table, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		table.WriteString(fleetRows.String())
+		if t := fleetTargets(sums, bestPeer); t != "" {
+			table.WriteString("\n" + t)
+		}
 	}
 	fmt.Println(table.String())
 
@@ -956,10 +1014,11 @@ func (b *bench) report() error {
 		return err
 	}
 	w := csv.NewWriter(f)
-	_ = w.Write([]string{"scenario", "tool", "run", "wall_s", "cpu_s", "peak_rss_bytes", "uploaded_bytes", "requests", "source_requests", "ok", "note"})
+	_ = w.Write([]string{"scenario", "tool", "run", "wall_s", "cpu_s", "peak_rss_bytes", "uploaded_bytes", "requests", "source_requests", "source_manifest_gets", "images", "ok", "note"})
 	for _, m := range b.results {
 		_ = w.Write([]string{m.scenario, m.tool, strconv.Itoa(m.run), fmt.Sprintf("%.3f", m.wall.Seconds()), fmt.Sprintf("%.3f", m.cpu.Seconds()),
-			strconv.FormatInt(m.rssBytes, 10), strconv.FormatInt(m.uploaded, 10), strconv.Itoa(m.requests), strconv.Itoa(m.srcRequests), strconv.FormatBool(m.ok), m.note})
+			strconv.FormatInt(m.rssBytes, 10), strconv.FormatInt(m.uploaded, 10), strconv.Itoa(m.requests), strconv.Itoa(m.srcRequests),
+			strconv.Itoa(m.pulls), strconv.Itoa(m.images), strconv.FormatBool(m.ok), m.note})
 	}
 	w.Flush()
 	if err := errors.Join(w.Error(), f.Close()); err != nil {
@@ -1015,9 +1074,17 @@ func (b *bench) updateDocs(table string) error {
 			}
 		}
 	}
-	gen := fmt.Sprintf("%s\n\nMeasured %s on %d CPUs (%s), %s/%s, with `go run ./internal/bench %s` (%d x %d MiB layers, %d runs, %d small images).\n\n%s\n![wall, CPU and peak RSS per tool and scenario](benchmarks.svg)\n%s",
+	fleets := ""
+	if b.cfg.scenarios[8] || b.cfg.scenarios[9] || b.cfg.scenarios[10] || b.cfg.scenarios[11] {
+		sizes := make([]string, len(b.cfg.fleet))
+		for i, n := range b.cfg.fleet {
+			sizes[i] = strconv.Itoa(n)
+		}
+		fleets = ", fleets of " + strings.Join(sizes, " and ") + " images"
+	}
+	gen := fmt.Sprintf("%s\n\nMeasured %s on %d CPUs (%s), %s/%s, with `go run ./internal/bench %s` (%d x %d MiB layers, %d runs, %d small images%s).\n\n%s\n![wall, CPU and peak RSS per tool and scenario](benchmarks.svg)\n%s",
 		beginMark, time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), strings.TrimSpace(cpu), runtime.GOOS, runtime.GOARCH,
-		strings.Join(os.Args[1:], " "), b.cfg.layers, b.cfg.layerMiB, b.cfg.runs, b.cfg.small, table, endMark)
+		strings.Join(os.Args[1:], " "), b.cfg.layers, b.cfg.layerMiB, b.cfg.runs, b.cfg.small, fleets, table, endMark)
 	out := append(append(append([]byte{}, doc[:i]...), gen...), doc[j+len(endMark):]...)
 	return os.WriteFile(b.cfg.docs, out, 0o644)
 }
@@ -1035,7 +1102,7 @@ func chart(sums []summary) string {
 		{"CPU time", func(s summary) float64 { return s.cpu.Seconds() }, "s"},
 		{"peak RSS", func(s summary) float64 { return float64(s.rss) / (1 << 20) }, "MiB"},
 	}
-	colors := map[string]string{"ocistow": "#2b8a3e", "ocistow+sign": "#69db7c", "ocistow-lambda": "#2b8a3e", "crane": "#1971c2", "regctl": "#e8590c", "skopeo": "#862e9c", "crane+cosign": "#1971c2"}
+	colors := map[string]string{"ocistow": "#2b8a3e", "ocistow+sign": "#69db7c", "ocistow-lambda": "#2b8a3e", "crane": "#1971c2", "regctl": "#e8590c", "regsync": "#e8590c", "skopeo": "#862e9c", "crane+cosign": "#1971c2"}
 	const rowH, left, barW = 16, 330, 360
 	panelH := len(sums)*rowH + 40
 	var sb strings.Builder
@@ -1069,4 +1136,15 @@ func chart(sums []summary) string {
 
 func esc(s string) string {
 	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
+
+// scenarioNumber is the number a scenario's name starts with, so that
+// scenario 10 sorts after 9.
+func scenarioNumber(s string) int {
+	num, _, _ := strings.Cut(s, " ")
+	n, err := strconv.Atoi(num)
+	if err != nil {
+		return math.MaxInt32
+	}
+	return n
 }

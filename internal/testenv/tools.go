@@ -38,6 +38,8 @@ func lookupTool(name string) (tool, bool) {
 		return tool{"crane", "github.com/google/go-containerregistry/cmd/crane"}, true
 	case "regctl":
 		return tool{"regctl", "github.com/regclient/regclient/cmd/regctl"}, true
+	case "regsync":
+		return tool{"regsync", "github.com/regclient/regclient/cmd/regsync"}, true
 	}
 	return tool{}, false
 }
@@ -63,7 +65,7 @@ func Root() (string, error) {
 }
 
 // Tool returns the path of the pinned tool name (registry, local-kms,
-// cosign, aws-lambda-rie, and the benchmark's peers crane and regctl), building it into bin/ first when bin/ lacks it or
+// cosign, aws-lambda-rie, and the benchmark's peers crane, regctl and regsync), building it into bin/ first when bin/ lacks it or
 // holds a build of other pins. It fails, never skips, when the build fails.
 func Tool(name string) (string, error) {
 	t, ok := lookupTool(name)
