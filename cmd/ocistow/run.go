@@ -138,14 +138,11 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return fail(stderr, exitInvalid, err)
 	}
 	defer stopProfiles()
-	tr, err := tracing.New(ctx, tracing.Enabled(o.XRay, getenv), "ocistow", app.Version)
+	tr, err := startTracing(ctx, &o, o.XRay, getenv)
 	if err != nil {
 		return fail(stderr, exitInvalid, err)
 	}
 	defer flush(tr)
-	if tracing.Enabled(o.XRay, getenv) {
-		o.Settings.TracerProvider = tr.Provider
-	}
 	logOut := stderr
 	if f, ok := stderr.(*os.File); ok && !o.Quiet && term.IsTerminal(int(f.Fd())) {
 		bars := newBarProgress(stderr)
@@ -227,14 +224,11 @@ func runVerify(ctx context.Context, args []string, lookupEnv func(string) (strin
 	if ref == "" {
 		return fail(stderr, exitInvalid, errors.New("verify needs a key: give -key or -aws-kms-key-arn"))
 	}
-	tr, err := tracing.New(ctx, tracing.Enabled(false, getenv), "ocistow", app.Version)
+	tr, err := startTracing(ctx, &o, false, getenv)
 	if err != nil {
 		return fail(stderr, exitInvalid, err)
 	}
 	defer flush(tr)
-	if tracing.Enabled(false, getenv) {
-		o.Settings.TracerProvider = tr.Provider
-	}
 	svc, _, err := o.Build(stderr)
 	if err != nil {
 		return fail(stderr, exitInvalid, err)
@@ -301,6 +295,20 @@ func isSet(fs *flag.FlagSet, name string) bool {
 	set := false
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
+}
+
+// startTracing sets tracing up as -aws-xray (xray) and the OTEL_*
+// variables ask, and gives o's Settings its tracer provider when it is on.
+func startTracing(ctx context.Context, o *app.Options, xray bool, getenv func(string) string) (*tracing.Tracing, error) {
+	on := tracing.Enabled(xray, getenv)
+	tr, err := tracing.New(ctx, on, "ocistow", app.Version)
+	if err != nil {
+		return nil, err
+	}
+	if on {
+		o.Settings.TracerProvider = tr.Provider
+	}
+	return tr, nil
 }
 
 // flush exports the spans still buffered, for at most five seconds.

@@ -14,7 +14,6 @@ import (
 	"github.com/ocistow/ocistow/pkg/fleet"
 	"github.com/ocistow/ocistow/pkg/keys"
 	"github.com/ocistow/ocistow/pkg/promofile"
-	"github.com/ocistow/ocistow/pkg/tracing"
 	"golang.org/x/term"
 )
 
@@ -96,14 +95,11 @@ func runSync(ctx context.Context, args []string, lookupEnv func(string) (string,
 	if err != nil {
 		return fail(stderr, exitInvalid, err)
 	}
-	tr, err := tracing.New(ctx, tracing.Enabled(false, getenv), "ocistow", app.Version)
+	tr, err := startTracing(ctx, &o, false, getenv)
 	if err != nil {
 		return fail(stderr, exitInvalid, err)
 	}
 	defer flush(tr)
-	if tracing.Enabled(false, getenv) {
-		o.Settings.TracerProvider = tr.Provider
-	}
 	o.Settings.MaxRequestsPerRegistry = so.registryRequests
 	var progress *imageProgress
 	logOut := stderr
