@@ -122,7 +122,7 @@ func Copy(ctx context.Context, c *registry.Client, req Request, opts ...Option) 
 	))
 	defer span.End()
 
-	p, err := newPromotion(ctx, c, req, o)
+	p, err := newPromotion(c, req, o)
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +154,7 @@ type promotion struct {
 	fetched *remote.Descriptor
 }
 
-func newPromotion(ctx context.Context, c *registry.Client, req Request, o options) (*promotion, error) {
+func newPromotion(c *registry.Client, req Request, o options) (*promotion, error) {
 	meter := newPullMeter(req.Source.Context())
 	puller, err := c.Puller()
 	if err != nil {
@@ -251,7 +251,7 @@ type State struct {
 // before deciding whether anything needs doing. A plan of many promotions
 // is made of Checks.
 func Check(ctx context.Context, c *registry.Client, req Request) (*State, error) {
-	p, err := newPromotion(ctx, c, req, makeOptions(nil))
+	p, err := newPromotion(c, req, makeOptions(nil))
 	if err != nil {
 		return nil, err
 	}
