@@ -1034,12 +1034,9 @@ func (c *checker) evalFn(fn string, arg any, assume map[string]bool) (any, error
 		}
 		return c.sub(tmpl, vars, assume)
 	case "Fn::Join":
-		if len(args) != 2 {
-			return nil, fmt.Errorf("Fn::Join %v", arg)
-		}
-		delim, ok := args[0].(string)
-		if !ok {
-			return nil, fmt.Errorf("Fn::Join delimiter %v: CloudFormation takes no function there, only a literal string", args[0])
+		delim, err := delimited(fn, arg, args)
+		if err != nil {
+			return nil, err
 		}
 		list, err := c.eval(args[1], assume)
 		if err != nil {
@@ -1051,12 +1048,9 @@ func (c *checker) evalFn(fn string, arg any, assume map[string]bool) (any, error
 		}
 		return strings.Join(parts, delim), nil
 	case "Fn::Split":
-		if len(args) != 2 {
-			return nil, fmt.Errorf("Fn::Split %v", arg)
-		}
-		delim, ok := args[0].(string)
-		if !ok {
-			return nil, fmt.Errorf("Fn::Split delimiter %v: CloudFormation takes no function there, only a literal string", args[0])
+		delim, err := delimited(fn, arg, args)
+		if err != nil {
+			return nil, err
 		}
 		s, err := c.eval(args[1], assume)
 		if err != nil {
@@ -1886,4 +1880,18 @@ func TestFunctionShape(t *testing.T) {
 	if m(m(fn["TracingConfig"])["Mode"])["Ref"] != "Tracing" {
 		t.Errorf("tracing mode %v: want the Tracing parameter", m(fn["TracingConfig"])["Mode"])
 	}
+}
+
+// delimited checks the arguments of Fn::Join and Fn::Split, a delimiter
+// and a value, and returns the delimiter: CloudFormation takes only a
+// literal string there.
+func delimited(fn string, arg any, args []any) (string, error) {
+	if len(args) != 2 {
+		return "", fmt.Errorf("%s %v", fn, arg)
+	}
+	delim, ok := args[0].(string)
+	if !ok {
+		return "", fmt.Errorf("%s delimiter %v: CloudFormation takes no function there, only a literal string", fn, args[0])
+	}
+	return delim, nil
 }
