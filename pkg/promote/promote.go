@@ -207,12 +207,23 @@ func (p *promotion) run(ctx context.Context) (*Result, error) {
 // check resolves the source and reads the destination, and says in res
 // whether the destination is up to date.
 func (p *promotion) check(ctx context.Context, res *Result) (*v1.Descriptor, *remote.Descriptor, error) {
+	// The two are independent: one round trip of latency, not two.
+	var (
+		dst    *remote.Descriptor
+		dstErr error
+		done   = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		dst, dstErr = p.destination(ctx)
+	}()
 	src, err := p.resolveSource(ctx)
+	<-done
 	if err != nil {
 		return nil, nil, err
 	}
 	res.SourceDigest = src.Digest.String()
-	dst, err := p.destination(ctx)
+	err = dstErr
 	if err != nil && p.req.Immutable {
 		// -immutable fails closed: a registry that will not say where the
 		// tag points does not get it moved. What it answered decides the
