@@ -618,18 +618,29 @@ func (c *checker) stateMachineRules() map[string]rule {
 	}
 }
 
-// functionArn is the ARN of the template's one function.
-func (c *checker) functionArn() string {
+// function is the logical name of the template's one function, or a
+// problem (in parentheses, as it shows in a message) when there is not
+// exactly one.
+func (c *checker) function() (name, problem string) {
 	var fns []string
-	for name, r := range c.resources {
+	for n, r := range c.resources {
 		if r["Type"] == "AWS::Lambda::Function" {
-			fns = append(fns, name)
+			fns = append(fns, n)
 		}
 	}
 	if len(fns) != 1 {
-		return "(want exactly one function, found " + strconv.Itoa(len(fns)) + ")"
+		return "", "(want exactly one function, found " + strconv.Itoa(len(fns)) + ")"
 	}
-	v, err := c.getAtt(fns[0], "Arn")
+	return fns[0], ""
+}
+
+// functionArn is the ARN of the template's one function.
+func (c *checker) functionArn() string {
+	fn, problem := c.function()
+	if problem != "" {
+		return problem
+	}
+	v, err := c.getAtt(fn, "Arn")
 	if err != nil {
 		return fmt.Sprintf("(cannot tell the function's ARN: %v)", err)
 	}
@@ -639,16 +650,11 @@ func (c *checker) functionArn() string {
 // functionLogGroup is the name of the log group the function logs to: its
 // LoggingConfig's, or Lambda's default.
 func (c *checker) functionLogGroup() string {
-	var fns []string
-	for name, r := range c.resources {
-		if r["Type"] == "AWS::Lambda::Function" {
-			fns = append(fns, name)
-		}
+	fn, problem := c.function()
+	if problem != "" {
+		return problem
 	}
-	if len(fns) != 1 {
-		return "(want exactly one function, found " + strconv.Itoa(len(fns)) + ")"
-	}
-	props, _ := c.resources[fns[0]]["Properties"].(map[string]any)
+	props, _ := c.resources[fn]["Properties"].(map[string]any)
 	var v any
 	var err error
 	if lc, ok := props["LoggingConfig"].(map[string]any); ok && lc["LogGroup"] != nil {

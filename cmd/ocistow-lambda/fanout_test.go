@@ -50,10 +50,13 @@ func invokeJSON(t *testing.T, l *testenv.Lambda, payload string, out any) *lambd
 	}
 	var le lambdaError
 	if json.Unmarshal([]byte(body), &le) == nil && le.ErrorType != "" {
+		if strings.Contains(le.ErrorMessage, "goroutine ") || strings.Contains(body, "stackTrace") {
+			t.Errorf("function error carries a stack trace: %s", body)
+		}
 		return &le
 	}
 	if err := json.Unmarshal([]byte(body), out); err != nil {
-		t.Fatalf("answer %s: %v", body, err)
+		t.Fatalf("answer is neither %T nor an error: %s: %v\n%s", out, body, err, l.Output())
 	}
 	return nil
 }

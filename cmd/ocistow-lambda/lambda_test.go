@@ -113,23 +113,13 @@ type promoteResult struct {
 	} `json:"signatures"`
 }
 
-// invoke sends payload and returns the result or the function error.
+// invoke sends a promotion payload and returns the result or the function
+// error.
 func invoke(t *testing.T, l *testenv.Lambda, payload string) (*promoteResult, *lambdaError) {
 	t.Helper()
-	body, err := l.Invoke(t.Context(), payload)
-	if err != nil {
-		t.Fatalf("invoking: %v\n%s", err, l.Output())
-	}
-	var le lambdaError
-	if json.Unmarshal([]byte(body), &le) == nil && le.ErrorType != "" {
-		if strings.Contains(le.ErrorMessage, "goroutine ") || strings.Contains(body, "stackTrace") {
-			t.Errorf("function error carries a stack trace: %s", body)
-		}
-		return nil, &le
-	}
 	var res promoteResult
-	if err := json.Unmarshal([]byte(body), &res); err != nil {
-		t.Fatalf("answer is neither a result nor an error: %s\n%s", body, l.Output())
+	if le := invokeJSON(t, l, payload, &res); le != nil {
+		return nil, le
 	}
 	return &res, nil
 }
