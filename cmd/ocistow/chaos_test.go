@@ -295,7 +295,7 @@ func TestOverallTimeout(t *testing.T) {
 	stop := make(chan struct{})
 	defer close(stop)
 	front.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
-		if r.Method == http.MethodPatch {
+		if testenv.IsUpload(r) {
 			select {
 			case <-r.Context().Done():
 			case <-stop:

@@ -141,3 +141,10 @@ func (s *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	return h.Hijack()
 }
+
+// IsUpload reports whether r sends blob data to an upload location: a
+// PATCH, or a PUT with a body (a monolithic upload, or its last chunk).
+func IsUpload(r *http.Request) bool {
+	return strings.Contains(r.URL.Path, "/blobs/uploads/") &&
+		(r.Method == http.MethodPatch || (r.Method == http.MethodPut && r.ContentLength != 0))
+}

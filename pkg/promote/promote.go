@@ -178,6 +178,13 @@ func (p *promotion) run(ctx context.Context) (*Result, error) {
 	if err != nil || res.UpToDate {
 		return res, err
 	}
+	// The destination's push token is fetched while the source is read.
+	warmed := make(chan struct{})
+	go func() {
+		defer close(warmed)
+		_, _ = p.reg.Writer(ctx, p.req.Destination.Context()) // a failure shows when writing
+	}()
+	defer func() { <-warmed }()
 	pushed, err := p.plan(ctx, src, res)
 	if err != nil {
 		return res, err

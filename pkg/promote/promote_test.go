@@ -279,25 +279,49 @@ func TestManifestsWrittenCountsEverySuccessStatus(t *testing.T) {
 }
 
 func TestBlobOutcomes(t *testing.T) {
-	src, dst := newServer(t), newServer(t)
-	img, err := testenv.Image(testenv.ImageOptions{Layers: 2, LayerSize: 512, Seed: 5})
-	if err != nil {
-		t.Fatal(err)
-	}
-	push(t, src.Host+"/lib/app:1", img)
-	res := copyOK(t, promote.Request{Source: ref(t, src.Host+"/lib/app:1"), Destination: ref(t, dst.Host+"/app:1")})
-	if res.BlobsCopied != 3 || res.BlobsSkipped != 0 || res.BlobsMounted != 0 || res.ManifestsWritten != 1 {
-		t.Errorf("first copy: %+v, want 3 copied", res)
-	}
-	// Stamped labels: a new config uploaded, the layers found. (Mounts
-	// need a registry that keeps blobs per repository: the end-to-end
-	// tests check them against Distribution.)
-	res = copyOK(t, promote.Request{Source: ref(t, src.Host+"/lib/app:1"), Destination: ref(t, dst.Host+"/app:2"), Stamp: stamp.Stamp{Labels: map[string]string{"a": "b"}}})
-	if res.BlobsCopied != 1 || res.BlobsSkipped != 2 || res.BlobsMounted != 0 || res.ManifestsWritten != 1 {
-		t.Errorf("stamped: %+v, want 1 copied, 2 skipped", res)
-	}
-	if n := src.count(http.MethodGet, "/blobs/"); n != 4 {
-		t.Errorf("source served %d blob GETs, want 4 (3 blobs, then the config to stamp)", n)
+	for _, tc := range []struct {
+		name      string
+		layerSize int64
+		// blob GETs at the source for the stamped copy, whose layers the
+		// destination has: the config, read to stamp it, and the small
+		// layers, opened while they are looked for and then closed.
+		stampedGets int
+	}{
+		{"small", 512, 3},
+		{"large", 1<<20 + 1, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src, dst := newServer(t), newServer(t)
+			img, err := testenv.Image(testenv.ImageOptions{Layers: 2, LayerSize: tc.layerSize, Seed: 5})
+			if err != nil {
+				t.Fatal(err)
+			}
+			push(t, src.Host+"/lib/app:1", img)
+			res := copyOK(t, promote.Request{Source: ref(t, src.Host+"/lib/app:1"), Destination: ref(t, dst.Host+"/app:1")})
+			if res.BlobsCopied != 3 || res.BlobsSkipped != 0 || res.BlobsMounted != 0 || res.ManifestsWritten != 1 {
+				t.Errorf("first copy: %+v, want 3 copied", res)
+			}
+			if n := dst.count(http.MethodPut, "/blobs/uploads/"); n != 3 {
+				t.Errorf("destination saw %d blob PUTs, want 3 (the bytes go with the PUT)", n)
+			}
+			if n := dst.count(http.MethodPatch, ""); n != 0 {
+				t.Errorf("destination saw %d PATCHes, want none", n)
+			}
+			// Stamped labels: a new config uploaded, the layers found. (Mounts
+			// need a registry that keeps blobs per repository: the end-to-end
+			// tests check them against Distribution.)
+			gets, puts := src.count(http.MethodGet, "/blobs/"), dst.count(http.MethodPut, "/blobs/uploads/")
+			res = copyOK(t, promote.Request{Source: ref(t, src.Host+"/lib/app:1"), Destination: ref(t, dst.Host+"/app:2"), Stamp: stamp.Stamp{Labels: map[string]string{"a": "b"}}})
+			if res.BlobsCopied != 1 || res.BlobsSkipped != 2 || res.BlobsMounted != 0 || res.ManifestsWritten != 1 {
+				t.Errorf("stamped: %+v, want 1 copied, 2 skipped", res)
+			}
+			if n := src.count(http.MethodGet, "/blobs/") - gets; n != tc.stampedGets {
+				t.Errorf("source served %d blob GETs for the stamped copy, want %d", n, tc.stampedGets)
+			}
+			if n := dst.count(http.MethodPut, "/blobs/uploads/") - puts; n != 1 {
+				t.Errorf("destination saw %d blob PUTs for the stamped copy, want 1 (the new config)", n)
+			}
+		})
 	}
 }
 

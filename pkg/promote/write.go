@@ -2,6 +2,7 @@ package promote
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -82,18 +83,19 @@ func makeOptions(opts []Option) options {
 }
 
 // writer writes an image or index to one destination repository: blobs
-// first (each once, at most jobs at a time), then child manifests, then the
-// manifest the reference names. It uses the promotion's Pusher and Puller,
-// so the registry is pinged and a token fetched once, not per blob. It
-// records what it did to each blob and manifest itself, from what it asked
-// go-containerregistry to do and what that did with the source.
+// first (each once; at most jobs large ones at a time), then child
+// manifests, then the manifest the reference names. It writes through the
+// Client's Writer for the repository and reads through the promotion's
+// Puller, so the registry is pinged and a token fetched once, not per blob.
+// It records what it did to each blob and manifest itself.
 type writer struct {
 	src      name.Reference // for attributing read failures to the source
 	pusher   *remote.Pusher
 	reg      *registry.Client // for its retry schedule
 	puller   *remote.Puller
 	repo     name.Repository
-	sem      chan struct{}
+	sem      chan struct{} // large blobs moving at once: jobs
+	small    chan struct{} // small blobs moving at once: smallJobs
 	jobs     int
 	tracer   trace.Tracer
 	progress Progress
@@ -114,7 +116,7 @@ type blobOnce struct {
 func newWriter(p *promotion) *writer {
 	return &writer{
 		src: p.req.Source, pusher: p.pusher, reg: p.reg, puller: p.puller, repo: p.req.Destination.Context(),
-		sem: make(chan struct{}, p.jobs), jobs: p.jobs, tracer: p.o.tracer, progress: p.o.progress,
+		sem: make(chan struct{}, p.jobs), small: make(chan struct{}, smallJobs*p.jobs), jobs: p.jobs, tracer: p.o.tracer, progress: p.o.progress,
 		blobs: map[v1.Hash]*blobOnce{}, outcomes: map[v1.Hash]Outcome{}, sizes: map[v1.Hash]int64{},
 	}
 }
@@ -167,28 +169,17 @@ func (w *writer) sourceErr(what string, err error) error {
 }
 
 func (w *writer) writeIndex(ctx context.Context, idx v1.ImageIndex, ref name.Reference) error {
-	children, err := partial.Manifests(idx)
+	im, err := idx.IndexManifest()
 	if err != nil {
 		return w.sourceErr("reading the manifests an index lists", err)
 	}
-	// Everything that can fail is read before any work starts, so that no
-	// worker outlives an early return.
-	digests := make([]v1.Hash, len(children))
-	for i, child := range children {
-		c, ok := child.(partial.Describable)
-		if !ok {
-			return w.sourceErr("reading the manifests an index lists", fmt.Errorf("child %d is a %T", i, child))
-		}
-		d, err := c.Digest()
-		if err != nil {
-			return w.sourceErr("reading a child manifest", err)
-		}
-		digests[i] = d
-	}
+	// Each child is looked for at the destination first, and read from the
+	// source only when missing there (reading a manifest is a metered
+	// pull); the children go at once.
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(w.jobs)
-	for i, child := range children {
-		childRef := w.repo.Digest(digests[i].String())
+	for _, desc := range im.Manifests {
+		childRef := w.repo.Digest(desc.Digest.String())
 		g.Go(func() error {
 			if ok, _ := w.exists(gctx, childRef); ok {
 				w.mu.Lock()
@@ -196,13 +187,28 @@ func (w *writer) writeIndex(ctx context.Context, idx v1.ImageIndex, ref name.Ref
 				w.mu.Unlock()
 				return nil
 			}
-			return w.write(gctx, child.(partial.Describable), childRef)
+			child, err := childOf(idx, desc)
+			if err != nil {
+				return w.sourceErr("reading a child manifest", err)
+			}
+			return w.write(gctx, child, childRef)
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return err
 	}
 	return w.putManifest(ctx, ref, idx)
+}
+
+// childOf reads the child of idx that desc describes.
+func childOf(idx v1.ImageIndex, desc v1.Descriptor) (partial.Describable, error) {
+	switch {
+	case desc.MediaType.IsIndex():
+		return idx.ImageIndex(desc.Digest)
+	case desc.MediaType.IsImage():
+		return idx.Image(desc.Digest)
+	}
+	return nil, fmt.Errorf("child %s has media type %q, which is neither an image nor an index", desc.Digest, desc.MediaType)
 }
 
 func (w *writer) writeImage(ctx context.Context, img v1.Image, ref name.Reference) error {
@@ -253,16 +259,28 @@ func (w *writer) writeBlob(ctx context.Context, l v1.Layer) error {
 	return b.err
 }
 
+// smallBlob is the size up to which a blob counts as small: its upload is
+// bound by round trips rather than bandwidth, so small blobs do not wait
+// for the jobs that large ones hold.
+const smallBlob = 1 << 20
+
+// smallJobs is how many small blobs move at once, per job.
+const smallJobs = 4
+
 func (w *writer) uploadBlob(ctx context.Context, l v1.Layer, d v1.Hash) error {
-	select {
-	case w.sem <- struct{}{}:
-		defer func() { <-w.sem }()
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 	size, err := l.Size()
 	if err != nil {
 		return err
+	}
+	sem := w.sem
+	if size <= smallBlob {
+		sem = w.small
+	}
+	select {
+	case sem <- struct{}{}:
+		defer func() { <-sem }()
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 	mt, _ := l.MediaType()
 	ctx, span := w.tracer.Start(ctx, "blob "+d.String(), trace.WithAttributes(
@@ -294,55 +312,58 @@ func (w *writer) uploadBlob(ctx context.Context, l v1.Layer, d v1.Hash) error {
 	return nil
 }
 
-// blobExists asks the destination whether it has blob d.
-func (w *writer) blobExists(ctx context.Context, d v1.Hash) (bool, error) {
-	l, err := w.puller.Layer(ctx, w.repo.Digest(d.String()))
-	if err != nil {
-		return false, err
-	}
-	if ml, ok := l.(*remote.MountableLayer); ok {
-		l = ml.Layer // partial.Exists finds the remote layer's HEAD under it
-	}
-	return partial.Exists(l)
-}
-
-// put has go-containerregistry upload l unless the destination has it, and
-// tells what happened: the source was read (uploaded), or it was not
-// (skipped, or mounted when the blob can come from a repository of the same
-// registry), and how many times the source was opened.
+// put uploads l unless the destination has it, and tells what happened:
+// the source was read (uploaded), or it was not (skipped, or mounted from
+// a repository of the same registry), and how many times the source was
+// opened.
+//
+// A small blob is looked for (HEAD) while its upload is opened and the
+// source is opened, all at once: two round trips instead of three, at the
+// price of an upload opened and a read started for nothing when the
+// destination has it. A large one is looked for first.
 func (w *writer) put(ctx context.Context, l v1.Layer, d v1.Hash) (Outcome, int, error) {
 	counted := &openCounter{Layer: l}
-	var up v1.Layer = counted
-	sameRegistry := false
+	var from *name.Repository
 	if ml, ok := l.(*remote.MountableLayer); ok {
 		counted.Layer = ml.Layer
-		up = &remote.MountableLayer{Layer: counted, Reference: ml.Reference}
-		sameRegistry = ml.Reference.Context().RegistryStr() == w.repo.RegistryStr()
+		if repo := ml.Reference.Context(); repo.RegistryStr() == w.repo.RegistryStr() {
+			from = &repo
+		}
 	}
-	if sameRegistry {
-		// The pusher both checks and mounts without reading the source;
-		// only a check of our own tells a blob found from one mounted.
-		ok, err := w.blobExists(ctx, d)
+	size, err := l.Size()
+	if err != nil {
+		return Failed, 0, err
+	}
+	dst, err := w.reg.Writer(ctx, w.repo)
+	if err != nil {
+		return Failed, 0, err
+	}
+	blob := registry.Blob{Digest: d, Size: size, Open: counted.Compressed, MountFrom: from}
+	if from == nil && size <= smallBlob {
+		blob.Check = true
+	} else if ok, err := dst.HasBlob(ctx, d); err != nil || ok {
 		if err != nil {
 			return Failed, 0, err
 		}
-		if ok {
-			return Skipped, 0, nil
-		}
+		return Skipped, 0, nil
 	}
 	// Each attempt starts the upload over, re-opening the source: a
 	// streamed body cannot be replayed by the transport.
-	upload := func(ctx context.Context, _ int) error { return w.pusher.Upload(ctx, w.repo, up) }
+	var stored registry.Stored
+	upload := func(ctx context.Context, _ int) (err error) {
+		stored, err = dst.Upload(ctx, blob)
+		return err
+	}
 	if err := w.reg.Retry(ctx, upload); err != nil {
 		return Failed, counted.opens(), err
 	}
-	switch {
-	case counted.opens() > 0:
-		return Uploaded, counted.opens(), nil
-	case sameRegistry:
+	switch stored {
+	case registry.Mounted:
 		return Mounted, 0, nil
+	case registry.Found:
+		return Skipped, 0, nil
 	}
-	return Skipped, 0, nil
+	return Uploaded, counted.opens(), nil
 }
 
 // openCounter counts how often a blob's bytes were asked for: once per
@@ -370,7 +391,7 @@ func (w *writer) putManifest(ctx context.Context, ref name.Reference, m remote.T
 			span.SetAttributes(attribute.String("oci.manifest.media_type", string(mt)))
 		}
 	}
-	if err := w.pusher.Put(ctx, ref, m); err != nil {
+	if err := w.putRaw(ctx, ref, m); err != nil {
 		span.RecordError(errors.New(registry.Describe(err)))
 		span.SetStatus(codes.Error, registry.Describe(err))
 		return err
@@ -379,4 +400,36 @@ func (w *writer) putManifest(ctx context.Context, ref name.Reference, m remote.T
 	w.written++
 	w.mu.Unlock()
 	return nil
+}
+
+// putRaw writes m's manifest as ref. A manifest with a subject goes through
+// go-containerregistry's Pusher, which also keeps the referrers tag of a
+// registry without the referrers API; any other in one PUT over the
+// destination's Writer.
+func (w *writer) putRaw(ctx context.Context, ref name.Reference, m remote.Taggable) error {
+	raw, err := m.RawManifest()
+	if err != nil {
+		return err
+	}
+	d, ok := m.(partial.Describable)
+	if !ok || hasSubject(raw) {
+		return w.pusher.Put(ctx, ref, m)
+	}
+	mt, err := d.MediaType()
+	if err != nil {
+		return err
+	}
+	dst, err := w.reg.Writer(ctx, w.repo)
+	if err != nil {
+		return err
+	}
+	return dst.PutManifest(ctx, ref, mt, raw)
+}
+
+// hasSubject reports whether a manifest names a subject (OCI 1.1).
+func hasSubject(raw []byte) bool {
+	var m struct {
+		Subject *v1.Descriptor `json:"subject"`
+	}
+	return json.Unmarshal(raw, &m) == nil && m.Subject != nil
 }

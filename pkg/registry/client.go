@@ -56,6 +56,7 @@ type Client struct {
 	limit     *hostLimit // nil: no cap
 	limits    *rateLimits
 	shared    shared
+	writers   writers
 }
 
 // DefaultStallTimeout is how long a response body may deliver nothing
@@ -199,10 +200,10 @@ func stripParsePrefix(err error) error {
 	return err
 }
 
-// RemoteOptions returns the go-containerregistry options for operations
-// bound to ctx, over the Client's transport (its retries, guards, logging
-// and tracing). Most callers want the shared Puller and Pusher instead.
-func (c *Client) RemoteOptions(ctx context.Context) []remote.Option {
+// roundTripper is the transport under every request the Client makes:
+// each attempt logged and guarded on its own, the retries ocistow's (see
+// retry.go).
+func (c *Client) roundTripper() http.RoundTripper {
 	base := c.base
 	if c.tp != nil {
 		// otelhttp records the whole URL; a pre-signed blob URL carries
@@ -213,17 +214,23 @@ func (c *Client) RemoteOptions(ctx context.Context) []remote.Option {
 			otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return "HTTP " + r.Method }),
 		)
 	}
-	// Each attempt is logged and guarded on its own; the retries are
-	// ocistow's (see retry.go), so go-containerregistry's are turned off:
-	// one attempt, no status codes to retry.
 	if c.limit != nil {
 		base = &limited{next: base, limit: c.limit}
 	}
-	var rt http.RoundTripper = &retryTransport{
+	return &retryTransport{
 		next:    &debugLog{next: &manifestBody{next: &stallGuard{next: &observe{next: &rateLimitWatch{next: base, limits: c.limits}}, timeout: c.stall}}, logger: c.logger},
 		backoff: c.backoff,
 		logger:  c.logger,
 	}
+}
+
+// RemoteOptions returns the go-containerregistry options for operations
+// bound to ctx, over the Client's transport (its retries, guards, logging
+// and tracing). Most callers want the shared Puller and Pusher instead.
+func (c *Client) RemoteOptions(ctx context.Context) []remote.Option {
+	rt := c.roundTripper()
+	// The retries are ocistow's (see retry.go), so go-containerregistry's
+	// are turned off: one attempt, no status codes to retry.
 	opts := []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithAuthFromKeychain(c.keychain),
