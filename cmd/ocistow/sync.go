@@ -122,7 +122,7 @@ func runSync(ctx context.Context, args []string, lookupEnv func(string) (string,
 		return fail(stderr, exitInvalid, fmt.Errorf("%s: %w", so.file, err))
 	}
 	if so.dryRun {
-		fleet.Plan(ctx, svc, items, so.parallel)
+		fleet.Plan(ctx, svc, items, max(so.parallel, so.registryRequests))
 		return report(stdout, stderr, o.Output, items, true)
 	}
 	signers, err := fleet.LoadKeys(ctx, items, func(ctx context.Context, ref string) (*keys.Key, error) {
@@ -131,7 +131,7 @@ func runSync(ctx context.Context, args []string, lookupEnv func(string) (string,
 	if err != nil {
 		return fail(stderr, exitInvalid, fmt.Errorf("%s: %w", so.file, err))
 	}
-	opts := fleet.RunOptions{Keys: signers, Parallel: so.parallel, Pulls: o.Client(), MinPulls: so.minPulls}
+	opts := fleet.RunOptions{Keys: signers, Parallel: so.parallel, Checks: so.registryRequests, Pulls: o.Client(), MinPulls: so.minPulls}
 	if progress != nil {
 		progress.start(len(items))
 		opts.Started, opts.Done = progress.Started, progress.Done

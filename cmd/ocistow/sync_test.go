@@ -160,16 +160,26 @@ func TestSyncPromotesAFleet(t *testing.T) {
 		t.Errorf("%d canonical Copy lines, want one per image:\n%s", n, r.stderr)
 	}
 
-	// The same again: all up to date, and not one pull.
-	before := front.Count(func(q testenv.Request) bool {
-		return q.Method == http.MethodGet && strings.Contains(q.Path, "/manifests/")
-	})
+	// The same again: all up to date, and not one pull; each image is
+	// resolved once (its promotion starts from its check).
+	heads := func() int {
+		return front.Count(func(q testenv.Request) bool {
+			return q.Method == http.MethodHead && strings.Contains(q.Path, "/manifests/")
+		})
+	}
+	gets := func() int {
+		return front.Count(func(q testenv.Request) bool {
+			return q.Method == http.MethodGet && strings.Contains(q.Path, "/manifests/")
+		})
+	}
+	before, headsBefore := gets(), heads()
 	again := parseSync(t, ocistow(t, e2e.kms.Env(), "sync", "-f", file, "-o", "json").mustSucceed(t))
-	after := front.Count(func(q testenv.Request) bool {
-		return q.Method == http.MethodGet && strings.Contains(q.Path, "/manifests/")
-	})
+	after := gets()
 	if again.Summary.Statuses["up to date"] != 6 || again.Summary.SourcePulls != 0 || after != before {
 		t.Errorf("re-sync: %+v with %d manifest GETs at the source: want 6 up to date and none", again.Summary, after-before)
+	}
+	if n := heads() - headsBefore; n != 6 {
+		t.Errorf("re-sync: %d manifest HEADs at the source for 6 images, want 6", n)
 	}
 
 	// Tags that moved upstream, seen by the plan: one moves, the

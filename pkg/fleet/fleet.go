@@ -83,7 +83,8 @@ type Item struct {
 	Error string `json:"error,omitempty"`
 	// ErrorType is the failure's stable kind (service.Kind).
 	ErrorType string `json:"errorType,omitempty"`
-	// Check is what Plan found; Result what Run did.
+	// Check is what Plan found, or Run before promoting; Result what Run
+	// did.
 	Check  *service.CheckResult   `json:"check,omitempty"`
 	Result *service.PromoteResult `json:"result,omitempty"`
 }

@@ -75,13 +75,18 @@ type RunOptions struct {
 	Keys map[string]*keys.Key
 	// Parallel is how many images are promoted at once.
 	Parallel int
+	// Checks is how many images are checked at once before any is
+	// promoted (at least Parallel). Checks are a HEAD and a GET each, so
+	// the registry client's cap on requests per registry is what bounds
+	// them.
+	Checks int
 	// Pulls, when not nil, tells how many pulls a source registry has
 	// left (registry.Client remembers its rate-limit headers); an image
 	// that needs pulls is deferred when fewer than MinPulls are left.
 	Pulls    PullCounter
 	MinPulls int
-	// Started and Done, when not nil, are called as each image starts
-	// and settles.
+	// Started and Done, when not nil, are called as each image's
+	// promotion starts and settles.
 	Started, Done func(*Item)
 }
 
@@ -93,10 +98,27 @@ type PullCounter interface {
 
 // Run promotes every item that has no status yet, through service.Promote
 // (copy, then sign with the item's key). One item failing does not stop
-// the others. When a source registry has said that fewer than
-// opts.MinPulls pulls are left, an image is checked first (a HEAD, which
-// costs none) and deferred unless it is up to date.
+// the others.
+//
+// Every image is checked first (service.Check: a HEAD at the source, which
+// costs no pull, and a GET of the destination tag), opts.Checks at once;
+// then the images are promoted, opts.Parallel at once, each starting from
+// its check instead of asking again. An unchanged fleet thus costs about
+// one round trip per registry cap's worth of images, not one per image
+// promoted in turn. An image whose check failed is promoted as if it had
+// not been checked, so that its failure is the promotion's. When a source
+// registry has said that fewer than opts.MinPulls pulls are left, an image
+// that is not up to date is deferred.
 func Run(ctx context.Context, svc service.Service, items []Item, opts RunOptions) {
+	parallel(ctx, items, max(opts.Checks, opts.Parallel), func(ctx context.Context, it *Item) {
+		if it.Status != "" {
+			return
+		}
+		res, err := svc.Check(ctx, it.copyRequest())
+		if err == nil {
+			it.Check = res
+		}
+	})
 	parallel(ctx, items, opts.Parallel, func(ctx context.Context, it *Item) {
 		if it.Status == "" && opts.Started != nil {
 			opts.Started(it)
@@ -125,7 +147,8 @@ func notStarted(ctx context.Context, items []Item) {
 }
 
 // deferred reports whether it was deferred because its source registry's
-// pulls are nearly spent and it would need some.
+// pulls are nearly spent and it would need some. Its check tells; an item
+// without one is checked now (a HEAD, which costs no pull).
 func (it *Item) deferred(ctx context.Context, svc service.Service, opts RunOptions) bool {
 	if opts.Pulls == nil || opts.MinPulls <= 0 {
 		return false
@@ -138,18 +161,25 @@ func (it *Item) deferred(ctx context.Context, svc service.Service, opts RunOptio
 	if !ok || left >= opts.MinPulls {
 		return false
 	}
-	res, err := svc.Check(ctx, it.copyRequest())
-	if err != nil || res.UpToDate {
-		return false // the promotion reports the error, or costs no pull
+	if it.Check == nil {
+		res, err := svc.Check(ctx, it.copyRequest())
+		if err != nil {
+			return false // the promotion reports the error
+		}
+		it.Check = res
 	}
-	it.Check = res
+	if it.Check.UpToDate {
+		return false // costs no pull
+	}
 	it.Status = Deferred
 	it.Error = fmt.Sprintf("%s has %d pulls left, fewer than the %d an image may need (-min-pulls): deferred to the next sync", src.Context().RegistryStr(), left, opts.MinPulls)
 	return true
 }
 
 func (it *Item) promote(ctx context.Context, svc service.Service, key *keys.Key) {
-	res, err := service.Promote(ctx, svc, service.PromoteRequest{CopyRequest: it.copyRequest(), Copy: true, Sign: it.Sign, Key: key})
+	req := it.copyRequest()
+	req.Checked = it.Check
+	res, err := service.Promote(ctx, svc, service.PromoteRequest{CopyRequest: req, Copy: true, Sign: it.Sign, Key: key})
 	it.Result = res
 	if res != nil && res.CopyResult != nil {
 		it.Previous = res.PreviousDigest

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -152,6 +153,8 @@ type promotion struct {
 	// fetched is the source manifest when resolving it took a GET, so
 	// that planning does not pull it again.
 	fetched *remote.Descriptor
+	// seen is what check found, for Check's State.
+	seen *look
 }
 
 func newPromotion(c *registry.Client, req Request, o options) (*promotion, error) {
@@ -212,20 +215,18 @@ func (p *promotion) run(ctx context.Context) (*Result, error) {
 }
 
 // check resolves the source and reads the destination, and says in res
-// whether the destination is up to date.
+// whether the destination is up to date. A Check of the same request made
+// before (FromCheck) stands in for asking the registries again.
 func (p *promotion) check(ctx context.Context, res *Result) (*v1.Descriptor, *remote.Descriptor, error) {
-	// The two are independent: one round trip of latency, not two.
-	var (
-		dst    *remote.Descriptor
-		dstErr error
-		done   = make(chan struct{})
-	)
-	go func() {
-		defer close(done)
-		dst, dstErr = p.destination(ctx)
-	}()
-	src, err := p.resolveSource(ctx)
-	<-done
+	var l *look
+	if c := p.o.checked; c != nil && reflect.DeepEqual(c.req, p.req) {
+		l = c
+		p.fetched = l.fetched
+	} else {
+		l = p.lookUp(ctx)
+		p.seen = l
+	}
+	src, dst, err, dstErr := l.src, l.dst, l.srcErr, l.dstErr
 	if err != nil {
 		return nil, nil, err
 	}
@@ -247,6 +248,31 @@ func (p *promotion) check(ctx context.Context, res *Result) (*v1.Descriptor, *re
 	return src, dst, nil
 }
 
+// look is what resolving the source and reading the destination found.
+type look struct {
+	req     Request
+	src     *v1.Descriptor
+	srcErr  error
+	dst     *remote.Descriptor
+	dstErr  error
+	fetched *remote.Descriptor
+}
+
+// lookUp resolves the source and reads the destination, at once: one
+// round trip of latency, not two.
+func (p *promotion) lookUp(ctx context.Context) *look {
+	l := &look{req: p.req}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		l.dst, l.dstErr = p.destination(ctx)
+	}()
+	l.src, l.srcErr = p.resolveSource(ctx)
+	<-done
+	l.fetched = p.fetched
+	return l
+}
+
 // State is what Check finds: the source's digest and whether the
 // destination is up to date, or which digest its tag would move from.
 type State struct {
@@ -262,6 +288,21 @@ type State struct {
 	// SourcePulls counts the manifest GETs the check cost the source: 0
 	// unless the source answers HEAD without a digest.
 	SourcePulls int `json:"sourcePulls"`
+
+	seen *look // for FromCheck
+}
+
+// FromCheck has Copy start from what st, a Check of the same request,
+// found, instead of asking the registries again: a fleet checks all its
+// images at once, then promotes those that need it. A State of another
+// request is ignored. The pulls the Check cost are its own, not counted
+// again by Copy.
+func FromCheck(st *State) Option {
+	return func(o *options) {
+		if st != nil {
+			o.checked = st.seen
+		}
+	}
 }
 
 // Check tells what Copy would find, without writing anything: it resolves
@@ -275,7 +316,7 @@ func Check(ctx context.Context, c *registry.Client, req Request) (*State, error)
 	}
 	res := &Result{}
 	_, _, err = p.check(registry.WithObserver(ctx, p.meter.observe), res)
-	st := &State{SourceDigest: res.SourceDigest, UpToDate: res.UpToDate, PreviousDigest: res.PreviousDigest, SourcePulls: p.meter.pulls()}
+	st := &State{SourceDigest: res.SourceDigest, UpToDate: res.UpToDate, PreviousDigest: res.PreviousDigest, SourcePulls: p.meter.pulls(), seen: p.seen}
 	if res.UpToDate {
 		st.DestinationDigest = res.DestinationDigest
 	}

@@ -449,3 +449,36 @@ func TestConfigCutMidBodyIsRetried(t *testing.T) {
 		t.Errorf("config read %d times, want 2 (cut, then whole)", n)
 	}
 }
+
+// A Copy that starts from a Check of the same request asks the registries
+// nothing more to find that it is up to date; a Check of another request
+// is not used.
+func TestCopyStartsFromItsCheck(t *testing.T) {
+	src, dst := newServer(t), newServer(t)
+	img, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 256, Seed: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	push(t, src.Host+"/lib/app:1", img)
+	req := promote.Request{Source: ref(t, src.Host+"/lib/app:1"), Destination: ref(t, dst.Host+"/app:1")}
+	copyOK(t, req)
+	c := registry.New()
+	st, err := promote.Check(t.Context(), c, req)
+	if err != nil || !st.UpToDate {
+		t.Fatalf("check: %+v, %v", st, err)
+	}
+	heads, gets := src.count(http.MethodHead, "/manifests/"), dst.count(http.MethodGet, "/manifests/")
+	res, err := promote.Copy(t.Context(), c, req, promote.FromCheck(st))
+	if err != nil || !res.UpToDate || res.SourceDigest != st.SourceDigest {
+		t.Fatalf("copy from the check: %+v, %v", res, err)
+	}
+	if n, m := src.count(http.MethodHead, "/manifests/")-heads, dst.count(http.MethodGet, "/manifests/")-gets; n != 0 || m != 0 {
+		t.Errorf("copy from the check asked the source %d HEADs and the destination %d GETs, want none", n, m)
+	}
+	other := req
+	other.Destination = ref(t, dst.Host+"/app:2")
+	res, err = promote.Copy(t.Context(), c, other, promote.FromCheck(st))
+	if err != nil || res.UpToDate || res.ManifestsWritten != 1 {
+		t.Errorf("copy to another tag with the first one's check: %+v, %v; want it written", res, err)
+	}
+}

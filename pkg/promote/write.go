@@ -62,6 +62,7 @@ type Option func(*options)
 type options struct {
 	tracer   trace.Tracer
 	progress Progress
+	checked  *look
 }
 
 // WithTracerProvider records spans: one for the copy, one per blob

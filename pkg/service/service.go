@@ -66,6 +66,10 @@ type CopyRequest struct {
 	// Immutable refuses to move a destination tag that points at another
 	// digest.
 	Immutable bool `json:"immutable,omitempty"`
+	// Checked, when set, is a Check of this same request made just
+	// before: Copy starts from what it found rather than asking the
+	// registries again (a fleet checks every image at once first).
+	Checked *CheckResult `json:"-"`
 }
 
 // CopyResult is the output of Service.Copy.
@@ -115,6 +119,9 @@ func (s *service) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error
 		return nil, err
 	}
 	popts := []promote.Option{promote.WithTracerProvider(s.tp)}
+	if req.Checked != nil {
+		popts = append(popts, promote.FromCheck(&req.Checked.State))
+	}
 	if s.progress != nil {
 		popts = append(popts, promote.WithProgress(s.progress))
 	}
