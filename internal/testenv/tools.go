@@ -147,3 +147,10 @@ func WriteEmptyTrustedRoot(dir string) (string, error) {
 	p := filepath.Join(dir, "trusted_root.json")
 	return p, os.WriteFile(p, []byte(EmptyTrustedRoot), 0o644)
 }
+
+// EmptySigningConfig is a Sigstore signing config that names no service (no
+// Fulcio, Rekor or timestamp authority). Given to cosign v3's sign with
+// --signing-config, it signs with the key alone, offline and without a
+// transparency-log entry (cosign v3 refuses --tlog-upload=false with its
+// default signing config).
+const EmptySigningConfig = `{"mediaType":"application/vnd.dev.sigstore.signingconfig.v0.2+json","rekorTlogConfig":{},"tsaConfig":{}}`
