@@ -458,3 +458,51 @@ func TestConcurrentBundleSignersKeepEveryBundle(t *testing.T) {
 		}
 	}
 }
+
+func TestSyncSignatureFormats(t *testing.T) {
+	prefix := testenv.RepoName(t.Name())
+	file := promotionFile(t, `defaults:
+  key: awskms:///alias/`+ecKey+`
+promotions:
+  - source: SRC/src/single:v1
+    destination: DST/`+prefix+`/entry:v1
+    signatureFormat: bundle
+  - source: SRC/src/other:v1
+    destination: DST/`+prefix+`/flag:v1
+`, e2e.src.Host, e2e.dst.Host)
+	// The plan carries each image's format: the entry's, else the flag's.
+	r := ocistow(t, e2e.kms.Env(), "sync", "-f", file, "-dry-run", "-o", "json", "-signature-format", "both").mustSucceed(t)
+	var plan []struct {
+		DstImageRef     string
+		SignatureFormat string
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &plan); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, p := range plan {
+		got[p.DstImageRef[strings.LastIndex(p.DstImageRef, "/")+1:]] = p.SignatureFormat
+	}
+	if got["entry:v1"] != "bundle" || got["flag:v1"] != "both" {
+		t.Errorf("plan formats %v, want entry:v1 bundle and flag:v1 both", got)
+	}
+	// Without the flag, the second entry signs in the legacy format.
+	ocistow(t, e2e.kms.Env(), "sync", "-f", file).mustSucceed(t)
+	for _, c := range []struct {
+		repo, fixture string
+		legacy, bundles int
+	}{{"entry", "single", 0, 1}, {"flag", "other", 1, 0}} {
+		repo := e2e.dst.Host + "/" + prefix + "/" + c.repo
+		d := get(t, repo+":v1", nil).Digest.String()
+		if l, b := sigCount(t, repo, d), len(bundleReferrers(t, repo, d)); l != c.legacy || b != c.bundles {
+			t.Errorf("%s: %d legacy signatures and %d bundles, want %d and %d", c.repo, l, b, c.legacy, c.bundles)
+		}
+	}
+	// cosign v3 verifies both: the bundle, and, on an image without
+	// bundles, the legacy signature.
+	for _, image := range []string{e2e.dst.Host + "/" + prefix + "/entry:v1", e2e.dst.Host + "/" + prefix + "/flag:v1"} {
+		if v := cosign3Verify(t, "awskms:///alias/"+ecKey, image); v.code != 0 {
+			t.Errorf("cosign v3 verify %s: %s", image, v.stderr)
+		}
+	}
+}
