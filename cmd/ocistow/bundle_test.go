@@ -489,7 +489,7 @@ promotions:
 	// Without the flag, the second entry signs in the legacy format.
 	ocistow(t, e2e.kms.Env(), "sync", "-f", file).mustSucceed(t)
 	for _, c := range []struct {
-		repo, fixture string
+		repo, fixture   string
 		legacy, bundles int
 	}{{"entry", "single", 0, 1}, {"flag", "other", 1, 0}} {
 		repo := e2e.dst.Host + "/" + prefix + "/" + c.repo
