@@ -25,6 +25,7 @@ import (
 	"github.com/ocistow/ocistow/pkg/keys"
 	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/service"
+	"github.com/ocistow/ocistow/pkg/sign"
 	"github.com/ocistow/ocistow/pkg/tracing"
 )
 
@@ -196,6 +197,13 @@ func (h *handler) promoteRequest(p lambdapayload.Payload) (service.PromoteReques
 	req.Immutable = req.Immutable || p.Immutable
 	if p.Sign != nil {
 		req.Sign = *p.Sign
+	}
+	if p.SignatureFormat != "" {
+		f, err := sign.ParseFormat(p.SignatureFormat)
+		if err != nil {
+			return req, fmt.Errorf("SignatureFormat: %w", err)
+		}
+		req.SignatureFormat = f
 	}
 	wantsKey := p.Key != "" && (p.Sign == nil || *p.Sign)
 	switch {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -107,9 +108,10 @@ type promoteResult struct {
 	UpToDate     bool    `json:"upToDate"`
 	SourcePulls  int     `json:"sourcePulls"`
 	Signatures   *struct {
-		Key     string `json:"key"`
-		Added   int    `json:"added"`
-		Present int    `json:"present"`
+		Key     string   `json:"key"`
+		Formats []string `json:"formats"`
+		Added   int      `json:"added"`
+		Present int      `json:"present"`
 	} `json:"signatures"`
 }
 
@@ -277,6 +279,7 @@ func TestInvalidConfigurationFailsAtInit(t *testing.T) {
 		{"disabled key", []string{"AWS_KMS_KEY_ARN=alias/" + testenv.DisabledKey}, "Disabled"},
 		{"bad bool", []string{"SIGN=perhaps"}, "SIGN"},
 		{"no key", []string{"AWS_KMS_KEY_ARN="}, "signing needs a key"},
+		{"bad signature format", []string{"SIGNATURE_FORMAT=v3"}, "want legacy, bundle or both"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			l := function(t, c.env...)
@@ -487,5 +490,29 @@ func TestTimeoutWhileWaitingToRetry(t *testing.T) {
 	}
 	if n := front.Count(func(r testenv.Request) bool { return r.Method == http.MethodPost }); n < 3 {
 		t.Errorf("%d uploads tried: the timeout came before the retries' waits it is about", n)
+	}
+}
+
+func TestSignatureFormat(t *testing.T) {
+	l := function(t, "SIGNATURE_FORMAT=bundle")
+	repo := dstRepo(t, e2e.bed.Dst.Host)
+	// The function's SIGNATURE_FORMAT, then the payload's SignatureFormat.
+	res, le := invoke(t, l, payload(e2e.bed.SrcRef("single"), repo+":v1", map[string]string{"team": "foo"}))
+	if le != nil {
+		t.Fatalf("invoke: %+v", le)
+	}
+	if res.Signatures == nil || !slices.Equal(res.Signatures.Formats, []string{"bundle"}) || res.Signatures.Added != 1 {
+		t.Errorf("signatures %+v, want one bundle added", res.Signatures)
+	}
+	both := `{"SrcImageRef":"` + e2e.bed.SrcRef("single") + `","DstImageRef":"` + repo + `:v1","Annotations":{"team":"foo"},"SignatureFormat":"both"}`
+	if res, le = invoke(t, l, both); le != nil {
+		t.Fatalf("invoke: %+v", le)
+	}
+	if !slices.Equal(res.Signatures.Formats, []string{"legacy", "bundle"}) || res.Signatures.Added != 1 || res.Signatures.Present != 1 {
+		t.Errorf("signatures %+v, want the legacy one added and the bundle present", res.Signatures)
+	}
+	bad := strings.Replace(both, `"both"`, `"sigstore"`, 1)
+	if _, le := invoke(t, l, bad); le == nil || le.ErrorType != "InvalidRequest" || !strings.Contains(le.ErrorMessage, "SignatureFormat") {
+		t.Errorf("SignatureFormat sigstore: %+v, want InvalidRequest", le)
 	}
 }

@@ -33,6 +33,11 @@ var e2e struct {
 	fixtures map[string]string // name -> digest
 	kms      *testenv.KMS
 	cosign   string
+	// cosign3 is cosign v3, which signs in the bundle format by default.
+	cosign3 string
+	// signingConfig names no service: cosign v3 signs with a key alone,
+	// offline, with no transparency log.
+	signingConfig string
 	// trustedRoot keeps cosign verify offline.
 	trustedRoot string
 	// keys by alias name (without "alias/"): id and ARN.
@@ -85,7 +90,14 @@ func testMain(m *testing.M) (int, error) {
 	if e2e.cosign, err = testenv.Tool("cosign"); err != nil {
 		return 1, err
 	}
+	if e2e.cosign3, err = testenv.Tool("cosign3"); err != nil {
+		return 1, err
+	}
 	if e2e.trustedRoot, err = testenv.WriteEmptyTrustedRoot(dir); err != nil {
+		return 1, err
+	}
+	e2e.signingConfig = filepath.Join(dir, "signing_config.json")
+	if err := os.WriteFile(e2e.signingConfig, []byte(testenv.EmptySigningConfig), 0o644); err != nil {
 		return 1, err
 	}
 	return m.Run(), nil

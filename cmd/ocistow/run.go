@@ -20,6 +20,7 @@ import (
 	"github.com/ocistow/ocistow/internal/oneline"
 	"github.com/ocistow/ocistow/pkg/keys"
 	"github.com/ocistow/ocistow/pkg/service"
+	"github.com/ocistow/ocistow/pkg/sign"
 	"github.com/ocistow/ocistow/pkg/tracing"
 )
 
@@ -192,8 +193,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		fmt.Fprintln(stdout, copySummary(res.CopyResult))
 	}
 	if res.Signatures != nil {
-		fmt.Fprintf(stdout, "signed %d digests with %s: %d added, %d already present\n",
-			len(res.Signatures.Digests), res.Signatures.Key, res.Signatures.Added, res.Signatures.Present)
+		fmt.Fprintf(stdout, "signed %d digests with %s%s: %d added, %d already present\n",
+			len(res.Signatures.Digests), res.Signatures.Key, formatsNote(res.Signatures.Formats), res.Signatures.Added, res.Signatures.Present)
 	}
 	return exitOK
 }
@@ -257,9 +258,27 @@ func runVerify(ctx context.Context, args []string, lookupEnv func(string) (strin
 	if err != nil {
 		return fail(stderr, exitFailed, err)
 	}
-	fmt.Fprintf(stderr, "Verified %d signatures on %d digests of %s with %s\n", len(res.Verified), len(res.Digests), image, key.Ref)
+	counts := res.FormatCounts()
+	fmt.Fprintf(stderr, "Verified %d signatures (%d legacy, %d bundle) on %d digests of %s with %s\n",
+		len(res.Verified), counts[sign.Legacy], counts[sign.Bundle], len(res.Digests), image, key.Ref)
 	fmt.Fprintln(stdout, string(b))
 	return exitOK
+}
+
+// formatsNote names the signature formats written, unless it is only the
+// legacy format (the default, whose line stays as it was).
+func formatsNote(formats []sign.Format) string {
+	if len(formats) == 1 && formats[0] == sign.Legacy {
+		return ""
+	}
+	names := make([]string, len(formats))
+	for i, f := range formats {
+		names[i] = string(f)
+	}
+	if len(names) > 1 {
+		return " (" + strings.Join(names, " and ") + " formats)"
+	}
+	return " (" + names[0] + " format)"
 }
 
 // startProfiles starts a CPU profile and arranges a heap profile, for

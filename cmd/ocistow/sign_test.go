@@ -26,10 +26,16 @@ import (
 	"github.com/ocistow/ocistow/internal/testenv"
 )
 
-// cosign runs the real cosign CLI with the local-kms environment.
+// cosign runs the real cosign CLI (v2) with the local-kms environment.
 func cosign(t *testing.T, dir string, env []string, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(e2e.cosign, args...)
+	return cosignBin(t, e2e.cosign, dir, env, args...)
+}
+
+// cosignBin runs the cosign binary bin with the local-kms environment.
+func cosignBin(t *testing.T, bin, dir string, env []string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
 	home := t.TempDir()
 	cmd.Env = append(append([]string{

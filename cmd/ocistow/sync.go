@@ -87,6 +87,10 @@ func runSync(ctx context.Context, args []string, lookupEnv func(string) (string,
 	if so.parallel < 1 || so.registryRequests < 1 || so.minPulls < 0 {
 		return fail(stderr, exitInvalid, errors.New("-parallel and -registry-requests must be at least 1, -min-pulls at least 0"))
 	}
+	format, err := o.Format()
+	if err != nil {
+		return fail(stderr, exitInvalid, err)
+	}
 	entries, err := readPromotionFile(so.file)
 	if err != nil {
 		return fail(stderr, exitInvalid, err)
@@ -121,6 +125,7 @@ func runSync(ctx context.Context, args []string, lookupEnv func(string) (string,
 	if err != nil {
 		return fail(stderr, exitInvalid, fmt.Errorf("%s: %w", so.file, err))
 	}
+	fleet.DefaultSignatureFormat(items, format)
 	if so.dryRun {
 		fleet.Plan(ctx, svc, items, max(so.parallel, so.registryRequests))
 		return report(stdout, stderr, o.Output, items, true)

@@ -11,6 +11,7 @@ import (
 	"github.com/ocistow/ocistow/pkg/keys"
 	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/service"
+	"github.com/ocistow/ocistow/pkg/sign"
 )
 
 // Options are ocistow's flags, shared by the CLI (flags, then environment)
@@ -32,6 +33,8 @@ type Options struct {
 	Quiet               bool
 	Immutable           bool
 	Timeout             time.Duration
+	// SignatureFormat is -signature-format: legacy, bundle or both.
+	SignatureFormat string
 
 	logger *slog.Logger     // set by Build
 	client *registry.Client // set by Build
@@ -69,11 +72,30 @@ func (o *Options) RegisterPromote(fs *flag.FlagSet) {
 	fs.DurationVar(&o.Timeout, "timeout", 0, "give up on the whole promotion after this long, leaving the destination tag as it was (0: no limit)")
 	fs.BoolVar(&o.Immutable, "immutable", false, "refuse, before writing anything, to move a destination tag that points at another digest")
 	fs.BoolVar(&o.Quiet, "quiet", false, "no progress bars, only the canonical log lines (progress shows only on a terminal anyway)")
+	o.registerSignatureFormat(fs)
+}
+
+// registerSignatureFormat defines -signature-format on fs.
+func (o *Options) registerSignatureFormat(fs *flag.FlagSet) {
+	fs.StringVar(&o.SignatureFormat, "signature-format", string(sign.Legacy), "how signatures are stored: legacy (cosign's .sig tag), bundle (a Sigstore bundle referrer, cosign v3's format) or both")
+}
+
+// Format returns the -signature-format asked for, checked.
+func (o *Options) Format() (sign.Format, error) {
+	f, err := sign.ParseFormat(o.SignatureFormat)
+	if err != nil {
+		return "", fmt.Errorf("-signature-format: %w", err)
+	}
+	return f, nil
 }
 
 // RegisterSync defines the flags the sync command shares with the others
-// on fs (-key and -aws-kms-key-arn sign entries that name no key).
-func (o *Options) RegisterSync(fs *flag.FlagSet) { o.registerCommon(fs) }
+// on fs (-key, -aws-kms-key-arn and -signature-format apply to entries
+// that name no key or format).
+func (o *Options) RegisterSync(fs *flag.FlagSet) {
+	o.registerCommon(fs)
+	o.registerSignatureFormat(fs)
+}
 
 // RegisterVerify defines the verify command's flags on fs.
 func (o *Options) RegisterVerify(fs *flag.FlagSet) {
@@ -101,6 +123,9 @@ func (o *Options) KeyRef() (string, error) {
 func (o *Options) CheckPromote() (keyRef string, err error) {
 	if !o.Copy && !o.Sign {
 		return "", errors.New("nothing to do: both -copy and -sign are false")
+	}
+	if _, err := o.Format(); err != nil {
+		return "", err
 	}
 	ref, err := o.KeyRef()
 	if err != nil {
@@ -162,8 +187,9 @@ func (o *Options) PromoteRequest(key *keys.Key) service.PromoteRequest {
 			Platforms:           o.Platforms,
 			Immutable:           o.Immutable,
 		},
-		Copy: o.Copy,
-		Sign: o.Sign,
-		Key:  key,
+		Copy:            o.Copy,
+		Sign:            o.Sign,
+		Key:             key,
+		SignatureFormat: sign.Format(o.SignatureFormat),
 	}
 }

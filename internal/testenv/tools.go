@@ -30,6 +30,8 @@ func lookupTool(name string) (tool, bool) {
 		return tool{"local-kms", "github.com/nsmithuk/local-kms"}, true
 	case "cosign":
 		return tool{"cosign", "github.com/sigstore/cosign/v2/cmd/cosign"}, true
+	case "cosign3":
+		return tool{"cosign3", "github.com/sigstore/cosign/v3/cmd/cosign"}, true
 	case "aws-lambda-rie":
 		return tool{"rie", "github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie"}, true
 	case "toxiproxy-server":
@@ -65,7 +67,7 @@ func Root() (string, error) {
 }
 
 // Tool returns the path of the pinned tool name (registry, local-kms,
-// cosign, aws-lambda-rie, and the benchmark's peers crane, regctl and regsync), building it into bin/ first when bin/ lacks it or
+// cosign, cosign3 (cosign v3), aws-lambda-rie, and the benchmark's peers crane, regctl and regsync), building it into bin/ first when bin/ lacks it or
 // holds a build of other pins. It fails, never skips, when the build fails.
 func Tool(name string) (string, error) {
 	t, ok := lookupTool(name)
@@ -145,3 +147,10 @@ func WriteEmptyTrustedRoot(dir string) (string, error) {
 	p := filepath.Join(dir, "trusted_root.json")
 	return p, os.WriteFile(p, []byte(EmptyTrustedRoot), 0o644)
 }
+
+// EmptySigningConfig is a Sigstore signing config that names no service (no
+// Fulcio, Rekor or timestamp authority). Given to cosign v3's sign with
+// --signing-config, it signs with the key alone, offline and without a
+// transparency-log entry (cosign v3 refuses --tlog-upload=false with its
+// default signing config).
+const EmptySigningConfig = `{"mediaType":"application/vnd.dev.sigstore.signingconfig.v0.2+json","rekorTlogConfig":{},"tsaConfig":{}}`

@@ -8,9 +8,11 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/ocistow/ocistow/pkg/service"
+	"github.com/ocistow/ocistow/pkg/sign"
 	"github.com/ocistow/ocistow/pkg/tracing"
 )
 
@@ -83,8 +85,13 @@ func (m *middleware) Sign(ctx context.Context, req service.SignRequest) (*servic
 				digests = append(digests, d.Digest)
 			}
 		}
+		formats := make([]string, len(res.Formats))
+		for i, f := range res.Formats {
+			formats[i] = string(f)
+		}
 		attrs = append(attrs,
 			slog.Any("digests", digests),
+			slog.String("formats", strings.Join(formats, ",")),
 			slog.Int("signatures_added", res.Added),
 			slog.Int("signatures_present", res.Present),
 		)
@@ -108,6 +115,8 @@ func (m *middleware) Verify(ctx context.Context, req service.VerifyRequest) (*se
 	}
 	if res != nil {
 		attrs = append(attrs, slog.Any("digests", res.Digests), slog.Int("verified", len(res.Verified)))
+		counts := res.FormatCounts()
+		attrs = append(attrs, slog.Int("verified_legacy", counts[sign.Legacy]), slog.Int("verified_bundle", counts[sign.Bundle]))
 	}
 	m.log(ctx, "Verify", start, err, attrs)
 	return res, err

@@ -16,6 +16,7 @@ import (
 	"github.com/ocistow/ocistow/pkg/promofile"
 	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/service"
+	"github.com/ocistow/ocistow/pkg/sign"
 )
 
 // DefaultParallel is how many images a sync promotes at once by default:
@@ -47,6 +48,9 @@ type Request struct {
 	Sign bool `json:"Sign"`
 	// Key is the signing key's reference, when Sign.
 	Key string `json:"Key,omitempty"`
+	// SignatureFormat is how signatures are stored (bundle or both), when
+	// Sign; absent, the signer's default (legacy unless configured).
+	SignatureFormat string `json:"SignatureFormat,omitempty"`
 }
 
 // Status is where one image of a fleet stands.
@@ -112,6 +116,20 @@ func Expand(ctx context.Context, tl TagLister, entries []promofile.Entry, defaul
 	return items, nil
 }
 
+// DefaultSignatureFormat gives the signing items that name no signature
+// format f (a sync's -signature-format), unless f is legacy, which an
+// absent format means anyway.
+func DefaultSignatureFormat(items []Item, f sign.Format) {
+	if f == "" || f == sign.Legacy {
+		return
+	}
+	for i := range items {
+		if items[i].Sign && items[i].SignatureFormat == "" {
+			items[i].SignatureFormat = string(f)
+		}
+	}
+}
+
 func expand(ctx context.Context, tl TagLister, e promofile.Entry, defaultKey string) ([]Item, error) {
 	base := Request{
 		Annotations:         e.Annotations,
@@ -122,6 +140,7 @@ func expand(ctx context.Context, tl TagLister, e promofile.Entry, defaultKey str
 		Sign:                e.Sign == nil || *e.Sign,
 	}
 	if base.Sign {
+		base.SignatureFormat = e.SignatureFormat
 		base.Key = e.Key
 		if base.Key == "" {
 			base.Key = defaultKey

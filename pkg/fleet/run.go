@@ -12,6 +12,7 @@ import (
 	"github.com/ocistow/ocistow/pkg/keys"
 	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/service"
+	"github.com/ocistow/ocistow/pkg/sign"
 )
 
 // copyRequest is the Service's form of r.
@@ -179,7 +180,7 @@ func (it *Item) deferred(ctx context.Context, svc service.Service, opts RunOptio
 func (it *Item) promote(ctx context.Context, svc service.Service, key *keys.Key) {
 	req := it.copyRequest()
 	req.Checked = it.Check
-	res, err := service.Promote(ctx, svc, service.PromoteRequest{CopyRequest: req, Copy: true, Sign: it.Sign, Key: key})
+	res, err := service.Promote(ctx, svc, service.PromoteRequest{CopyRequest: req, Copy: true, Sign: it.Sign, Key: key, SignatureFormat: sign.Format(it.SignatureFormat)})
 	it.Result = res
 	if res != nil && res.CopyResult != nil {
 		it.Previous = res.PreviousDigest

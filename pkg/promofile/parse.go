@@ -8,13 +8,14 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/ocistow/ocistow/pkg/service"
+	"github.com/ocistow/ocistow/pkg/sign"
 	"github.com/ocistow/ocistow/pkg/tags"
 )
 
 // The keys of each map of the file, as the JSON names of the types.
 var (
 	fileKeys     = []string{"defaults", "promotions"}
-	optionKeys   = []string{"annotations", "manifestAnnotations", "labels", "platforms", "key", "sign", "immutable"}
+	optionKeys   = []string{"annotations", "manifestAnnotations", "labels", "platforms", "key", "sign", "immutable", "signatureFormat"}
 	entryKeys    = append([]string{"source", "destination", "tags"}, optionKeys...)
 	selectorKeys = []string{"list", "allow", "deny", "semver", "latest"}
 )
@@ -145,6 +146,12 @@ func (d *decoder) option(o *Options, key string, v *yaml.Node) (err error) {
 		o.Sign, err = d.boolean(key, v)
 	case "immutable":
 		o.Immutable, err = d.boolean(key, v)
+	case "signatureFormat":
+		if o.SignatureFormat, err = d.str(key, v); err == nil {
+			if _, ferr := sign.ParseFormat(o.SignatureFormat); ferr != nil || o.SignatureFormat == "" {
+				err = d.errorf(deref(v).Line, "signatureFormat %q: want legacy, bundle or both", o.SignatureFormat)
+			}
+		}
 	default:
 		err = d.errorf(deref(v).Line, "unknown option %q", key)
 	}

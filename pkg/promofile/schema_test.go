@@ -128,6 +128,9 @@ var refusedByBoth = map[string]string{
 	"immutable a number":          "defaults: {immutable: 1}\npromotions:\n" + ok,
 	"key empty":                   "defaults: {key: ''}\npromotions:\n" + ok,
 	"key a number":                "defaults: {key: 1}\npromotions:\n" + ok,
+	"signatureFormat unknown":     "defaults: {signatureFormat: sigstore}\npromotions:\n" + ok,
+	"signatureFormat empty":       "promotions:\n  - {source: a/b:1, destination: c/d:1, signatureFormat: ''}\n",
+	"signatureFormat a bool":      "defaults: {signatureFormat: true}\npromotions:\n" + ok,
 }
 
 func TestSchemaAndParseRefuseTheInvalidExamples(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/ocistow/ocistow/pkg/keys"
+	"github.com/ocistow/ocistow/pkg/sign"
 )
 
 // PromoteRequest is one whole promotion: copy, then sign what was pushed.
@@ -19,6 +20,9 @@ type PromoteRequest struct {
 	Copy, Sign bool
 	// Key signs; required when Sign is set.
 	Key *keys.Key
+	// SignatureFormat is how signatures are stored: legacy (when empty),
+	// bundle or both.
+	SignatureFormat sign.Format
 }
 
 // PromoteResult is the machine-readable result of a promotion: what the
@@ -51,7 +55,7 @@ func Promote(ctx context.Context, svc Service, req PromoteRequest) (*PromoteResu
 		return nil, Errorf(KindInvalidRequest, "signing needs a key")
 	}
 	res := &PromoteResult{}
-	sreq := SignRequest{Image: req.Destination, Annotations: req.Annotations, Key: req.Key, Recursive: true}
+	sreq := SignRequest{Image: req.Destination, Annotations: req.Annotations, Key: req.Key, Recursive: true, Format: req.SignatureFormat}
 	if req.Copy {
 		cres, err := svc.Copy(ctx, req.CopyRequest)
 		res.CopyResult = cres

@@ -38,22 +38,32 @@ type SignRequest struct {
 	Recursive bool `json:"recursive,omitempty"`
 	// Key signs.
 	Key *keys.Key `json:"-"`
+	// Format is how the signatures are stored: legacy (the default when
+	// empty), bundle or both.
+	Format sign.Format `json:"format,omitempty"`
 }
 
 // SignedDigest is what signing one digest did.
 type SignedDigest struct {
-	Digest string      `json:"digest"`
+	Digest string `json:"digest"`
+	// Status is added when a signature was written in any format, present
+	// when every format's was there already.
 	Status sign.Status `json:"status"`
+	// Formats says what each format written did.
+	Formats map[sign.Format]sign.Status `json:"formats"`
 }
 
 // SignResult is the output of Service.Sign.
 type SignResult struct {
-	Image   string         `json:"image"`
-	Key     string         `json:"key"`
+	Image string `json:"image"`
+	Key   string `json:"key"`
+	// Formats are the signature formats written: legacy, bundle, or both.
+	Formats []sign.Format  `json:"formats"`
 	Digests []SignedDigest `json:"digests"`
-	Added   int            `json:"added"`
-	Present int            `json:"present"`
-	Took    Duration       `json:"tookSeconds"`
+	// Added and Present count signatures, one per digest and format.
+	Added   int      `json:"added"`
+	Present int      `json:"present"`
+	Took    Duration `json:"tookSeconds"`
 }
 
 // VerifyRequest is the input of Service.Verify.
@@ -72,7 +82,19 @@ type VerifyResult struct {
 	Key      string          `json:"key"`
 	Digests  []string        `json:"digests"`
 	Verified []sign.Verified `json:"verified"`
-	Took     Duration        `json:"tookSeconds"`
+	// Formats are the signature formats found among the verified
+	// signatures, legacy first.
+	Formats []sign.Format `json:"formats"`
+	Took    Duration      `json:"tookSeconds"`
+}
+
+// FormatCounts counts the verified signatures of each format.
+func (r *VerifyResult) FormatCounts() map[sign.Format]int {
+	out := map[sign.Format]int{}
+	for _, v := range r.Verified {
+		out[v.Format]++
+	}
+	return out
 }
 
 // Duration is a time.Duration that marshals to JSON as seconds.
@@ -90,7 +112,11 @@ func (s *service) Sign(ctx context.Context, req SignRequest) (*SignResult, error
 	if req.Key == nil || req.Key.Signer == nil {
 		return nil, Errorf(KindInvalidRequest, "no signing key given")
 	}
-	res := &SignResult{Image: req.Image, Key: req.Key.Ref}
+	formats := req.Format.Formats()
+	if len(formats) == 0 {
+		return nil, Errorf(KindInvalidRequest, "invalid signature format %q: want legacy, bundle or both", req.Format)
+	}
+	res := &SignResult{Image: req.Image, Key: req.Key.Ref, Formats: formats}
 	// One store for the whole call: one ping and token per repository.
 	st, err := sign.NewStore(ctx, s.registry)
 	if err != nil {
@@ -107,22 +133,38 @@ func (s *service) Sign(ctx context.Context, req SignRequest) (*SignResult, error
 	for i, d := range digests {
 		g.Go(func() error {
 			sctx, span := s.tracer.Start(gctx, "sign "+d.DigestStr(), trace.WithAttributes(attribute.String("oci.manifest.digest", d.DigestStr())))
-			status, err := sign.Digest(sctx, st, d, req.Annotations, req.Key)
-			span.SetAttributes(attribute.String("ocistow.signature", string(status)))
-			if err != nil {
-				span.RecordError(err)
-				span.SetStatus(codes.Error, err.Error())
-				span.End()
-				return fmt.Errorf("signing %s: %w", d, err)
+			sd := SignedDigest{Digest: d.DigestStr(), Status: sign.Present, Formats: make(map[sign.Format]sign.Status, len(formats))}
+			for _, f := range formats {
+				var status sign.Status
+				var err error
+				if f == sign.Bundle {
+					status, err = sign.DigestBundle(sctx, st, d, req.Annotations, req.Key)
+				} else {
+					status, err = sign.Digest(sctx, st, d, req.Annotations, req.Key)
+				}
+				span.SetAttributes(attribute.String("ocistow.signature."+string(f), string(status)))
+				if err != nil {
+					span.RecordError(err)
+					span.SetStatus(codes.Error, err.Error())
+					span.End()
+					return fmt.Errorf("signing %s (%s format): %w", d, f, err)
+				}
+				sd.Formats[f] = status
+				if status == sign.Added {
+					sd.Status = sign.Added
+				}
 			}
+			span.SetAttributes(attribute.String("ocistow.signature", string(sd.Status)))
 			span.End()
 			mu.Lock()
 			defer mu.Unlock()
-			res.Digests[i] = SignedDigest{Digest: d.DigestStr(), Status: status}
-			if status == sign.Added {
-				res.Added++
-			} else {
-				res.Present++
+			res.Digests[i] = sd
+			for _, st := range sd.Formats {
+				if st == sign.Added {
+					res.Added++
+				} else {
+					res.Present++
+				}
 			}
 			return nil
 		})
@@ -161,6 +203,12 @@ func (s *service) Verify(ctx context.Context, req VerifyRequest) (*VerifyResult,
 			continue
 		}
 		res.Verified = append(res.Verified, v...)
+	}
+	counts := res.FormatCounts()
+	for _, f := range []sign.Format{sign.Legacy, sign.Bundle} {
+		if counts[f] > 0 {
+			res.Formats = append(res.Formats, f)
+		}
 	}
 	res.Took = Duration(time.Since(start))
 	if len(failures) > 0 {

@@ -7,6 +7,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/ocistow/ocistow/pkg/bundle"
 	"github.com/ocistow/ocistow/pkg/registry"
 )
 
@@ -16,9 +17,10 @@ import (
 // repository (once for reading, once for writing) rather than for every
 // request of every digest.
 type Store struct {
-	rc     *registry.Client
-	puller *remote.Puller
-	pusher *remote.Pusher
+	rc      *registry.Client
+	puller  *remote.Puller
+	pusher  *remote.Pusher
+	bundles *bundle.Store
 }
 
 // NewStore returns a Store that talks to registries through rc, for
@@ -32,7 +34,7 @@ func NewStore(ctx context.Context, rc *registry.Client) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry client: %w", err)
 	}
-	return &Store{rc: rc, puller: puller, pusher: pusher}, nil
+	return &Store{rc: rc, puller: puller, pusher: pusher, bundles: bundle.NewStore(puller, pusher, bundle.WithRetry(rc.Retry))}, nil
 }
 
 // retry runs f with the registry client's retry schedule: for operations

@@ -16,9 +16,13 @@ import (
 	"github.com/ocistow/ocistow/pkg/registry"
 )
 
-// Verified is one signature that passed every check, with its payload.
+// Verified is one signature that passed every check, with its payload:
+// for a bundle, its in-toto statement in the shape of a simple-signing
+// payload (the predicate type as the type, the subject's annotations as
+// the optional section), as cosign v3 prints it.
 type Verified struct {
 	Digest  string                       `json:"digest"`
+	Format  Format                       `json:"format"`
 	Payload payload.SimpleContainerImage `json:"payload"`
 }
 
@@ -30,19 +34,18 @@ type VerifyError struct {
 
 func (e *VerifyError) Error() string { return fmt.Sprintf("%s: %s", e.Digest, e.Reason) }
 
-// VerifyDigest checks the signatures stored for digest: each must verify
-// with key, name this digest and be a cosign container image signature,
-// and carry every one of the required annotations. It returns the
-// signatures that pass, or a *VerifyError when none does. It reads through
-// st.
+// VerifyDigest checks the signatures stored for digest in both formats:
+// the legacy .sig tag and Sigstore bundles among its referrers. Each must
+// verify with key, name this digest and be a cosign container image
+// signature (for a bundle, an in-toto statement of cosign's sign predicate
+// type), and carry every one of the required annotations. It returns the
+// signatures that pass, each with its format, or a *VerifyError when none
+// does. It reads through st.
 func VerifyDigest(ctx context.Context, st *Store, digest name.Digest, key *keys.Key, required map[string]string) ([]Verified, error) {
 	tag := SignatureTag(digest)
 	_, list, err := st.readSignatures(ctx, tag)
 	if err != nil {
 		return nil, fmt.Errorf("reading signatures %s: %s", tag, registry.Describe(err))
-	}
-	if len(list) == 0 {
-		return nil, &VerifyError{Digest: digest.DigestStr(), Reason: "no signatures found"}
 	}
 	var ok []Verified
 	reasons := map[string]bool{}
@@ -66,14 +69,28 @@ func VerifyDigest(ctx context.Context, st *Store, digest name.Digest, key *keys.
 			reasons[reason] = true
 			continue
 		}
-		ok = append(ok, Verified{Digest: digest.DigestStr(), Payload: sci})
+		ok = append(ok, Verified{Digest: digest.DigestStr(), Format: Legacy, Payload: sci})
+	}
+	bok, nb, breasons, berr := verifyBundles(ctx, st, digest, key, required)
+	if berr != nil && len(ok) == 0 {
+		return nil, berr
+	}
+	// A registry whose referrers cannot be listed does not fail a digest
+	// with a valid legacy signature.
+	ok = append(ok, bok...)
+	for _, r := range breasons {
+		reasons[r] = true
+	}
+	total := len(list) + nb
+	if total == 0 {
+		return nil, &VerifyError{Digest: digest.DigestStr(), Reason: "no signatures found (neither a .sig tag nor a Sigstore bundle referrer)"}
 	}
 	if len(ok) == 0 {
 		var rs []string
 		for r := range reasons {
 			rs = append(rs, r)
 		}
-		return nil, &VerifyError{Digest: digest.DigestStr(), Reason: fmt.Sprintf("none of %d signatures is valid: %s", len(list), strings.Join(sorted(rs), "; "))}
+		return nil, &VerifyError{Digest: digest.DigestStr(), Reason: fmt.Sprintf("none of %d signatures is valid: %s", total, strings.Join(sorted(rs), "; "))}
 	}
 	return ok, nil
 }

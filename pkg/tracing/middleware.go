@@ -51,7 +51,12 @@ func (m *middleware) Sign(ctx context.Context, req service.SignRequest) (res *se
 	ctx, span := m.tracer.Start(ctx, "Sign", trace.WithAttributes(attrs...))
 	defer func() {
 		if res != nil {
-			span.SetAttributes(attribute.Int("ocistow.signatures_added", res.Added), attribute.Int("ocistow.signatures_present", res.Present))
+			formats := make([]string, len(res.Formats))
+			for i, f := range res.Formats {
+				formats[i] = string(f)
+			}
+			span.SetAttributes(attribute.Int("ocistow.signatures_added", res.Added), attribute.Int("ocistow.signatures_present", res.Present),
+				attribute.StringSlice("ocistow.signature_formats", formats))
 		}
 		end(span, err)
 	}()

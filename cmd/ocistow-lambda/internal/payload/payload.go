@@ -54,6 +54,9 @@ type Payload struct {
 	Sign *bool `json:"Sign"`
 	// Key must name the function's own key, when given.
 	Key string `json:"Key"`
+	// SignatureFormat, when given, is how signatures are stored (legacy,
+	// bundle or both) instead of the function's SIGNATURE_FORMAT.
+	SignatureFormat string `json:"SignatureFormat"`
 
 	// PromotionFile is the text of a promotion file to plan.
 	PromotionFile *string `json:"PromotionFile"`
@@ -105,7 +108,7 @@ type CaughtError struct {
 // shapes may not be mixed.
 func (p Payload) Mode() (Mode, error) {
 	promote := p.SrcImageRef != "" || p.DstImageRef != "" || p.Annotations != nil || p.ManifestAnnotations != nil ||
-		p.Labels != nil || p.Platforms != nil || p.Immutable || p.Sign != nil || p.Key != ""
+		p.Labels != nil || p.Platforms != nil || p.Immutable || p.Sign != nil || p.Key != "" || p.SignatureFormat != ""
 	plan := p.PromotionFile != nil
 	summary := p.Plan != nil || p.Results != nil
 	n := 0
