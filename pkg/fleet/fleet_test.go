@@ -2,10 +2,13 @@ package fleet_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
+	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -95,5 +98,72 @@ func TestItemsATimeoutKeptFromStartingFail(t *testing.T) {
 		if it.Status != fleet.Failed || it.ErrorType != string(service.KindTimeout) || !strings.Contains(it.Error, "not started") {
 			t.Errorf("item %+v: want failed, Timeout, not started", it)
 		}
+	}
+}
+
+// gateWatch is a Service that counts the promotions in flight, and of
+// those, the ones past their gate (writing).
+type gateWatch struct {
+	service.Service
+	mu                        sync.Mutex
+	inFlight, writing         int
+	mostInFlight, mostWriting int
+}
+
+func (g *gateWatch) Copy(ctx context.Context, req service.CopyRequest) (*service.CopyResult, error) {
+	g.add(&g.inFlight, &g.mostInFlight, 1)
+	defer g.add(&g.inFlight, &g.mostInFlight, -1)
+	if inner := req.Gate; inner != nil {
+		req.Gate = func(ctx context.Context) (func(), error) {
+			release, err := inner(ctx)
+			if err != nil {
+				return nil, err
+			}
+			g.add(&g.writing, &g.mostWriting, 1)
+			return func() { g.add(&g.writing, &g.mostWriting, -1); release() }, nil
+		}
+	}
+	return g.Service.Copy(ctx, req)
+}
+
+func (g *gateWatch) add(n, most *int, d int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	*n += d
+	*most = max(*most, *n)
+}
+
+// Images read ahead of the ones being written: more promotions are in
+// flight than -parallel, but no more than -parallel write at once.
+func TestRunReadsAheadWritesParallel(t *testing.T) {
+	dst := newRegistry(t)
+	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/manifests/") {
+			time.Sleep(50 * time.Millisecond) // reading takes round trips
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(slow.Close)
+	src := strings.TrimPrefix(slow.URL, "http://")
+	var items []fleet.Item
+	for i := range 8 {
+		img, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 256, Seed: int64(100 + i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tag := fmt.Sprintf("v%d", i)
+		if err := testenv.Push(t.Context(), src+"/lib/app:"+tag, img); err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, fleet.Item{Request: fleet.Request{SrcImageRef: src + "/lib/app:" + tag, DstImageRef: dst + "/app:" + tag}})
+	}
+	g := &gateWatch{Service: service.New(registry.New(registry.WithKeychain(authn.NewMultiKeychain())))}
+	fleet.Run(t.Context(), g, items, fleet.RunOptions{Parallel: 2, Checks: 8})
+	if s := fleet.Summarize(items); s.Statuses[fleet.Promoted] != 8 {
+		t.Fatalf("run: %+v", s)
+	}
+	if g.mostWriting != 2 || g.mostInFlight <= 2 {
+		t.Errorf("at most %d promotions in flight and %d writing, want more than 2 and 2", g.mostInFlight, g.mostWriting)
 	}
 }

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/ocistow/ocistow/internal/oneline"
 	"github.com/ocistow/ocistow/pkg/keys"
+	"github.com/ocistow/ocistow/pkg/promote"
 	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/service"
 	"github.com/ocistow/ocistow/pkg/sign"
@@ -74,12 +76,13 @@ func LoadKeys(ctx context.Context, items []Item, load func(context.Context, stri
 type RunOptions struct {
 	// Keys are the signing keys the items name, as LoadKeys loaded them.
 	Keys map[string]*keys.Key
-	// Parallel is how many images are promoted at once.
+	// Parallel is how many images are written at once.
 	Parallel int
 	// Checks is how many images are checked at once before any is
-	// promoted (at least Parallel). Checks are a HEAD and a GET each, so
-	// the registry client's cap on requests per registry is what bounds
-	// them.
+	// promoted, and how many are promoted at once (at least Parallel), of
+	// which Parallel write at once while the others read their manifests.
+	// Checks and reads are small requests, so the registry client's cap
+	// on requests per registry is what bounds them.
 	Checks int
 	// Pulls, when not nil, tells how many pulls a source registry has
 	// left (registry.Client remembers its rate-limit headers); an image
@@ -102,16 +105,19 @@ type PullCounter interface {
 // the others.
 //
 // Every image is checked first (service.Check: a HEAD at the source, which
-// costs no pull, and a GET of the destination tag), opts.Checks at once;
-// then the images are promoted, opts.Parallel at once, each starting from
-// its check instead of asking again. An unchanged fleet thus costs about
-// one round trip per registry cap's worth of images, not one per image
-// promoted in turn. An image whose check failed is promoted as if it had
-// not been checked, so that its failure is the promotion's. When a source
-// registry has said that fewer than opts.MinPulls pulls are left, an image
-// that is not up to date is deferred.
+// costs no pull, and a GET of the destination tag), opts.Checks at once.
+// Then the images are promoted, each starting from its check instead of
+// asking again: opts.Checks of them read their manifests at once (round
+// trips), and opts.Parallel of those write at once (bandwidth). An
+// unchanged fleet thus costs about one round trip per opts.Checks images,
+// and images are read while others are written. An image whose check
+// failed is promoted as if it had not been checked, so that its failure is
+// the promotion's. When a source registry has said that fewer than
+// opts.MinPulls pulls are left, an image that is not up to date is
+// deferred.
 func Run(ctx context.Context, svc service.Service, items []Item, opts RunOptions) {
-	parallel(ctx, items, max(opts.Checks, opts.Parallel), func(ctx context.Context, it *Item) {
+	ahead := max(opts.Checks, opts.Parallel)
+	parallel(ctx, items, ahead, func(ctx context.Context, it *Item) {
 		if it.Status != "" {
 			return
 		}
@@ -120,12 +126,23 @@ func Run(ctx context.Context, svc service.Service, items []Item, opts RunOptions
 			it.Check = res
 		}
 	})
-	parallel(ctx, items, opts.Parallel, func(ctx context.Context, it *Item) {
+	writing := make(chan struct{}, max(1, opts.Parallel))
+	gate := func(ctx context.Context) (func(), error) {
+		select {
+		case writing <- struct{}{}:
+			return func() { <-writing }, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	budget := newPullBudget(opts, items)
+	parallel(ctx, items, ahead, func(ctx context.Context, it *Item) {
 		if it.Status == "" && opts.Started != nil {
 			opts.Started(it)
 		}
-		if it.Status == "" && !it.deferred(ctx, svc, opts) {
-			it.promote(ctx, svc, opts.Keys[it.Key])
+		if release, ok := budget.reserve(ctx, svc, it); ok {
+			it.promote(ctx, svc, opts.Keys[it.Key], gate)
+			release()
 		}
 		if opts.Done != nil {
 			opts.Done(it)
@@ -147,39 +164,124 @@ func notStarted(ctx context.Context, items []Item) {
 	}
 }
 
-// deferred reports whether it was deferred because its source registry's
-// pulls are nearly spent and it would need some. Its check tells; an item
-// without one is checked now (a HEAD, which costs no pull).
-func (it *Item) deferred(ctx context.Context, svc service.Service, opts RunOptions) bool {
-	if opts.Pulls == nil || opts.MinPulls <= 0 {
-		return false
+// pullBudget keeps images from starting when their source registry's
+// pulls are nearly spent. Images decide in the file's order. Each image
+// that needs pulls reserves MinPulls of them while it is promoted, so that
+// images promoted at once do not all count on the same pulls; one that
+// finds too few left waits for those under way to settle (the registry's
+// count is then up to date), and is deferred when none are under way.
+type pullBudget struct {
+	opts     RunOptions
+	order    map[*Item]int
+	mu       sync.Mutex
+	turn     int            // the index of the item that decides next
+	reserved map[string]int // pulls reserved per source registry
+	changed  chan struct{}  // closed when the turn passes or a reservation ends
+}
+
+func newPullBudget(opts RunOptions, items []Item) *pullBudget {
+	b := &pullBudget{opts: opts, order: map[*Item]int{}, reserved: map[string]int{}, changed: make(chan struct{})}
+	for i := range items {
+		b.order[&items[i]] = i
+	}
+	return b
+}
+
+// reserve decides whether it may start: ok with a release to call when it
+// is done, or not ok (it has a status already, or is now deferred). An
+// item without a check is checked now (a HEAD, which costs no pull).
+func (b *pullBudget) reserve(ctx context.Context, svc service.Service, it *Item) (release func(), ok bool) {
+	nothing := func() {}
+	if !b.waitTurn(ctx, b.order[it]) {
+		return nothing, it.Status == "" // the promotion reports the context's end
+	}
+	defer b.pass()
+	if it.Status != "" {
+		return nothing, false
+	}
+	if b.opts.Pulls == nil || b.opts.MinPulls <= 0 {
+		return nothing, true
 	}
 	src, err := name.ParseReference(it.SrcImageRef)
 	if err != nil {
-		return false
+		return nothing, true // the promotion reports it
 	}
-	left, ok := opts.Pulls.PullsRemaining(src.Context().Registry)
-	if !ok || left >= opts.MinPulls {
-		return false
-	}
-	if it.Check == nil {
-		res, err := svc.Check(ctx, it.copyRequest())
-		if err != nil {
-			return false // the promotion reports the error
+	reg := src.Context().RegistryStr()
+	for {
+		left, known := b.opts.Pulls.PullsRemaining(src.Context().Registry)
+		b.mu.Lock()
+		if !known || left-b.reserved[reg] >= b.opts.MinPulls {
+			b.reserved[reg] += b.opts.MinPulls
+			b.mu.Unlock()
+			return func() { b.end(reg) }, true
 		}
-		it.Check = res
+		busy, changed := b.reserved[reg] > 0, b.changed
+		b.mu.Unlock()
+		if it.Check == nil {
+			res, err := svc.Check(ctx, it.copyRequest())
+			if err != nil {
+				return nothing, true // the promotion reports the error
+			}
+			it.Check = res
+		}
+		if it.Check.UpToDate {
+			return nothing, true // costs no pull
+		}
+		if !busy {
+			it.Status = Deferred
+			it.Error = fmt.Sprintf("%s has %d pulls left, fewer than the %d an image may need (-min-pulls): deferred to the next sync", reg, left, b.opts.MinPulls)
+			return nil, false
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nothing, true // the promotion reports the context's end
+		}
 	}
-	if it.Check.UpToDate {
-		return false // costs no pull
-	}
-	it.Status = Deferred
-	it.Error = fmt.Sprintf("%s has %d pulls left, fewer than the %d an image may need (-min-pulls): deferred to the next sync", src.Context().RegistryStr(), left, opts.MinPulls)
-	return true
 }
 
-func (it *Item) promote(ctx context.Context, svc service.Service, key *keys.Key) {
+// waitTurn waits until the item at index i may decide.
+func (b *pullBudget) waitTurn(ctx context.Context, i int) bool {
+	for {
+		b.mu.Lock()
+		turn, changed := b.turn, b.changed
+		b.mu.Unlock()
+		if turn >= i {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// pass gives the turn to the next item.
+func (b *pullBudget) pass() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.turn++
+	b.wake()
+}
+
+// end ends a reservation on reg.
+func (b *pullBudget) end(reg string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.reserved[reg] -= b.opts.MinPulls
+	b.wake()
+}
+
+// wake wakes those waiting; b.mu is held.
+func (b *pullBudget) wake() {
+	close(b.changed)
+	b.changed = make(chan struct{})
+}
+
+func (it *Item) promote(ctx context.Context, svc service.Service, key *keys.Key, gate promote.Gate) {
 	req := it.copyRequest()
-	req.Checked = it.Check
+	req.Checked, req.Gate = it.Check, gate
 	res, err := service.Promote(ctx, svc, service.PromoteRequest{CopyRequest: req, Copy: true, Sign: it.Sign, Key: key, SignatureFormat: sign.Format(it.SignatureFormat)})
 	it.Result = res
 	if res != nil && res.CopyResult != nil {

@@ -202,6 +202,16 @@ func (p *promotion) run(ctx context.Context) (*Result, error) {
 		return res, fmt.Errorf("%w: %s is %s, the promotion would make it %s (-immutable)", ErrTagWouldMove, p.req.Destination, dst.Digest, res.DestinationDigest)
 	}
 	w := newWriter(p)
+	if idx, ok := pushed.(v1.ImageIndex); ok {
+		w.lookAhead(ctx, idx)
+	}
+	if p.o.gate != nil {
+		release, err := p.o.gate(ctx)
+		if err != nil {
+			return res, err
+		}
+		defer release()
+	}
 	err = w.write(ctx, pushed, p.req.Destination)
 	w.fill(res)
 	if err != nil {
@@ -436,6 +446,9 @@ func (p *promotion) plan(ctx context.Context, src *v1.Descriptor, res *Result) (
 			return nil, &SourceError{Ref: p.req.Source, Err: err}
 		}
 		unstamped := idx
+		if rewrites(p.req) {
+			warmChildren(idx, len(s.Labels) > 0, p.jobs)
+		}
 		if idx, err = stamp.Index(idx, s); err != nil {
 			return nil, &SourceError{Ref: p.req.Source, Err: fmt.Errorf("stamping: %w", err)}
 		}

@@ -166,13 +166,22 @@ func (s *sourceImage) wrap(l v1.Layer) v1.Layer {
 }
 
 // sourceIndex wraps an index read from the source so that its images are
-// sourceImages.
+// sourceImages, and reads each child once however often it is asked for
+// (looking ahead, checking, stamping, writing): each read is a metered
+// pull.
 type sourceIndex struct {
 	base v1.ImageIndex
 	src  source
 
-	mu    sync.Mutex
-	cache map[v1.Hash]*sourceIndex // child indexes, read once
+	mu       sync.Mutex
+	children map[v1.Hash]*child
+}
+
+// child is one child of a sourceIndex, read once.
+type child struct {
+	once sync.Once
+	m    partial.Describable
+	err  error
 }
 
 var _ v1.ImageIndex = (*sourceIndex)(nil)
@@ -186,34 +195,62 @@ func (s *sourceIndex) RawManifest() ([]byte, error)              { return s.base
 // Descriptor keeps the descriptor the parent index gave this index.
 func (s *sourceIndex) Descriptor() (*v1.Descriptor, error) { return partial.Descriptor(s.base) }
 
-func (s *sourceIndex) Image(h v1.Hash) (v1.Image, error) {
-	img, err := s.base.Image(h)
-	if err != nil {
-		return nil, err
+// child reads the child h once with read; concurrent callers wait for the
+// one read.
+func (s *sourceIndex) child(h v1.Hash, read func() (partial.Describable, error)) (partial.Describable, error) {
+	s.mu.Lock()
+	if s.children == nil {
+		s.children = map[v1.Hash]*child{}
 	}
-	return &sourceImage{Image: img, src: s.src}, nil
+	c, ok := s.children[h]
+	if !ok {
+		c = &child{}
+		s.children[h] = c
+	}
+	s.mu.Unlock()
+	c.once.Do(func() { c.m, c.err = read() })
+	return c.m, c.err
 }
 
-// ImageIndex returns a child index, read from the source once however
-// often it is asked for (checking, stamping, writing).
-func (s *sourceIndex) ImageIndex(h v1.Hash) (v1.ImageIndex, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if c, ok := s.cache[h]; ok {
-		return c, nil
-	}
-	idx, err := s.base.ImageIndex(h)
+// Image returns a child image, read from the source once.
+func (s *sourceIndex) Image(h v1.Hash) (v1.Image, error) {
+	m, err := s.child(h, func() (partial.Describable, error) {
+		img, err := s.base.Image(h)
+		if err != nil {
+			return nil, err
+		}
+		return &sourceImage{Image: img, src: s.src}, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	if _, err := idx.IndexManifest(); err != nil {
+	img, ok := m.(v1.Image)
+	if !ok {
+		return nil, fmt.Errorf("child %s is not an image", h)
+	}
+	return img, nil
+}
+
+// ImageIndex returns a child index, read from the source once.
+func (s *sourceIndex) ImageIndex(h v1.Hash) (v1.ImageIndex, error) {
+	m, err := s.child(h, func() (partial.Describable, error) {
+		idx, err := s.base.ImageIndex(h)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := idx.IndexManifest(); err != nil {
+			return nil, err
+		}
+		return &sourceIndex{base: idx, src: s.src}, nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	if s.cache == nil {
-		s.cache = map[v1.Hash]*sourceIndex{}
+	idx, ok := m.(v1.ImageIndex)
+	if !ok {
+		return nil, fmt.Errorf("child %s is not an index", h)
 	}
-	s.cache[h] = &sourceIndex{base: idx, src: s.src}
-	return s.cache[h], nil
+	return idx, nil
 }
 
 // checkChildren refuses, before anything is written, an index that lists

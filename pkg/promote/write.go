@@ -63,7 +63,19 @@ type options struct {
 	tracer   trace.Tracer
 	progress Progress
 	checked  *look
+	gate     Gate
 }
+
+// A Gate is passed before anything is written: it returns once writing may
+// start (or fails when ctx ends), and release is called when the writing is
+// over.
+type Gate func(ctx context.Context) (release func(), err error)
+
+// WithGate has Copy pass g after it has read what it will write from the
+// source and looked at the destination, and before it writes anything. A
+// fleet bounds the images written at once with it, while the next ones are
+// read meanwhile: reading is round trips, writing is bandwidth.
+func WithGate(g Gate) Option { return func(o *options) { o.gate = g } }
 
 // WithTracerProvider records spans: one for the copy, one per blob
 // (digest, size, outcome, attempts), one per manifest written. The default
@@ -102,6 +114,7 @@ type writer struct {
 	progress Progress
 
 	mu       sync.Mutex
+	present  map[v1.Hash]bool // child manifests looked for ahead (lookAhead)
 	blobs    map[v1.Hash]*blobOnce
 	outcomes map[v1.Hash]Outcome
 	sizes    map[v1.Hash]int64
@@ -118,7 +131,7 @@ func newWriter(p *promotion) *writer {
 	return &writer{
 		src: p.req.Source, pusher: p.pusher, reg: p.reg, puller: p.puller, repo: p.req.Destination.Context(),
 		sem: make(chan struct{}, p.jobs), small: make(chan struct{}, smallJobs*p.jobs), jobs: p.jobs, tracer: p.o.tracer, progress: p.o.progress,
-		blobs: map[v1.Hash]*blobOnce{}, outcomes: map[v1.Hash]Outcome{}, sizes: map[v1.Hash]int64{},
+		present: map[v1.Hash]bool{}, blobs: map[v1.Hash]*blobOnce{}, outcomes: map[v1.Hash]Outcome{}, sizes: map[v1.Hash]int64{},
 	}
 }
 
@@ -182,7 +195,7 @@ func (w *writer) writeIndex(ctx context.Context, idx v1.ImageIndex, ref name.Ref
 	for _, desc := range im.Manifests {
 		childRef := w.repo.Digest(desc.Digest.String())
 		g.Go(func() error {
-			if ok, _ := w.exists(gctx, childRef); ok {
+			if ok := w.has(gctx, childRef); ok {
 				w.mu.Lock()
 				w.skipped++
 				w.mu.Unlock()
@@ -199,6 +212,91 @@ func (w *writer) writeIndex(ctx context.Context, idx v1.ImageIndex, ref name.Ref
 		return err
 	}
 	return w.putManifest(ctx, ref, idx)
+}
+
+// has reports whether the destination has the child manifest ref, as
+// lookAhead found or by asking now. A failure to tell counts as missing:
+// the child is then written.
+func (w *writer) has(ctx context.Context, ref name.Digest) bool {
+	w.mu.Lock()
+	ok, known := w.present[mustHash(ref)]
+	w.mu.Unlock()
+	if known {
+		return ok
+	}
+	ok, _ = w.exists(ctx, ref)
+	return ok
+}
+
+func mustHash(ref name.Digest) v1.Hash {
+	h, _ := v1.NewHash(ref.DigestStr())
+	return h
+}
+
+// lookAhead asks the destination for every child manifest of idx (at any
+// depth) at once, and reads from the source the ones it lacks, so that
+// writing can start with its blobs. What it cannot tell is asked again
+// when writing.
+func (w *writer) lookAhead(ctx context.Context, idx v1.ImageIndex) {
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return
+	}
+	var wg sync.WaitGroup
+	for _, desc := range im.Manifests {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ok, err := w.exists(ctx, w.repo.Digest(desc.Digest.String()))
+			if err != nil {
+				return
+			}
+			w.mu.Lock()
+			w.present[desc.Digest] = ok
+			w.mu.Unlock()
+			if ok {
+				return
+			}
+			child, err := childOf(idx, desc)
+			if err != nil {
+				return
+			}
+			if ci, ok := child.(v1.ImageIndex); ok {
+				w.lookAhead(ctx, ci)
+			} else if img, ok := child.(v1.Image); ok {
+				_, _ = img.Manifest() // read now, not when writing
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// warmChildren reads every child of idx (at any depth) from the source,
+// jobs at a time, and with configs their configs, so that stamping, which
+// reads them one after another, finds them read. Failures are left for
+// stamping to report.
+func warmChildren(idx v1.ImageIndex, configs bool, jobs int) {
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return
+	}
+	var g errgroup.Group
+	g.SetLimit(max(1, jobs))
+	for _, desc := range im.Manifests {
+		g.Go(func() error {
+			child, err := childOf(idx, desc)
+			switch c := child.(type) {
+			case v1.ImageIndex:
+				warmChildren(c, configs, jobs)
+			case v1.Image:
+				if _, err = c.Manifest(); err == nil && configs {
+					_, _ = c.RawConfigFile()
+				}
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
 }
 
 // childOf reads the child of idx that desc describes.

@@ -70,6 +70,9 @@ type CopyRequest struct {
 	// before: Copy starts from what it found rather than asking the
 	// registries again (a fleet checks every image at once first).
 	Checked *CheckResult `json:"-"`
+	// Gate, when set, is passed once the source is read and before
+	// anything is written (promote.WithGate).
+	Gate promote.Gate `json:"-"`
 }
 
 // CopyResult is the output of Service.Copy.
@@ -121,6 +124,9 @@ func (s *service) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error
 	popts := []promote.Option{promote.WithTracerProvider(s.tp)}
 	if req.Checked != nil {
 		popts = append(popts, promote.FromCheck(&req.Checked.State))
+	}
+	if req.Gate != nil {
+		popts = append(popts, promote.WithGate(req.Gate))
 	}
 	if s.progress != nil {
 		popts = append(popts, promote.WithProgress(s.progress))
