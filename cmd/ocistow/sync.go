@@ -66,7 +66,7 @@ func runSync(ctx context.Context, args []string, lookupEnv func(string) (string,
 	fs.StringVar(&so.file, "file", "", "the promotion file (YAML or JSON)")
 	fs.StringVar(&so.file, "f", "", "short for -file")
 	fs.BoolVar(&so.dryRun, "dry-run", false, "plan only: check every image with HEADs and tag lists, write nothing")
-	fs.IntVar(&so.parallel, "parallel", fleet.DefaultParallel, "images promoted at once")
+	fs.IntVar(&so.parallel, "parallel", fleet.DefaultParallel, "images written at once (more are read ahead, up to -registry-requests)")
 	fs.IntVar(&so.registryRequests, "registry-requests", fleet.DefaultRegistryRequests, "requests in flight to one registry at most, across all images")
 	fs.IntVar(&so.minPulls, "min-pulls", fleet.DefaultMinPulls, "defer images that need pulls from a registry whose rate-limit headers say fewer are left (0: never)")
 	fs.DurationVar(&so.timeout, "timeout", 0, "give up on the whole sync after this long (0: no limit)")
