@@ -47,6 +47,11 @@ type Request struct {
 	Sign bool `json:"Sign"`
 	// Key is the signing key's reference, when Sign.
 	Key string `json:"Key,omitempty"`
+	// Referrers is false when the entry left the source's referrers and
+	// cosign tags behind (referrers: false); a sync copies them by default.
+	Referrers bool `json:"Referrers"`
+	// ReferrersTypes keeps only referrers of these artifact types.
+	ReferrersTypes []string `json:"ReferrersTypes,omitempty"`
 }
 
 // Status is where one image of a fleet stands.
@@ -119,6 +124,8 @@ func expand(ctx context.Context, tl TagLister, e promofile.Entry, defaultKey str
 		Platforms:           e.Platforms,
 		Immutable:           e.Immutable != nil && *e.Immutable,
 		Sign:                e.Sign == nil || *e.Sign,
+		Referrers:           e.Referrers == nil || *e.Referrers,
+		ReferrersTypes:      e.ReferrersTypes,
 	}
 	if base.Sign {
 		base.Key = e.Key

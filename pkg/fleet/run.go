@@ -149,7 +149,8 @@ func (it *Item) deferred(ctx context.Context, svc service.Service, opts RunOptio
 }
 
 func (it *Item) promote(ctx context.Context, svc service.Service, key *keys.Key) {
-	res, err := service.Promote(ctx, svc, service.PromoteRequest{CopyRequest: it.copyRequest(), Copy: true, Sign: it.Sign, Key: key})
+	res, err := service.Promote(ctx, svc, service.PromoteRequest{CopyRequest: it.copyRequest(), Copy: true, Sign: it.Sign, Key: key,
+		Referrers: it.Referrers, ReferrersTypes: it.ReferrersTypes})
 	it.Result = res
 	if res != nil && res.CopyResult != nil {
 		it.Previous = res.PreviousDigest

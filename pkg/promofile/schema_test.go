@@ -128,6 +128,10 @@ var refusedByBoth = map[string]string{
 	"immutable a number":          "defaults: {immutable: 1}\npromotions:\n" + ok,
 	"key empty":                   "defaults: {key: ''}\npromotions:\n" + ok,
 	"key a number":                "defaults: {key: 1}\npromotions:\n" + ok,
+	"referrers a string":          "defaults: {referrers: 'yes'}\npromotions:\n" + ok,
+	"referrersTypes a string":     "defaults: {referrersTypes: application/spdx+json}\npromotions:\n" + ok,
+	"referrersTypes empty":        "defaults: {referrersTypes: []}\npromotions:\n" + ok,
+	"referrersTypes with a space": "promotions:\n  - {source: a/b:1, destination: c/d:1, referrersTypes: ['a b']}\n",
 }
 
 func TestSchemaAndParseRefuseTheInvalidExamples(t *testing.T) {
