@@ -200,13 +200,9 @@ func (cp *copier) node(ctx context.Context, d v1.Hash, walk bool) error {
 		}
 	}
 	subject := cp.req.Source.Digest(d.String())
-	idx, err := remote.Referrers(subject, remote.Reuse(cp.puller), remote.WithContext(ctx))
+	im, err := cp.list(ctx, subject)
 	if err != nil {
 		return fmt.Errorf("listing the referrers of %s: %s", subject, registry.Describe(err))
-	}
-	im, err := idx.IndexManifest()
-	if err != nil {
-		return fmt.Errorf("listing the referrers of %s: %w", subject, err)
 	}
 	for _, r := range im.Manifests {
 		if !cp.wanted(r.ArtifactType) {
@@ -224,6 +220,19 @@ func (cp *copier) node(ctx context.Context, d v1.Hash, walk bool) error {
 		}
 	}
 	return nil
+}
+
+// list lists the referrers of subject at the source: through its referrers
+// API, or, where it has none, from the referrers tag schema's sha256-<hex>
+// index, looked for with a HEAD first (registry.WithHeadFirst), so that a
+// source that meters pulls (Docker Hub counts manifest GETs) is pulled only
+// for a subject that has referrers.
+func (cp *copier) list(ctx context.Context, subject name.Digest) (*v1.IndexManifest, error) {
+	idx, err := remote.Referrers(subject, remote.Reuse(cp.puller), remote.WithContext(registry.WithHeadFirst(ctx)))
+	if err != nil {
+		return nil, err
+	}
+	return idx.IndexManifest()
 }
 
 // children lists the manifests the index d lists, read at the destination

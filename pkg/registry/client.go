@@ -219,11 +219,11 @@ func (c *Client) RemoteOptions(ctx context.Context) []remote.Option {
 	if c.limit != nil {
 		base = &limited{next: base, limit: c.limit}
 	}
-	var rt http.RoundTripper = &retryTransport{
+	var rt http.RoundTripper = &headFirst{next: &retryTransport{
 		next:    &debugLog{next: &manifestBody{next: &stallGuard{next: &observe{next: &rateLimitWatch{next: base, limits: c.limits}}, timeout: c.stall}}, logger: c.logger},
 		backoff: c.backoff,
 		logger:  c.logger,
-	}
+	}}
 	opts := []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithAuthFromKeychain(c.keychain),
