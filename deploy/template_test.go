@@ -1400,7 +1400,7 @@ func TestStateMachineShape(t *testing.T) {
 			retried[e] = true
 		}
 	}
-	for _, e := range []string{"CopyFailed", "SourceFailed", "SigningFailed", "Timeout"} {
+	for _, e := range []string{"CopyFailed", "SourceFailed", "SigningFailed", "ReferrersFailed", "Timeout"} {
 		if !retried[e] {
 			t.Errorf("PromoteImage does not retry %s", e)
 		}

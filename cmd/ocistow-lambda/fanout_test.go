@@ -215,8 +215,8 @@ promotions:
 	}
 	key := "awskms:///alias/" + testenv.ECKey
 	want := []fleet.Request{
-		{SrcImageRef: e2e.bed.SrcRef("single"), DstImageRef: repo + "/single:v1", Annotations: map[string]string{"team": "platform"}, Sign: true, Key: key},
-		{SrcImageRef: e2e.bed.SrcRef("multi"), DstImageRef: repo + "/multi:v1", Annotations: map[string]string{"team": "platform"}},
+		{SrcImageRef: e2e.bed.SrcRef("single"), DstImageRef: repo + "/single:v1", Annotations: map[string]string{"team": "platform"}, Sign: true, Key: key, Referrers: true},
+		{SrcImageRef: e2e.bed.SrcRef("multi"), DstImageRef: repo + "/multi:v1", Annotations: map[string]string{"team": "platform"}, Referrers: true},
 	}
 	got, _ := json.Marshal(plan.Items)
 	wantJSON, _ := json.Marshal(want)

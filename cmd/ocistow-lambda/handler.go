@@ -184,7 +184,9 @@ func (h *handler) Invoke(ctx context.Context, raw []byte) (out []byte, err error
 // configuration: the payload's annotations, manifest annotations and
 // labels win over the environment's, key by key; its platforms replace the
 // environment's; Immutable adds to IMMUTABLE; Sign, when present, says
-// whether to sign, and a Key must name the function's own key.
+// whether to sign, and a Key must name the function's own key; Referrers,
+// when present, says whether the source's referrers travel, and
+// ReferrersTypes replaces REFERRERS_TYPE.
 func (h *handler) promoteRequest(p lambdapayload.Payload) (service.PromoteRequest, error) {
 	req := h.opts.PromoteRequest(h.key)
 	req.Source, req.Destination = p.SrcImageRef, p.DstImageRef
@@ -204,6 +206,12 @@ func (h *handler) promoteRequest(p lambdapayload.Payload) (service.PromoteReques
 			return req, fmt.Errorf("SignatureFormat: %w", err)
 		}
 		req.SignatureFormat = f
+	}
+	if p.Referrers != nil {
+		req.Referrers = *p.Referrers
+	}
+	if len(p.ReferrersTypes) > 0 {
+		req.ReferrersTypes = p.ReferrersTypes
 	}
 	wantsKey := p.Key != "" && (p.Sign == nil || *p.Sign)
 	switch {

@@ -180,6 +180,9 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 			return fail(stderr, exitSignFailed, err)
 		case service.KindOf(err) == service.KindInvalidRequest, service.KindOf(err) == service.KindTagImmutable:
 			return fail(stderr, exitInvalid, err)
+		case res != nil && res.Referrers != nil:
+			// The copy (and signing) succeeded; the message says so.
+			return fail(stderr, exitFailed, err)
 		case o.Copy:
 			return fail(stderr, exitFailed, fmt.Errorf("copy failed: %w", err))
 		default:
@@ -195,6 +198,10 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if res.Signatures != nil {
 		fmt.Fprintf(stdout, "signed %d digests with %s%s: %d added, %d already present\n",
 			len(res.Signatures.Digests), res.Signatures.Key, formatsNote(res.Signatures.Formats), res.Signatures.Added, res.Signatures.Present)
+	}
+	if r := res.Referrers; r != nil {
+		fmt.Fprintf(stdout, "referrers of %d source digests: %d copied, %d already present; cosign tags: %d copied, %d already present; %d filtered out; %d source manifests written by digest\n",
+			len(r.Subjects), r.ReferrersCopied, r.ReferrersPresent, r.TagsCopied, r.TagsPresent, r.Filtered, r.SubjectsWritten)
 	}
 	return exitOK
 }

@@ -35,6 +35,8 @@ type Options struct {
 	Timeout             time.Duration
 	// SignatureFormat is -signature-format: legacy, bundle or both.
 	SignatureFormat string
+	Referrers       bool
+	ReferrersTypes  Strings
 
 	logger *slog.Logger     // set by Build
 	client *registry.Client // set by Build
@@ -71,6 +73,8 @@ func (o *Options) RegisterPromote(fs *flag.FlagSet) {
 	fs.BoolVar(&o.XRay, "aws-xray", false, "whether to enable AWS X-Ray tracing (OpenTelemetry over OTLP to localhost:4318, the ADOT collector; OTEL_* variables apply)")
 	fs.DurationVar(&o.Timeout, "timeout", 0, "give up on the whole promotion after this long, leaving the destination tag as it was (0: no limit)")
 	fs.BoolVar(&o.Immutable, "immutable", false, "refuse, before writing anything, to move a destination tag that points at another digest")
+	fs.BoolVar(&o.Referrers, "referrers", false, "also copy the source's OCI 1.1 referrers (SBOMs, attestations, signatures; recursively) and cosign's .sig/.att/.sbom tags; when stamping, the unstamped source manifests too, by digest, so that upstream signatures verify")
+	fs.Var(&o.ReferrersTypes, "referrers-type", "with -referrers, copy only referrers of this artifact type (repeatable; default: all)")
 	fs.BoolVar(&o.Quiet, "quiet", false, "no progress bars, only the canonical log lines (progress shows only on a terminal anyway)")
 	o.registerSignatureFormat(fs)
 }
@@ -137,6 +141,12 @@ func (o *Options) CheckPromote() (keyRef string, err error) {
 	if !o.Sign {
 		ref = ""
 	}
+	if len(o.ReferrersTypes) > 0 && !o.Referrers {
+		return "", errors.New("-referrers-type filters -referrers, which is off")
+	}
+	if o.Referrers && !o.Copy {
+		return "", errors.New("-referrers travel with a copy: -copy=false copies none")
+	}
 	return ref, nil
 }
 
@@ -191,5 +201,7 @@ func (o *Options) PromoteRequest(key *keys.Key) service.PromoteRequest {
 		Sign:            o.Sign,
 		Key:             key,
 		SignatureFormat: sign.Format(o.SignatureFormat),
+		Referrers:       o.Referrers,
+		ReferrersTypes:  o.ReferrersTypes,
 	}
 }

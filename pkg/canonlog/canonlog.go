@@ -100,6 +100,37 @@ func (m *middleware) Sign(ctx context.Context, req service.SignRequest) (*servic
 	return res, err
 }
 
+func (m *middleware) Referrers(ctx context.Context, req service.ReferrersRequest) (*service.ReferrersResult, error) {
+	start := time.Now()
+	res, err := m.next.Referrers(ctx, req)
+	attrs := []slog.Attr{
+		slog.String("component", "service"),
+		slog.String("method", "Referrers"),
+		slog.String("src", req.Source),
+		slog.String("dst", req.Destination),
+		slog.Any("digests", req.Digests),
+		slog.Bool("write_subjects", req.WriteSubjects),
+	}
+	if len(req.ArtifactTypes) > 0 {
+		attrs = append(attrs, slog.Any("artifact_types", req.ArtifactTypes))
+	}
+	if res != nil {
+		attrs = append(attrs,
+			slog.Int("subjects", len(res.Subjects)),
+			slog.Int("subjects_written", res.SubjectsWritten),
+			slog.Int("referrers_copied", res.ReferrersCopied),
+			slog.Int("referrers_present", res.ReferrersPresent),
+			slog.Int("tags_copied", res.TagsCopied),
+			slog.Int("tags_present", res.TagsPresent),
+			slog.Int("filtered", res.Filtered),
+			slog.Int("blobs_copied", res.BlobsCopied),
+			slog.Int64("bytes", res.BytesCopied),
+		)
+	}
+	m.log(ctx, "Referrers", start, err, attrs)
+	return res, err
+}
+
 func (m *middleware) Verify(ctx context.Context, req service.VerifyRequest) (*service.VerifyResult, error) {
 	start := time.Now()
 	res, err := m.next.Verify(ctx, req)

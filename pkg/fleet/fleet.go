@@ -51,6 +51,11 @@ type Request struct {
 	// SignatureFormat is how signatures are stored (bundle or both), when
 	// Sign; absent, the signer's default (legacy unless configured).
 	SignatureFormat string `json:"SignatureFormat,omitempty"`
+	// Referrers is false when the entry left the source's referrers and
+	// cosign tags behind (referrers: false); a sync copies them by default.
+	Referrers bool `json:"Referrers"`
+	// ReferrersTypes keeps only referrers of these artifact types.
+	ReferrersTypes []string `json:"ReferrersTypes,omitempty"`
 }
 
 // Status is where one image of a fleet stands.
@@ -138,6 +143,8 @@ func expand(ctx context.Context, tl TagLister, e promofile.Entry, defaultKey str
 		Platforms:           e.Platforms,
 		Immutable:           e.Immutable != nil && *e.Immutable,
 		Sign:                e.Sign == nil || *e.Sign,
+		Referrers:           e.Referrers == nil || *e.Referrers,
+		ReferrersTypes:      e.ReferrersTypes,
 	}
 	if base.Sign {
 		base.SignatureFormat = e.SignatureFormat

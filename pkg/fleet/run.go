@@ -282,7 +282,8 @@ func (b *pullBudget) wake() {
 func (it *Item) promote(ctx context.Context, svc service.Service, key *keys.Key, gate promote.Gate) {
 	req := it.copyRequest()
 	req.Checked, req.Gate = it.Check, gate
-	res, err := service.Promote(ctx, svc, service.PromoteRequest{CopyRequest: req, Copy: true, Sign: it.Sign, Key: key, SignatureFormat: sign.Format(it.SignatureFormat)})
+	res, err := service.Promote(ctx, svc, service.PromoteRequest{CopyRequest: req, Copy: true, Sign: it.Sign, Key: key,
+		SignatureFormat: sign.Format(it.SignatureFormat), Referrers: it.Referrers, ReferrersTypes: it.ReferrersTypes})
 	it.Result = res
 	if res != nil && res.CopyResult != nil {
 		it.Previous = res.PreviousDigest

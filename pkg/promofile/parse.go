@@ -3,6 +3,7 @@ package promofile
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"go.yaml.in/yaml/v3"
@@ -15,7 +16,7 @@ import (
 // The keys of each map of the file, as the JSON names of the types.
 var (
 	fileKeys     = []string{"defaults", "promotions"}
-	optionKeys   = []string{"annotations", "manifestAnnotations", "labels", "platforms", "key", "sign", "immutable", "signatureFormat"}
+	optionKeys   = []string{"annotations", "manifestAnnotations", "labels", "platforms", "key", "sign", "immutable", "signatureFormat", "referrers", "referrersTypes"}
 	entryKeys    = append([]string{"source", "destination", "tags"}, optionKeys...)
 	selectorKeys = []string{"list", "allow", "deny", "semver", "latest"}
 )
@@ -152,6 +153,10 @@ func (d *decoder) option(o *Options, key string, v *yaml.Node) (err error) {
 				err = d.errorf(deref(v).Line, "signatureFormat %q: want legacy, bundle or both", o.SignatureFormat)
 			}
 		}
+	case "referrers":
+		o.Referrers, err = d.boolean(key, v)
+	case "referrersTypes":
+		o.ReferrersTypes, err = d.artifactTypes(v)
 	default:
 		err = d.errorf(deref(v).Line, "unknown option %q", key)
 	}
@@ -190,6 +195,23 @@ func (d *decoder) platforms(n *yaml.Node) ([]string, error) {
 		out = append(out, p)
 		return nil
 	})
+	return out, err
+}
+
+// artifactTypes reads a non-empty list of artifact (media) types.
+func (d *decoder) artifactTypes(n *yaml.Node) ([]string, error) {
+	var out []string
+	err := d.items("referrersTypes", n, func(item *yaml.Node) error {
+		t, err := d.str("referrersTypes", item)
+		if err == nil && (t == "" || strings.ContainsAny(t, " \t\r\n,")) {
+			err = d.errorf(item.Line, "referrersTypes: %q is not an artifact type (a media type such as application/spdx+json)", t)
+		}
+		out = append(out, t)
+		return err
+	})
+	if err == nil && len(out) == 0 {
+		err = d.errorf(deref(n).Line, "referrersTypes: the list is empty: leave it out to copy every referrer")
+	}
 	return out, err
 }
 

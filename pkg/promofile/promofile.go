@@ -55,6 +55,11 @@ type Options struct {
 	// SignatureFormat is how signatures are stored, as -signature-format
 	// takes it: legacy, bundle or both.
 	SignatureFormat string `json:"signatureFormat,omitempty"`
+	// Referrers, when false, leaves the source's referrers and cosign
+	// tags behind; a sync copies them unless told not to.
+	Referrers *bool `json:"referrers,omitempty"`
+	// ReferrersTypes keeps only referrers of these artifact types.
+	ReferrersTypes []string `json:"referrersTypes,omitempty"`
 }
 
 // Entry is one promotion of the file: one image (Tags nil), or the tags of
@@ -77,9 +82,10 @@ type Entry struct {
 
 // Resolve returns the entries of f with the defaults merged in: annotations,
 // manifest annotations and labels merge key by key (the entry's value wins);
-// platforms, key, sign, immutable and signatureFormat are the entry's when it sets them (an
-// empty platforms list is set, and means every platform), else the
-// defaults'. Each entry keeps its Line. The result shares nothing with f.
+// platforms, key, sign, immutable, signatureFormat, referrers and
+// referrersTypes are the entry's when it sets them (an empty platforms list
+// is set, and means every platform), else the defaults'. Each entry keeps
+// its Line. The result shares nothing with f.
 func (f *File) Resolve() []Entry {
 	out := make([]Entry, len(f.Promotions))
 	for i, e := range f.Promotions {
@@ -109,9 +115,14 @@ func (o Options) under(e Options) Options {
 		Sign:                copyBool(cmp.Or(e.Sign, o.Sign)),
 		Immutable:           copyBool(cmp.Or(e.Immutable, o.Immutable)),
 		SignatureFormat:     cmp.Or(e.SignatureFormat, o.SignatureFormat),
+		Referrers:           copyBool(cmp.Or(e.Referrers, o.Referrers)),
+		ReferrersTypes:      slices.Clone(o.ReferrersTypes),
 	}
 	if e.Platforms != nil {
 		r.Platforms = slices.Clone(e.Platforms)
+	}
+	if e.ReferrersTypes != nil {
+		r.ReferrersTypes = slices.Clone(e.ReferrersTypes)
 	}
 	return r
 }

@@ -47,7 +47,7 @@ func TestParseRefuses(t *testing.T) {
 		{"snake case", "promotions:\n  - source: a/b\n    destination: c/d\n    manifest_annotations: {team: x}\n", 4, `unknown key "manifest_annotations" (did you mean "manifestAnnotations"?)`},
 		{"case", "promotions:\n  - Source: a/b\n    destination: c/d\n", 2, `unknown key "Source" (did you mean "source"?)`},
 		{"selector key in an entry", "promotions:\n  - source: a/b\n    destination: c/d\n    semver: '>=1'\n", 4, `unknown key "semver" (tag selection goes under "tags")`},
-		{"unknown key, listed", "promotions:\n  - source: a/b\n    destination: c/d\n    frobnicate: true\n", 4, `unknown key "frobnicate" (want one of: source, destination, tags, annotations, manifestAnnotations, labels, platforms, key, sign, immutable, signatureFormat)`},
+		{"unknown key, listed", "promotions:\n  - source: a/b\n    destination: c/d\n    frobnicate: true\n", 4, `unknown key "frobnicate" (want one of: source, destination, tags, annotations, manifestAnnotations, labels, platforms, key, sign, immutable, signatureFormat, referrers, referrersTypes)`},
 		{"unknown defaults key", "defaults:\n  key: k\n  source: a\npromotions:\n" + ok, 3, `unknown key "source" (defaults are options: images and tags go in each promotion)`},
 		{"unknown defaults key, suggested", "defaults:\n  platform: [linux/amd64]\npromotions:\n" + ok, 2, `unknown key "platform" (did you mean "platforms"?)`},
 		{"unknown tags key, suggested", "promotions:\n  - source: a/b\n    destination: c/d\n    tags:\n      allows: [x]\n", 5, `unknown key "allows" (did you mean "allow"?)`},
@@ -279,9 +279,11 @@ func TestParseReadsWhatJSONWrites(t *testing.T) {
 			Key:                 "awskms:///alias/ocistow",
 			Sign:                bp(true),
 			Immutable:           bp(false),
+			Referrers:           bp(true),
+			ReferrersTypes:      []string{"application/spdx+json"},
 		},
 		Promotions: []Entry{
-			{Source: "a/b:1", Destination: "c/d:1", Options: Options{Sign: bp(false), Immutable: bp(true), Key: "cosign.key"}},
+			{Source: "a/b:1", Destination: "c/d:1", Options: Options{Sign: bp(false), Immutable: bp(true), Key: "cosign.key", Referrers: bp(false)}},
 			{Source: "a/b", Destination: "c/e", Tags: &tags.Selector{List: []string{"v1", "v2"}}},
 			{Source: "a/b", Destination: "c/f", Tags: &tags.Selector{Allow: []string{"v.*"}, Deny: []string{"v0.*"}, Semver: ">=1", Latest: 3},
 				Options: Options{Annotations: map[string]string{"a": "b"}, ManifestAnnotations: map[string]string{"c": "d"}, Labels: map[string]string{"e": "f"}, Platforms: []string{"linux/arm64"}}},
@@ -312,6 +314,7 @@ func TestResolve(t *testing.T) {
   key: awskms:///alias/default
   sign: true
   signatureFormat: bundle
+  referrersTypes: [application/spdx+json]
 promotions:
   - source: a/b:1
     destination: c/d:1
@@ -324,6 +327,8 @@ promotions:
     sign: false
     immutable: true
     signatureFormat: both
+    referrers: false
+    referrersTypes: [application/vnd.in-toto+json]
   - source: a/b
     destination: c/e
     tags: [v1]
@@ -335,7 +340,7 @@ promotions:
 	}
 	got := f.Resolve()
 	want := []Entry{{
-		Source: "a/b:1", Destination: "c/d:1", Line: 10,
+		Source: "a/b:1", Destination: "c/d:1", Line: 11,
 		Options: Options{
 			Annotations:         map[string]string{"team": "platform", "tier": "base"},
 			ManifestAnnotations: map[string]string{"m": "default"},
@@ -344,9 +349,10 @@ promotions:
 			Key:                 "awskms:///alias/default",
 			Sign:                bp(true),
 			SignatureFormat:     "bundle",
+			ReferrersTypes:      []string{"application/spdx+json"},
 		},
 	}, {
-		Source: "a/b:2", Destination: "c/d:2", Line: 12,
+		Source: "a/b:2", Destination: "c/d:2", Line: 13,
 		Options: Options{
 			Annotations:         map[string]string{"team": "platform", "tier": "app", "owner": "me"},
 			ManifestAnnotations: map[string]string{"m": "default"},
@@ -356,9 +362,11 @@ promotions:
 			Sign:                bp(false),
 			Immutable:           bp(true),
 			SignatureFormat:     "both",
+			Referrers:           bp(false),
+			ReferrersTypes:      []string{"application/vnd.in-toto+json"},
 		},
 	}, {
-		Source: "a/b", Destination: "c/e", Line: 21, Tags: &tags.Selector{List: []string{"v1"}},
+		Source: "a/b", Destination: "c/e", Line: 24, Tags: &tags.Selector{List: []string{"v1"}},
 		Options: Options{
 			Annotations:         map[string]string{"team": "platform", "tier": "base"},
 			ManifestAnnotations: map[string]string{"m": "default", "n": "mine"},
@@ -367,6 +375,7 @@ promotions:
 			Key:                 "awskms:///alias/default",
 			Sign:                bp(true),
 			SignatureFormat:     "bundle",
+			ReferrersTypes:      []string{"application/spdx+json"},
 		},
 	}}
 	if !reflect.DeepEqual(got, want) {
@@ -386,8 +395,10 @@ promotions:
 	*got[0].Sign = false
 	got[2].Tags.List[0] = "changed"
 	got[2].ManifestAnnotations["n"] = "changed"
+	got[0].ReferrersTypes[0] = "changed"
 	if f.Defaults.Annotations["team"] != "platform" || f.Defaults.Platforms[0] != "linux/amd64" || !*f.Defaults.Sign ||
-		f.Promotions[2].Tags.List[0] != "v1" || f.Promotions[2].ManifestAnnotations["n"] != "mine" {
+		f.Promotions[2].Tags.List[0] != "v1" || f.Promotions[2].ManifestAnnotations["n"] != "mine" ||
+		f.Defaults.ReferrersTypes[0] != "application/spdx+json" {
 		t.Errorf("changing what Resolve returned changed the file: %s", dump(f))
 	}
 	if again := f.Resolve(); !reflect.DeepEqual(again, want) {

@@ -131,6 +131,10 @@ var refusedByBoth = map[string]string{
 	"signatureFormat unknown":     "defaults: {signatureFormat: sigstore}\npromotions:\n" + ok,
 	"signatureFormat empty":       "promotions:\n  - {source: a/b:1, destination: c/d:1, signatureFormat: ''}\n",
 	"signatureFormat a bool":      "defaults: {signatureFormat: true}\npromotions:\n" + ok,
+	"referrers a string":          "defaults: {referrers: 'yes'}\npromotions:\n" + ok,
+	"referrersTypes a string":     "defaults: {referrersTypes: application/spdx+json}\npromotions:\n" + ok,
+	"referrersTypes empty":        "defaults: {referrersTypes: []}\npromotions:\n" + ok,
+	"referrersTypes with a space": "promotions:\n  - {source: a/b:1, destination: c/d:1, referrersTypes: ['a b']}\n",
 }
 
 func TestSchemaAndParseRefuseTheInvalidExamples(t *testing.T) {

@@ -217,11 +217,11 @@ func (c *Client) roundTripper() http.RoundTripper {
 	if c.limit != nil {
 		base = &limited{next: base, limit: c.limit}
 	}
-	return &retryTransport{
+	return &headFirst{next: &retryTransport{
 		next:    &debugLog{next: &manifestBody{next: &stallGuard{next: &observe{next: &rateLimitWatch{next: base, limits: c.limits}}, timeout: c.stall}}, logger: c.logger},
 		backoff: c.backoff,
 		logger:  c.logger,
-	}
+	}}
 }
 
 // RemoteOptions returns the go-containerregistry options for operations

@@ -28,6 +28,9 @@ const (
 	// KindSigningFailed: signing failed; when it follows a copy, the copy
 	// succeeded.
 	KindSigningFailed Kind = "SigningFailed"
+	// KindReferrersFailed: copying an image's referrers or cosign tags
+	// failed; the copy (and signing, when asked) succeeded.
+	KindReferrersFailed Kind = "ReferrersFailed"
 	// KindVerificationFailed: an image has no valid signature.
 	KindVerificationFailed Kind = "VerificationFailed"
 	// KindTagImmutable: -immutable refused to move the destination tag;

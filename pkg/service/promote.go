@@ -23,13 +23,19 @@ type PromoteRequest struct {
 	// SignatureFormat is how signatures are stored: legacy (when empty),
 	// bundle or both.
 	SignatureFormat sign.Format
+	// Referrers copies, after the copy and signing, the OCI 1.1 referrers
+	// and cosign legacy tags of every source digest promoted (see
+	// ReferrersFor); ReferrersTypes keeps only these artifact types.
+	Referrers      bool
+	ReferrersTypes []string
 }
 
 // PromoteResult is the machine-readable result of a promotion: what the
 // CLI prints with -output json and what the Lambda function returns.
 type PromoteResult struct {
 	*CopyResult
-	Signatures *SignResult `json:"signatures,omitempty"`
+	Signatures *SignResult      `json:"signatures,omitempty"`
+	Referrers  *ReferrersResult `json:"referrers,omitempty"`
 }
 
 // CopySucceededError wraps a signing failure that followed a successful
@@ -54,6 +60,9 @@ func Promote(ctx context.Context, svc Service, req PromoteRequest) (*PromoteResu
 	if req.Sign && req.Key == nil {
 		return nil, Errorf(KindInvalidRequest, "signing needs a key")
 	}
+	if req.Referrers && !req.Copy {
+		return nil, Errorf(KindInvalidRequest, "referrers travel with a copy: turn copying on, or referrers off")
+	}
 	res := &PromoteResult{}
 	sreq := SignRequest{Image: req.Destination, Annotations: req.Annotations, Key: req.Key, Recursive: true, Format: req.SignatureFormat}
 	if req.Copy {
@@ -74,18 +83,34 @@ func Promote(ctx context.Context, svc Service, req PromoteRequest) (*PromoteResu
 	} else if err := ValidateKeyValues("annotation", req.Annotations); err != nil {
 		return nil, err
 	}
-	if !req.Sign {
+	if req.Sign {
+		sres, err := svc.Sign(ctx, sreq)
+		res.Signatures = sres
+		if err != nil && req.Copy {
+			var e *Error
+			kind := KindSigningFailed
+			if errors.As(err, &e) {
+				kind = e.Kind
+			}
+			return res, &Error{Kind: kind, Err: &CopySucceededError{Image: res.CopyResult.Destination + "@" + res.CopyResult.DestinationDigest, Err: err}}
+		}
+		if err != nil {
+			return res, err
+		}
+	}
+	if !req.Referrers {
 		return res, nil
 	}
-	sres, err := svc.Sign(ctx, sreq)
-	res.Signatures = sres
-	if err != nil && req.Copy {
-		var e *Error
-		kind := KindSigningFailed
-		if errors.As(err, &e) {
-			kind = e.Kind
+	// Its own step, after signing: what travels with the image is not
+	// what makes it usable, and a failure here leaves it in place, signed.
+	rres, err := svc.Referrers(ctx, ReferrersFor(req.CopyRequest, res.CopyResult, req.ReferrersTypes))
+	res.Referrers = rres
+	if err != nil {
+		done := "copy"
+		if req.Sign {
+			done = "copy and signing"
 		}
-		return res, &Error{Kind: kind, Err: &CopySucceededError{Image: res.CopyResult.Destination + "@" + res.CopyResult.DestinationDigest, Err: err}}
+		return res, &Error{Kind: KindOf(err), Err: fmt.Errorf("%s succeeded (%s@%s) but %w", done, res.CopyResult.Destination, res.CopyResult.DestinationDigest, err)}
 	}
-	return res, err
+	return res, nil
 }

@@ -32,6 +32,9 @@ type Service interface {
 	Copy(ctx context.Context, req CopyRequest) (*CopyResult, error)
 	// Sign signs digests of an image in cosign's format.
 	Sign(ctx context.Context, req SignRequest) (*SignResult, error)
+	// Referrers copies the OCI 1.1 referrers and cosign legacy tags of
+	// promoted source digests to the destination repository.
+	Referrers(ctx context.Context, req ReferrersRequest) (*ReferrersResult, error)
 	// Verify checks an image's cosign signatures.
 	Verify(ctx context.Context, req VerifyRequest) (*VerifyResult, error)
 	// Check tells what Copy would find, writing nothing: whether the

@@ -63,6 +63,26 @@ func (m *middleware) Sign(ctx context.Context, req service.SignRequest) (res *se
 	return m.next.Sign(ctx, req)
 }
 
+func (m *middleware) Referrers(ctx context.Context, req service.ReferrersRequest) (res *service.ReferrersResult, err error) {
+	ctx, span := m.tracer.Start(ctx, "Referrers", trace.WithAttributes(
+		attribute.String("ocistow.source", req.Source),
+		attribute.String("ocistow.destination", req.Destination),
+		attribute.StringSlice("ocistow.digests", req.Digests),
+	))
+	defer func() {
+		if res != nil {
+			span.SetAttributes(
+				attribute.Int("ocistow.referrers_copied", res.ReferrersCopied),
+				attribute.Int("ocistow.referrers_present", res.ReferrersPresent),
+				attribute.Int("ocistow.tags_copied", res.TagsCopied),
+				attribute.Int("ocistow.subjects_written", res.SubjectsWritten),
+			)
+		}
+		end(span, err)
+	}()
+	return m.next.Referrers(ctx, req)
+}
+
 func (m *middleware) Verify(ctx context.Context, req service.VerifyRequest) (res *service.VerifyResult, err error) {
 	ctx, span := m.tracer.Start(ctx, "Verify", trace.WithAttributes(attribute.String("ocistow.image", req.Image), attribute.Bool("ocistow.recursive", req.Recursive)))
 	defer func() {

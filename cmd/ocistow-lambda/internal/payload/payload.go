@@ -4,7 +4,7 @@
 //   - a promotion: the original ocistow payload {"SrcImageRef",
 //     "DstImageRef", "Annotations"}, with the optional fields of a
 //     fleet.Request (ManifestAnnotations, Labels, Platforms, Immutable,
-//     Sign, Key), so that a plan item of `ocistow sync -dry-run -o json`
+//     Sign, Key, Referrers, ReferrersTypes), so that a plan item of `ocistow sync -dry-run -o json`
 //     is a payload as it is;
 //   - a plan: {"PromotionFile": "<the promotion file's YAML or JSON>"};
 //   - a summary of a fan-out: {"Plan": <a plan's answer>, "Results":
@@ -57,6 +57,11 @@ type Payload struct {
 	// SignatureFormat, when given, is how signatures are stored (legacy,
 	// bundle or both) instead of the function's SIGNATURE_FORMAT.
 	SignatureFormat string `json:"SignatureFormat"`
+	// Referrers is nil when absent: the function's REFERRERS setting
+	// (false unless configured otherwise) applies.
+	Referrers *bool `json:"Referrers"`
+	// ReferrersTypes replaces the function's REFERRERS_TYPE, when given.
+	ReferrersTypes []string `json:"ReferrersTypes"`
 
 	// PromotionFile is the text of a promotion file to plan.
 	PromotionFile *string `json:"PromotionFile"`
@@ -108,7 +113,8 @@ type CaughtError struct {
 // shapes may not be mixed.
 func (p Payload) Mode() (Mode, error) {
 	promote := p.SrcImageRef != "" || p.DstImageRef != "" || p.Annotations != nil || p.ManifestAnnotations != nil ||
-		p.Labels != nil || p.Platforms != nil || p.Immutable || p.Sign != nil || p.Key != "" || p.SignatureFormat != ""
+		p.Labels != nil || p.Platforms != nil || p.Immutable || p.Sign != nil || p.Key != "" || p.SignatureFormat != "" ||
+		p.Referrers != nil || p.ReferrersTypes != nil
 	plan := p.PromotionFile != nil
 	summary := p.Plan != nil || p.Results != nil
 	n := 0

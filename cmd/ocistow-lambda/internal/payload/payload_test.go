@@ -25,6 +25,10 @@ func TestShapes(t *testing.T) {
 		{"an unknown field", `{"PromotionFile":"","Bucket":"b"}`, 0, `unknown field "Bucket"`},
 		{"an unknown field in a result", `{"Results":[{"Request":{},"Oops":1}]}`, 0, `unknown field "Oops"`},
 		{"Sign not a bool", `{"Sign":"yes"}`, 0, "invalid payload"},
+		{"a promotion with referrers", `{"SrcImageRef":"busybox","DstImageRef":"r.example.com/demo","Referrers":true,"ReferrersTypes":["application/spdx+json"]}`, Promote, ""},
+		{"a plan with Referrers", `{"PromotionFile":"promotions: []","Referrers":false}`, 0, "separate invocations"},
+		{"a plan with ReferrersTypes", `{"PromotionFile":"promotions: []","ReferrersTypes":[]}`, 0, "separate invocations"},
+		{"Referrers not a bool", `{"Referrers":"yes"}`, 0, "invalid payload"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p, err := Decode([]byte(c.payload))
