@@ -312,3 +312,63 @@ func TestAttestRefusals(t *testing.T) {
 	r := ocistow(t, []string{"ATTEST=true", "SIGN=false"}, "-source", srcRef("single"), "-destination", repo+":v1")
 	r.refused(t, []string{"-attest needs a key"}, repo)
 }
+
+func TestSyncAttests(t *testing.T) {
+	repo := dstRepo(t, e2e.dst.Host)
+	file := promotionFile(t, `defaults:
+  key: alias/`+ecKey+`
+  attest: true
+  annotations: {team: fleet}
+promotions:
+  - source: SRC/src/single:v1
+    destination: DST:attested
+  - source: SRC/src/other:v1
+    destination: DST:plain
+    attest: false
+`, e2e.src.Host, repo)
+	// The plan's requests carry Attest, as the Lambda payload takes it.
+	plan := ocistow(t, e2e.kms.Env(), "sync", "-f", file, "-dry-run", "-o", "json").mustSucceed(t)
+	var reqs []map[string]any
+	if err := json.Unmarshal([]byte(plan.stdout), &reqs); err != nil {
+		t.Fatalf("%v: %s", err, plan.stdout)
+	}
+	attests := map[string]any{}
+	for _, r := range reqs {
+		attests[r["DstImageRef"].(string)] = r["Attest"]
+	}
+	if attests[repo+":attested"] != true || attests[repo+":plain"] != nil {
+		t.Errorf("plan's Attest fields: %v", attests)
+	}
+
+	for run, want := range []int{1, 0} {
+		var sum struct {
+			Summary struct {
+				AttestationsAdded int `json:"attestationsAdded"`
+			} `json:"summary"`
+		}
+		r := ocistow(t, e2e.kms.Env(), "sync", "-f", file, "-o", "json").mustSucceed(t)
+		if err := json.Unmarshal([]byte(r.stdout), &sum); err != nil {
+			t.Fatal(err)
+		}
+		if sum.Summary.AttestationsAdded != want {
+			t.Errorf("run %d: %d attestations added, want %d", run, sum.Summary.AttestationsAdded, want)
+		}
+		if n := strings.Count(r.stderr, "method=Attest"); n != 1 {
+			t.Errorf("run %d: %d canonical Attest lines, want 1:\n%s", run, n, r.stderr)
+		}
+	}
+	digest := get(t, repo+":attested", nil).Digest.String()
+	if n := attCount(t, repo, digest); n != 1 {
+		t.Errorf("%d attestations after two syncs, want 1", n)
+	}
+	if n := attCount(t, repo, get(t, repo+":plain", nil).Digest.String()); n != 0 {
+		t.Errorf("attest: false wrote %d attestations", n)
+	}
+	if v := cosignVerifyAttestation(t, "", nil, "awskms:///alias/"+ecKey, repo+":attested"); v.code != 0 {
+		t.Fatalf("cosign verify-attestation: exit %d\n%s", v.code, v.stderr)
+	}
+	v := ocistow(t, e2e.kms.Env(), "verify", "-attestation", "-aws-kms-key-arn", "alias/"+ecKey, "-annotations", "team=fleet", repo+":attested").mustSucceed(t)
+	if !strings.Contains(v.stdout, `"reference":"`+repo+`:attested"`) {
+		t.Errorf("verify printed %s", v.stdout)
+	}
+}

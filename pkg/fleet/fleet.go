@@ -45,8 +45,10 @@ type Request struct {
 	Immutable           bool              `json:"Immutable,omitempty"`
 	// Sign is false when the entry turned signing off.
 	Sign bool `json:"Sign"`
-	// Key is the signing key's reference, when Sign.
+	// Key is the signing key's reference, when Sign or Attest.
 	Key string `json:"Key,omitempty"`
+	// Attest is true when the entry asks for a promotion attestation.
+	Attest bool `json:"Attest,omitempty"`
 }
 
 // Status is where one image of a fleet stands.
@@ -119,14 +121,18 @@ func expand(ctx context.Context, tl TagLister, e promofile.Entry, defaultKey str
 		Platforms:           e.Platforms,
 		Immutable:           e.Immutable != nil && *e.Immutable,
 		Sign:                e.Sign == nil || *e.Sign,
+		Attest:              e.Attest != nil && *e.Attest,
 	}
-	if base.Sign {
+	if base.Sign || base.Attest {
 		base.Key = e.Key
 		if base.Key == "" {
 			base.Key = defaultKey
 		}
-		if base.Key == "" {
+		if base.Key == "" && base.Sign {
 			return nil, errors.New("signing needs a key: give key in the entry or in defaults, or -key / -aws-kms-key-arn, or sign: false")
+		}
+		if base.Key == "" {
+			return nil, errors.New("attest needs a key: give key in the entry or in defaults, or -key / -aws-kms-key-arn")
 		}
 	}
 	if e.Tags == nil {

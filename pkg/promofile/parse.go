@@ -14,7 +14,7 @@ import (
 // The keys of each map of the file, as the JSON names of the types.
 var (
 	fileKeys     = []string{"defaults", "promotions"}
-	optionKeys   = []string{"annotations", "manifestAnnotations", "labels", "platforms", "key", "sign", "immutable"}
+	optionKeys   = []string{"annotations", "manifestAnnotations", "labels", "platforms", "key", "sign", "immutable", "attest"}
 	entryKeys    = append([]string{"source", "destination", "tags"}, optionKeys...)
 	selectorKeys = []string{"list", "allow", "deny", "semver", "latest"}
 )
@@ -145,6 +145,8 @@ func (d *decoder) option(o *Options, key string, v *yaml.Node) (err error) {
 		o.Sign, err = d.boolean(key, v)
 	case "immutable":
 		o.Immutable, err = d.boolean(key, v)
+	case "attest":
+		o.Attest, err = d.boolean(key, v)
 	default:
 		err = d.errorf(deref(v).Line, "unknown option %q", key)
 	}

@@ -52,6 +52,9 @@ type Options struct {
 	Sign *bool `json:"sign,omitempty"`
 	// Immutable refuses to move a destination tag.
 	Immutable *bool `json:"immutable,omitempty"`
+	// Attest, when true, records each promotion as a signed in-toto
+	// attestation (as -attest), with the signing key.
+	Attest *bool `json:"attest,omitempty"`
 }
 
 // Entry is one promotion of the file: one image (Tags nil), or the tags of
@@ -74,7 +77,7 @@ type Entry struct {
 
 // Resolve returns the entries of f with the defaults merged in: annotations,
 // manifest annotations and labels merge key by key (the entry's value wins);
-// platforms, key, sign and immutable are the entry's when it sets them (an
+// platforms, key, sign, immutable and attest are the entry's when it sets them (an
 // empty platforms list is set, and means every platform), else the
 // defaults'. Each entry keeps its Line. The result shares nothing with f.
 func (f *File) Resolve() []Entry {
@@ -105,6 +108,7 @@ func (o Options) under(e Options) Options {
 		Key:                 cmp.Or(e.Key, o.Key),
 		Sign:                copyBool(cmp.Or(e.Sign, o.Sign)),
 		Immutable:           copyBool(cmp.Or(e.Immutable, o.Immutable)),
+		Attest:              copyBool(cmp.Or(e.Attest, o.Attest)),
 	}
 	if e.Platforms != nil {
 		r.Platforms = slices.Clone(e.Platforms)

@@ -47,7 +47,7 @@ func TestParseRefuses(t *testing.T) {
 		{"snake case", "promotions:\n  - source: a/b\n    destination: c/d\n    manifest_annotations: {team: x}\n", 4, `unknown key "manifest_annotations" (did you mean "manifestAnnotations"?)`},
 		{"case", "promotions:\n  - Source: a/b\n    destination: c/d\n", 2, `unknown key "Source" (did you mean "source"?)`},
 		{"selector key in an entry", "promotions:\n  - source: a/b\n    destination: c/d\n    semver: '>=1'\n", 4, `unknown key "semver" (tag selection goes under "tags")`},
-		{"unknown key, listed", "promotions:\n  - source: a/b\n    destination: c/d\n    frobnicate: true\n", 4, `unknown key "frobnicate" (want one of: source, destination, tags, annotations, manifestAnnotations, labels, platforms, key, sign, immutable)`},
+		{"unknown key, listed", "promotions:\n  - source: a/b\n    destination: c/d\n    frobnicate: true\n", 4, `unknown key "frobnicate" (want one of: source, destination, tags, annotations, manifestAnnotations, labels, platforms, key, sign, immutable, attest)`},
 		{"unknown defaults key", "defaults:\n  key: k\n  source: a\npromotions:\n" + ok, 3, `unknown key "source" (defaults are options: images and tags go in each promotion)`},
 		{"unknown defaults key, suggested", "defaults:\n  platform: [linux/amd64]\npromotions:\n" + ok, 2, `unknown key "platform" (did you mean "platforms"?)`},
 		{"unknown tags key, suggested", "promotions:\n  - source: a/b\n    destination: c/d\n    tags:\n      allows: [x]\n", 5, `unknown key "allows" (did you mean "allow"?)`},
@@ -310,6 +310,7 @@ func TestResolve(t *testing.T) {
   platforms: [linux/amd64, linux/arm64]
   key: awskms:///alias/default
   sign: true
+  attest: true
 promotions:
   - source: a/b:1
     destination: c/d:1
@@ -321,6 +322,7 @@ promotions:
     key: cosign.key
     sign: false
     immutable: true
+    attest: false
   - source: a/b
     destination: c/e
     tags: [v1]
@@ -332,7 +334,7 @@ promotions:
 	}
 	got := f.Resolve()
 	want := []Entry{{
-		Source: "a/b:1", Destination: "c/d:1", Line: 9,
+		Source: "a/b:1", Destination: "c/d:1", Line: 10,
 		Options: Options{
 			Annotations:         map[string]string{"team": "platform", "tier": "base"},
 			ManifestAnnotations: map[string]string{"m": "default"},
@@ -340,9 +342,10 @@ promotions:
 			Platforms:           []string{"linux/amd64", "linux/arm64"},
 			Key:                 "awskms:///alias/default",
 			Sign:                bp(true),
+			Attest:              bp(true),
 		},
 	}, {
-		Source: "a/b:2", Destination: "c/d:2", Line: 11,
+		Source: "a/b:2", Destination: "c/d:2", Line: 12,
 		Options: Options{
 			Annotations:         map[string]string{"team": "platform", "tier": "app", "owner": "me"},
 			ManifestAnnotations: map[string]string{"m": "default"},
@@ -351,9 +354,10 @@ promotions:
 			Key:                 "cosign.key",
 			Sign:                bp(false),
 			Immutable:           bp(true),
+			Attest:              bp(false),
 		},
 	}, {
-		Source: "a/b", Destination: "c/e", Line: 19, Tags: &tags.Selector{List: []string{"v1"}},
+		Source: "a/b", Destination: "c/e", Line: 21, Tags: &tags.Selector{List: []string{"v1"}},
 		Options: Options{
 			Annotations:         map[string]string{"team": "platform", "tier": "base"},
 			ManifestAnnotations: map[string]string{"m": "default", "n": "mine"},
@@ -361,6 +365,7 @@ promotions:
 			Platforms:           []string{},
 			Key:                 "awskms:///alias/default",
 			Sign:                bp(true),
+			Attest:              bp(true),
 		},
 	}}
 	if !reflect.DeepEqual(got, want) {

@@ -4,7 +4,7 @@
 //   - a promotion: the original ocistow payload {"SrcImageRef",
 //     "DstImageRef", "Annotations"}, with the optional fields of a
 //     fleet.Request (ManifestAnnotations, Labels, Platforms, Immutable,
-//     Sign, Key), so that a plan item of `ocistow sync -dry-run -o json`
+//     Sign, Key, Attest), so that a plan item of `ocistow sync -dry-run -o json`
 //     is a payload as it is;
 //   - a plan: {"PromotionFile": "<the promotion file's YAML or JSON>"};
 //   - a summary of a fan-out: {"Plan": <a plan's answer>, "Results":
@@ -54,6 +54,9 @@ type Payload struct {
 	Sign *bool `json:"Sign"`
 	// Key must name the function's own key, when given.
 	Key string `json:"Key"`
+	// Attest is nil when absent: the function's ATTEST setting (false
+	// unless configured otherwise) applies.
+	Attest *bool `json:"Attest"`
 
 	// PromotionFile is the text of a promotion file to plan.
 	PromotionFile *string `json:"PromotionFile"`
@@ -105,7 +108,7 @@ type CaughtError struct {
 // shapes may not be mixed.
 func (p Payload) Mode() (Mode, error) {
 	promote := p.SrcImageRef != "" || p.DstImageRef != "" || p.Annotations != nil || p.ManifestAnnotations != nil ||
-		p.Labels != nil || p.Platforms != nil || p.Immutable || p.Sign != nil || p.Key != ""
+		p.Labels != nil || p.Platforms != nil || p.Immutable || p.Sign != nil || p.Key != "" || p.Attest != nil
 	plan := p.PromotionFile != nil
 	summary := p.Plan != nil || p.Results != nil
 	n := 0
