@@ -372,3 +372,23 @@ promotions:
 		t.Errorf("verify printed %s", v.stdout)
 	}
 }
+
+// A re-run that finds every attestation present asks KMS to sign nothing:
+// the stored attestations are checked with the public key first.
+func TestAttestRerunMakesNoKMSSignCalls(t *testing.T) {
+	signs, env := kmsSignCounter(t)
+	dst := e2e.dst.Host + "/" + freshRepo(t) + ":v1"
+	args := []string{"-source", srcRef("multi"), "-destination", dst, "-sign=false", "-attest", "-aws-kms-key-arn", "alias/" + ecKey}
+	ocistow(t, env, args...).mustSucceed(t)
+	if n := signs.Load(); n != 3 {
+		t.Fatalf("first run made %d KMS Sign calls, want 3 (index and two images)", n)
+	}
+	signs.Store(0)
+	r := ocistow(t, env, args...).mustSucceed(t)
+	if n := signs.Load(); n != 0 {
+		t.Errorf("identical re-run made %d KMS Sign calls, want 0", n)
+	}
+	if !strings.Contains(r.stdout, "attested 3 digests with awskms:///alias/"+ecKey+": 0 added, 3 already present") {
+		t.Errorf("re-run summary: %s", r.stdout)
+	}
+}

@@ -253,6 +253,36 @@ func TestVerifyDigest(t *testing.T) {
 	refused(t, td, key, nil, "signature does not verify with")
 }
 
+// Another attestation in the tag (an upstream's, of another predicate
+// type) is kept beside ours, and passed over by verification.
+func TestForeignAttestationsAreKept(t *testing.T) {
+	b := newBed(t)
+	key := fileKey(t)
+	ctx := t.Context()
+	d := b.digest(t, 'a')
+	stmt := `{"_type":"https://in-toto.io/Statement/v1","subject":[{"digest":{"sha256":"` + strings.Repeat("a", 64) + `"}}],"predicateType":"https://slsa.dev/provenance/v1","predicate":{}}`
+	foreign, err := Envelope(ctx, fileKey(t), []byte(stmt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.st.write(ctx, AttestationTag(d), nil, foreign); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := VerifyDigest(ctx, b.st, d, key, nil); err == nil || !strings.Contains(err.Error(), "no promotion attestation found") {
+		t.Errorf("an SLSA attestation alone: %v", err)
+	}
+	if s, err := Digest(ctx, b.st, d, predicate("platform"), key); err != nil || s != Added {
+		t.Fatalf("%s, %v", s, err)
+	}
+	envs := mustRead(t, b, d)
+	if len(envs) != 2 || string(envs[0]) != string(foreign) {
+		t.Errorf("%d envelopes, the first kept: %v", len(envs), len(envs) > 0 && string(envs[0]) == string(foreign))
+	}
+	if v, err := VerifyDigest(ctx, b.st, d, key, nil); err != nil || len(v) != 1 {
+		t.Errorf("verify beside an SLSA attestation: %d, %v", len(v), err)
+	}
+}
+
 // Concurrent attesters of one digest, each with its own promotion, all end
 // up in the tag.
 func TestDigestConcurrentWriters(t *testing.T) {
