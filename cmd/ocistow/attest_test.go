@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,6 +17,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/ocistow/ocistow/internal/testenv"
 )
 
 const promotionType = "https://github.com/ocistow/ocistow/promotion/v1"
@@ -291,6 +294,34 @@ func TestAttestWithKeyFile(t *testing.T) {
 		t.Errorf("exit %d", r.code)
 	}
 	r.refused(t, []string{"no promotion attestation found"}, "")
+	// Attesting it later, up to date: the attestation is added.
+	late := ocistow(t, pw, "-source", srcRef("other"), "-destination", other, "-key", filepath.Join(dir, "cosign.key"), "-attest").mustSucceed(t)
+	if !strings.Contains(late.stdout, "destination already up to date") || !strings.Contains(late.stdout, "attested 1 digests with "+filepath.Join(dir, "cosign.key")+": 1 added") {
+		t.Errorf("attesting an up-to-date image: %s", late.stdout)
+	}
+	ocistow(t, nil, "verify", "-attestation", "-key", filepath.Join(dir, "cosign.pub"), other).mustSucceed(t)
+}
+
+// A destination that refuses the .att tag: the copy stands, exit 3.
+func TestAttestFailureAfterCopy(t *testing.T) {
+	front := testenv.NewFront(e2e.dst.Host)
+	defer front.Close()
+	front.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, ".att") {
+			http.Error(w, `{"errors":[{"code":"DENIED","message":"no attestations here"}]}`, http.StatusForbidden)
+			return true
+		}
+		return false
+	})
+	dst := front.Host + "/" + testenv.RepoName(t.Name()) + ":v1"
+	r := ocistow(t, e2e.kms.Env(), "-source", srcRef("single"), "-destination", dst, "-attest", "-aws-kms-key-arn", "alias/"+ecKey)
+	if r.code != exitSignFailed {
+		t.Errorf("exit %d, want %d", r.code, exitSignFailed)
+	}
+	r.refused(t, []string{"copy succeeded", "but attesting failed", "DENIED"}, "")
+	if !strings.Contains(r.stderr, "error_type=SigningFailed") {
+		t.Errorf("canonical Attest line lacks error_type=SigningFailed:\n%s", r.stderr)
+	}
 }
 
 func TestAttestRefusals(t *testing.T) {
@@ -390,5 +421,29 @@ func TestAttestRerunMakesNoKMSSignCalls(t *testing.T) {
 	}
 	if !strings.Contains(r.stdout, "attested 3 digests with awskms:///alias/"+ecKey+": 0 added, 3 already present") {
 		t.Errorf("re-run summary: %s", r.stdout)
+	}
+}
+
+// -attest adds an Attest span under the root, with one span per digest
+// under it.
+func TestTracedAttest(t *testing.T) {
+	recv := testenv.NewOTLPReceiver()
+	defer recv.Close()
+	dst := dstRepo(t, e2e.dst.Host) + ":v1"
+	env := append(e2e.kms.Env(), "OTEL_EXPORTER_OTLP_ENDPOINT="+recv.Endpoint)
+	ocistow(t, env, "-aws-xray", "-source", srcRef("multi"), "-destination", dst, "-attest", "-aws-kms-key-arn", "alias/"+ecKey).mustSucceed(t)
+	tree := newSpanTree(recv.Spans())
+	attests := tree.named("Attest")
+	if len(attests) != 1 || !tree.under(attests[0], "ocistow") || attests[0].Attributes["ocistow.attestations_added"] != "3" {
+		t.Fatalf("Attest spans %+v", attests)
+	}
+	per := tree.named("attest sha256:")
+	if len(per) != 3 {
+		t.Fatalf("%d per-digest attest spans, want 3", len(per))
+	}
+	for _, s := range per {
+		if !tree.under(s, "Attest") || s.Attributes["ocistow.attestation"] != "added" {
+			t.Errorf("span %s: parent chain or status %v", s.Name, s.Attributes)
+		}
 	}
 }
