@@ -38,7 +38,7 @@ func (h *handler) plan(ctx context.Context, text string) (*lambdapayload.PlanRes
 	// The function signs with its own key only: refuse, before checking
 	// anything, a file that asks for another.
 	for _, it := range items {
-		if it.Sign && normalKey(it.Key) != normalKey(h.keyRef) {
+		if (it.Sign || it.Attest) && normalKey(it.Key) != normalKey(h.keyRef) {
 			return nil, service.Errorf(service.KindInvalidRequest, "%s:%d: key %s: this function signs with %s", promotionFileName, it.Line, it.Key, h.keyRef)
 		}
 	}

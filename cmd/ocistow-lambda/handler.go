@@ -183,10 +183,10 @@ func (h *handler) Invoke(ctx context.Context, raw []byte) (out []byte, err error
 // promoteRequest is the promotion p asks for, on top of the function's
 // configuration: the payload's annotations, manifest annotations and
 // labels win over the environment's, key by key; its platforms replace the
-// environment's; Immutable adds to IMMUTABLE; Sign, when present, says
-// whether to sign, and a Key must name the function's own key; Referrers,
-// when present, says whether the source's referrers travel, and
-// ReferrersTypes replaces REFERRERS_TYPE.
+// environment's; Immutable adds to IMMUTABLE; Sign and Attest, when
+// present, say whether to sign and attest, and a Key must name the
+// function's own key; Referrers, when present, says whether the source's
+// referrers travel, and ReferrersTypes replaces REFERRERS_TYPE.
 func (h *handler) promoteRequest(p lambdapayload.Payload) (service.PromoteRequest, error) {
 	req := h.opts.PromoteRequest(h.key)
 	req.Source, req.Destination = p.SrcImageRef, p.DstImageRef
@@ -213,11 +213,16 @@ func (h *handler) promoteRequest(p lambdapayload.Payload) (service.PromoteReques
 	if len(p.ReferrersTypes) > 0 {
 		req.ReferrersTypes = p.ReferrersTypes
 	}
-	wantsKey := p.Key != "" && (p.Sign == nil || *p.Sign)
+	if p.Attest != nil {
+		req.Attest = *p.Attest
+	}
+	wantsKey := p.Key != "" && (p.Sign == nil || *p.Sign || req.Attest)
 	switch {
+	case req.Attest && h.key == nil:
+		return req, errors.New("this function has no key to attest with: send \"Attest\": false, or configure its key")
 	case (req.Sign || wantsKey) && h.key == nil:
 		return req, errors.New("this function does not sign (SIGN=false): send \"Sign\": false, or configure its key")
-	case req.Sign && p.Key != "" && normalKey(p.Key) != normalKey(h.keyRef):
+	case (req.Sign || req.Attest) && p.Key != "" && normalKey(p.Key) != normalKey(h.keyRef):
 		return req, fmt.Errorf("Key %q: this function signs with %s", p.Key, h.keyRef)
 	case !req.Copy && !req.Sign:
 		return req, errors.New("nothing to do: the function does not copy (COPY=false) and the payload says \"Sign\": false")

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ocistow/ocistow/internal/app"
 	"github.com/ocistow/ocistow/internal/oneline"
+	"github.com/ocistow/ocistow/pkg/attest"
 	"github.com/ocistow/ocistow/pkg/keys"
 	"github.com/ocistow/ocistow/pkg/service"
 	"github.com/ocistow/ocistow/pkg/sign"
@@ -38,7 +39,7 @@ metadata and signs it with a KMS key, in cosign's format.
 
 Usage:
   ocistow -source IMAGE -destination IMAGE [flags]
-  ocistow verify -key KEY [-annotations k=v] [-recursive] IMAGE
+  ocistow verify -key KEY [-annotations k=v] [-recursive] [-attestation] IMAGE
   ocistow sync -f FILE [-dry-run] [-parallel N] [flags]   (ocistow sync -h)
 
 Example: copy busybox into ECR, annotate it, and sign every digest with KMS:
@@ -54,17 +55,19 @@ Command-line flags win over the environment.
 
 Exit codes: 0 done; 1 failed (the destination tag is as it was); 2 bad flags,
 input or key, or -immutable refused to move the tag (nothing was written);
-3 copied but not signed.
+3 copied but not signed (or not attested).
 
 Flags:
 `
 
 const verifyUsageHead = `ocistow verify checks the cosign signatures of an image with a key, like
 cosign verify --key KEY --insecure-ignore-tlog=true, and prints the verified
-payloads as JSON.
+payloads as JSON. With -attestation it checks ocistow's promotion
+attestations instead, like cosign verify-attestation --type
+https://github.com/ocistow/ocistow/promotion/v1, and prints their predicates.
 
 Usage:
-  ocistow verify -key KEY [-annotations k=v ...] [-recursive] IMAGE
+  ocistow verify -key KEY [-annotations k=v ...] [-recursive] [-attestation] IMAGE
 
 KEY is an AWS KMS key (awskms:///alias/NAME, ARN, alias/NAME or key id), a
 public key PEM file, or a private key file. Exit 0 only if every checked
@@ -203,17 +206,22 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		fmt.Fprintf(stdout, "referrers of %d source digests: %d copied, %d already present; cosign tags: %d copied, %d already present; %d filtered out; %d source manifests written by digest\n",
 			len(r.Subjects), r.ReferrersCopied, r.ReferrersPresent, r.TagsCopied, r.TagsPresent, r.Filtered, r.SubjectsWritten)
 	}
+	if res.Attestations != nil {
+		fmt.Fprintf(stdout, "attested %d digests with %s: %d added, %d already present\n",
+			len(res.Attestations.Digests), res.Attestations.Key, res.Attestations.Added, res.Attestations.Present)
+	}
 	return exitOK
 }
 
 func runVerify(ctx context.Context, args []string, lookupEnv func(string) (string, bool), getenv func(string) string, stdout, stderr io.Writer) int {
 	var (
-		o         app.Options
-		recursive bool
+		o                      app.Options
+		recursive, attestation bool
 	)
 	fs := flag.NewFlagSet("ocistow verify", flag.ContinueOnError)
 	o.RegisterVerify(fs)
 	fs.BoolVar(&recursive, "recursive", false, "for a multi-platform image, verify every manifest the index lists too")
+	fs.BoolVar(&attestation, "attestation", false, "verify ocistow's promotion attestations (in-toto, "+attest.PredicateType+") instead of signatures, and print their predicates; -annotations must then be in each attestation's stamp")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), verifyUsageHead)
 		fs.PrintDefaults()
@@ -245,7 +253,7 @@ func runVerify(ctx context.Context, args []string, lookupEnv func(string) (strin
 	if err != nil {
 		return fail(stderr, exitInvalid, err)
 	}
-	res, err := svc.Verify(ctx, service.VerifyRequest{Image: image, Annotations: o.Annotations, Recursive: recursive, Key: key})
+	res, err := svc.Verify(ctx, service.VerifyRequest{Image: image, Annotations: o.Annotations, Recursive: recursive, Attestation: attestation, Key: key})
 	if err != nil {
 		code := exitFailed
 		if service.KindOf(err) == service.KindInvalidRequest {
@@ -255,6 +263,17 @@ func runVerify(ctx context.Context, args []string, lookupEnv func(string) (strin
 	}
 	if o.Output == "json" {
 		return printJSON(stdout, stderr, res)
+	}
+	if attestation {
+		// The verified attestations (digest, predicate type and
+		// predicate), as a JSON array on one line.
+		b, err := json.Marshal(res.Attestations)
+		if err != nil {
+			return fail(stderr, exitFailed, err)
+		}
+		fmt.Fprintf(stderr, "Verified %d promotion attestations on %d digests of %s with %s\n", len(res.Attestations), len(res.Digests), image, key.Ref)
+		fmt.Fprintln(stdout, string(b))
+		return exitOK
 	}
 	// Like cosign: the verified payloads, as a JSON array on one line.
 	payloads := make([]any, len(res.Verified))

@@ -217,5 +217,9 @@ func printTable(w io.Writer, items []fleet.Item, sum fleet.Summary) {
 		}
 		fmt.Fprintf(w, "%s %d %s", sep, sum.Statuses[st], st)
 	}
-	fmt.Fprintf(w, "; %s copied, %d source pulls, %d signatures added\n", humanBytes(sum.BytesCopied), sum.SourcePulls, sum.SignaturesAdded)
+	fmt.Fprintf(w, "; %s copied, %d source pulls, %d signatures added", humanBytes(sum.BytesCopied), sum.SourcePulls, sum.SignaturesAdded)
+	if sum.AttestationsAdded > 0 {
+		fmt.Fprintf(w, ", %d attestations added", sum.AttestationsAdded)
+	}
+	fmt.Fprintln(w)
 }

@@ -130,7 +130,7 @@ func NewClient(s Settings, logger *slog.Logger) *registry.Client {
 // ServiceFor builds the Service around the registry client c, as
 // NewService does.
 func ServiceFor(c *registry.Client, s Settings, logger *slog.Logger) service.Service {
-	var sopts []service.Option
+	sopts := []service.Option{service.WithVersion(Version)}
 	tp := s.TracerProvider
 	if tp != nil {
 		sopts = append(sopts, service.WithTracerProvider(tp))

@@ -30,6 +30,7 @@ type Options struct {
 	Labels              KeyValues
 	Platforms           Strings
 	Copy, Sign, XRay    bool
+	Attest              bool
 	Quiet               bool
 	Immutable           bool
 	Timeout             time.Duration
@@ -70,6 +71,7 @@ func (o *Options) RegisterPromote(fs *flag.FlagSet) {
 	fs.Var(&o.Platforms, "platform", "copy only this platform of a multi-platform image: os/arch[/variant] (repeatable)")
 	fs.BoolVar(&o.Copy, "copy", true, "whether to copy the image")
 	fs.BoolVar(&o.Sign, "sign", true, "whether to sign the image")
+	fs.BoolVar(&o.Attest, "attest", false, "record the promotion as a signed in-toto attestation of every promoted digest (cosign's .att tag), with the signing key")
 	fs.BoolVar(&o.XRay, "aws-xray", false, "whether to enable AWS X-Ray tracing (OpenTelemetry over OTLP to localhost:4318, the ADOT collector; OTEL_* variables apply)")
 	fs.DurationVar(&o.Timeout, "timeout", 0, "give up on the whole promotion after this long, leaving the destination tag as it was (0: no limit)")
 	fs.BoolVar(&o.Immutable, "immutable", false, "refuse, before writing anything, to move a destination tag that points at another digest")
@@ -138,7 +140,13 @@ func (o *Options) CheckPromote() (keyRef string, err error) {
 	if o.Sign && ref == "" {
 		return "", errors.New("signing needs a key: give -aws-kms-key-arn or -key, or -sign=false to only copy")
 	}
-	if !o.Sign {
+	if o.Attest && ref == "" {
+		return "", errors.New("-attest needs a key: give -aws-kms-key-arn or -key")
+	}
+	if o.Attest && !o.Copy {
+		return "", errors.New("-attest needs the copy, which says what was promoted: drop -copy=false or -attest")
+	}
+	if !o.Sign && !o.Attest {
 		ref = ""
 	}
 	if len(o.ReferrersTypes) > 0 && !o.Referrers {
@@ -199,6 +207,7 @@ func (o *Options) PromoteRequest(key *keys.Key) service.PromoteRequest {
 		},
 		Copy:            o.Copy,
 		Sign:            o.Sign,
+		Attest:          o.Attest,
 		Key:             key,
 		SignatureFormat: sign.Format(o.SignatureFormat),
 		Referrers:       o.Referrers,

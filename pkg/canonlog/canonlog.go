@@ -131,6 +131,37 @@ func (m *middleware) Referrers(ctx context.Context, req service.ReferrersRequest
 	return res, err
 }
 
+func (m *middleware) Attest(ctx context.Context, req service.AttestRequest) (*service.AttestResult, error) {
+	start := time.Now()
+	res, err := m.next.Attest(ctx, req)
+	attrs := []slog.Attr{
+		slog.String("component", "service"),
+		slog.String("method", "Attest"),
+		slog.String("dst", req.Image),
+		slog.String("src", req.Predicate.Source.Reference),
+		slog.String("src_digest", req.Predicate.Source.Digest),
+	}
+	if req.Key != nil {
+		attrs = append(attrs, slog.String("key", req.Key.Ref))
+	}
+	if res != nil {
+		digests := make([]string, 0, len(res.Digests))
+		for _, d := range res.Digests {
+			if d.Digest != "" {
+				digests = append(digests, d.Digest)
+			}
+		}
+		attrs = append(attrs,
+			slog.String("predicate_type", res.PredicateType),
+			slog.Any("digests", digests),
+			slog.Int("attestations_added", res.Added),
+			slog.Int("attestations_present", res.Present),
+		)
+	}
+	m.log(ctx, "Attest", start, err, attrs)
+	return res, err
+}
+
 func (m *middleware) Verify(ctx context.Context, req service.VerifyRequest) (*service.VerifyResult, error) {
 	start := time.Now()
 	res, err := m.next.Verify(ctx, req)
@@ -141,11 +172,14 @@ func (m *middleware) Verify(ctx context.Context, req service.VerifyRequest) (*se
 		slog.String("annotations", jsonString(req.Annotations)),
 		slog.Bool("recursive", req.Recursive),
 	}
+	if req.Attestation {
+		attrs = append(attrs, slog.Bool("attestation", true))
+	}
 	if req.Key != nil {
 		attrs = append(attrs, slog.String("key", req.Key.Ref))
 	}
 	if res != nil {
-		attrs = append(attrs, slog.Any("digests", res.Digests), slog.Int("verified", len(res.Verified)))
+		attrs = append(attrs, slog.Any("digests", res.Digests), slog.Int("verified", len(res.Verified)+len(res.Attestations)))
 		counts := res.FormatCounts()
 		attrs = append(attrs, slog.Int("verified_legacy", counts[sign.Legacy]), slog.Int("verified_bundle", counts[sign.Bundle]))
 	}

@@ -46,7 +46,7 @@ type Request struct {
 	Immutable           bool              `json:"Immutable,omitempty"`
 	// Sign is false when the entry turned signing off.
 	Sign bool `json:"Sign"`
-	// Key is the signing key's reference, when Sign.
+	// Key is the signing key's reference, when Sign or Attest.
 	Key string `json:"Key,omitempty"`
 	// SignatureFormat is how signatures are stored (bundle or both), when
 	// Sign; absent, the signer's default (legacy unless configured).
@@ -56,6 +56,8 @@ type Request struct {
 	Referrers bool `json:"Referrers"`
 	// ReferrersTypes keeps only referrers of these artifact types.
 	ReferrersTypes []string `json:"ReferrersTypes,omitempty"`
+	// Attest is true when the entry asks for a promotion attestation.
+	Attest bool `json:"Attest,omitempty"`
 }
 
 // Status is where one image of a fleet stands.
@@ -145,15 +147,21 @@ func expand(ctx context.Context, tl TagLister, e promofile.Entry, defaultKey str
 		Sign:                e.Sign == nil || *e.Sign,
 		Referrers:           e.Referrers == nil || *e.Referrers,
 		ReferrersTypes:      e.ReferrersTypes,
+		Attest:              e.Attest != nil && *e.Attest,
 	}
 	if base.Sign {
 		base.SignatureFormat = e.SignatureFormat
+	}
+	if base.Sign || base.Attest {
 		base.Key = e.Key
 		if base.Key == "" {
 			base.Key = defaultKey
 		}
-		if base.Key == "" {
+		if base.Key == "" && base.Sign {
 			return nil, errors.New("signing needs a key: give key in the entry or in defaults, or -key / -aws-kms-key-arn, or sign: false")
+		}
+		if base.Key == "" {
+			return nil, errors.New("attest needs a key: give key in the entry or in defaults, or -key / -aws-kms-key-arn")
 		}
 	}
 	if e.Tags == nil {

@@ -60,7 +60,7 @@ func Plan(ctx context.Context, svc service.Service, items []Item, n int) {
 func LoadKeys(ctx context.Context, items []Item, load func(context.Context, string) (*keys.Key, error)) (map[string]*keys.Key, error) {
 	out := map[string]*keys.Key{}
 	for _, it := range items {
-		if !it.Sign || it.Key == "" || out[it.Key] != nil {
+		if !(it.Sign || it.Attest) || it.Key == "" || out[it.Key] != nil {
 			continue
 		}
 		k, err := load(ctx, it.Key)
@@ -282,7 +282,7 @@ func (b *pullBudget) wake() {
 func (it *Item) promote(ctx context.Context, svc service.Service, key *keys.Key, gate promote.Gate) {
 	req := it.copyRequest()
 	req.Checked, req.Gate = it.Check, gate
-	res, err := service.Promote(ctx, svc, service.PromoteRequest{CopyRequest: req, Copy: true, Sign: it.Sign, Key: key,
+	res, err := service.Promote(ctx, svc, service.PromoteRequest{CopyRequest: req, Copy: true, Sign: it.Sign, Attest: it.Attest, Key: key,
 		SignatureFormat: sign.Format(it.SignatureFormat), Referrers: it.Referrers, ReferrersTypes: it.ReferrersTypes})
 	it.Result = res
 	if res != nil && res.CopyResult != nil {
@@ -328,6 +328,8 @@ type Summary struct {
 	BytesCopied     int64 `json:"bytesCopied"`
 	SourcePulls     int   `json:"sourcePulls"`
 	SignaturesAdded int   `json:"signaturesAdded"`
+	// AttestationsAdded adds up the promotion attestations written.
+	AttestationsAdded int `json:"attestationsAdded,omitempty"`
 }
 
 // Summarize adds up items.
@@ -345,6 +347,9 @@ func Summarize(items []Item) Summary {
 			}
 			if r.Signatures != nil {
 				s.SignaturesAdded += r.Signatures.Added
+			}
+			if r.Attestations != nil {
+				s.AttestationsAdded += r.Attestations.Added
 			}
 		}
 	}

@@ -16,7 +16,7 @@ import (
 // The keys of each map of the file, as the JSON names of the types.
 var (
 	fileKeys     = []string{"defaults", "promotions"}
-	optionKeys   = []string{"annotations", "manifestAnnotations", "labels", "platforms", "key", "sign", "immutable", "signatureFormat", "referrers", "referrersTypes"}
+	optionKeys   = []string{"annotations", "manifestAnnotations", "labels", "platforms", "key", "sign", "immutable", "signatureFormat", "referrers", "referrersTypes", "attest"}
 	entryKeys    = append([]string{"source", "destination", "tags"}, optionKeys...)
 	selectorKeys = []string{"list", "allow", "deny", "semver", "latest"}
 )
@@ -157,6 +157,8 @@ func (d *decoder) option(o *Options, key string, v *yaml.Node) (err error) {
 		o.Referrers, err = d.boolean(key, v)
 	case "referrersTypes":
 		o.ReferrersTypes, err = d.artifactTypes(v)
+	case "attest":
+		o.Attest, err = d.boolean(key, v)
 	default:
 		err = d.errorf(deref(v).Line, "unknown option %q", key)
 	}

@@ -60,6 +60,9 @@ type Options struct {
 	Referrers *bool `json:"referrers,omitempty"`
 	// ReferrersTypes keeps only referrers of these artifact types.
 	ReferrersTypes []string `json:"referrersTypes,omitempty"`
+	// Attest, when true, records each promotion as a signed in-toto
+	// attestation (as -attest), with the signing key.
+	Attest *bool `json:"attest,omitempty"`
 }
 
 // Entry is one promotion of the file: one image (Tags nil), or the tags of
@@ -82,10 +85,10 @@ type Entry struct {
 
 // Resolve returns the entries of f with the defaults merged in: annotations,
 // manifest annotations and labels merge key by key (the entry's value wins);
-// platforms, key, sign, immutable, signatureFormat, referrers and
-// referrersTypes are the entry's when it sets them (an empty platforms list
-// is set, and means every platform), else the defaults'. Each entry keeps
-// its Line. The result shares nothing with f.
+// platforms, key, sign, immutable, signatureFormat, referrers,
+// referrersTypes and attest are the entry's when it sets them (an empty
+// platforms list is set, and means every platform), else the defaults'.
+// Each entry keeps its Line. The result shares nothing with f.
 func (f *File) Resolve() []Entry {
 	out := make([]Entry, len(f.Promotions))
 	for i, e := range f.Promotions {
@@ -117,6 +120,7 @@ func (o Options) under(e Options) Options {
 		SignatureFormat:     cmp.Or(e.SignatureFormat, o.SignatureFormat),
 		Referrers:           copyBool(cmp.Or(e.Referrers, o.Referrers)),
 		ReferrersTypes:      slices.Clone(o.ReferrersTypes),
+		Attest:              copyBool(cmp.Or(e.Attest, o.Attest)),
 	}
 	if e.Platforms != nil {
 		r.Platforms = slices.Clone(e.Platforms)

@@ -47,7 +47,7 @@ func TestParseRefuses(t *testing.T) {
 		{"snake case", "promotions:\n  - source: a/b\n    destination: c/d\n    manifest_annotations: {team: x}\n", 4, `unknown key "manifest_annotations" (did you mean "manifestAnnotations"?)`},
 		{"case", "promotions:\n  - Source: a/b\n    destination: c/d\n", 2, `unknown key "Source" (did you mean "source"?)`},
 		{"selector key in an entry", "promotions:\n  - source: a/b\n    destination: c/d\n    semver: '>=1'\n", 4, `unknown key "semver" (tag selection goes under "tags")`},
-		{"unknown key, listed", "promotions:\n  - source: a/b\n    destination: c/d\n    frobnicate: true\n", 4, `unknown key "frobnicate" (want one of: source, destination, tags, annotations, manifestAnnotations, labels, platforms, key, sign, immutable, signatureFormat, referrers, referrersTypes)`},
+		{"unknown key, listed", "promotions:\n  - source: a/b\n    destination: c/d\n    frobnicate: true\n", 4, `unknown key "frobnicate" (want one of: source, destination, tags, annotations, manifestAnnotations, labels, platforms, key, sign, immutable, signatureFormat, referrers, referrersTypes, attest)`},
 		{"unknown defaults key", "defaults:\n  key: k\n  source: a\npromotions:\n" + ok, 3, `unknown key "source" (defaults are options: images and tags go in each promotion)`},
 		{"unknown defaults key, suggested", "defaults:\n  platform: [linux/amd64]\npromotions:\n" + ok, 2, `unknown key "platform" (did you mean "platforms"?)`},
 		{"unknown tags key, suggested", "promotions:\n  - source: a/b\n    destination: c/d\n    tags:\n      allows: [x]\n", 5, `unknown key "allows" (did you mean "allow"?)`},
@@ -315,6 +315,7 @@ func TestResolve(t *testing.T) {
   sign: true
   signatureFormat: bundle
   referrersTypes: [application/spdx+json]
+  attest: true
 promotions:
   - source: a/b:1
     destination: c/d:1
@@ -329,6 +330,7 @@ promotions:
     signatureFormat: both
     referrers: false
     referrersTypes: [application/vnd.in-toto+json]
+    attest: false
   - source: a/b
     destination: c/e
     tags: [v1]
@@ -340,7 +342,7 @@ promotions:
 	}
 	got := f.Resolve()
 	want := []Entry{{
-		Source: "a/b:1", Destination: "c/d:1", Line: 11,
+		Source: "a/b:1", Destination: "c/d:1", Line: 12,
 		Options: Options{
 			Annotations:         map[string]string{"team": "platform", "tier": "base"},
 			ManifestAnnotations: map[string]string{"m": "default"},
@@ -350,9 +352,10 @@ promotions:
 			Sign:                bp(true),
 			SignatureFormat:     "bundle",
 			ReferrersTypes:      []string{"application/spdx+json"},
+			Attest:              bp(true),
 		},
 	}, {
-		Source: "a/b:2", Destination: "c/d:2", Line: 13,
+		Source: "a/b:2", Destination: "c/d:2", Line: 14,
 		Options: Options{
 			Annotations:         map[string]string{"team": "platform", "tier": "app", "owner": "me"},
 			ManifestAnnotations: map[string]string{"m": "default"},
@@ -364,9 +367,10 @@ promotions:
 			SignatureFormat:     "both",
 			Referrers:           bp(false),
 			ReferrersTypes:      []string{"application/vnd.in-toto+json"},
+			Attest:              bp(false),
 		},
 	}, {
-		Source: "a/b", Destination: "c/e", Line: 24, Tags: &tags.Selector{List: []string{"v1"}},
+		Source: "a/b", Destination: "c/e", Line: 26, Tags: &tags.Selector{List: []string{"v1"}},
 		Options: Options{
 			Annotations:         map[string]string{"team": "platform", "tier": "base"},
 			ManifestAnnotations: map[string]string{"m": "default", "n": "mine"},
@@ -376,6 +380,7 @@ promotions:
 			Sign:                bp(true),
 			SignatureFormat:     "bundle",
 			ReferrersTypes:      []string{"application/spdx+json"},
+			Attest:              bp(true),
 		},
 	}}
 	if !reflect.DeepEqual(got, want) {

@@ -126,6 +126,7 @@ var refusedByBoth = map[string]string{
 	"platform with 4 parts":       "defaults: {platforms: [linux/arm/v7/x]}\npromotions:\n" + ok,
 	"sign a string":               "defaults: {sign: 'false'}\npromotions:\n" + ok,
 	"immutable a number":          "defaults: {immutable: 1}\npromotions:\n" + ok,
+	"attest a string":             "defaults: {attest: 'true'}\npromotions:\n" + ok,
 	"key empty":                   "defaults: {key: ''}\npromotions:\n" + ok,
 	"key a number":                "defaults: {key: 1}\npromotions:\n" + ok,
 	"signatureFormat unknown":     "defaults: {signatureFormat: sigstore}\npromotions:\n" + ok,

@@ -7,18 +7,23 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/ocistow/ocistow/pkg/attest"
 	"github.com/ocistow/ocistow/pkg/keys"
 	"github.com/ocistow/ocistow/pkg/sign"
 )
 
-// PromoteRequest is one whole promotion: copy, then sign what was pushed.
-// Both transports (CLI and Lambda) run it through Promote.
+// PromoteRequest is one whole promotion: copy, then sign what was pushed,
+// then attest it. Both transports (CLI and Lambda) run it through Promote.
 type PromoteRequest struct {
 	CopyRequest
 	// Copy and Sign say which steps run; with Copy false, Sign signs what
 	// the destination already holds (and its children).
 	Copy, Sign bool
-	// Key signs; required when Sign is set.
+	// Attest records the promotion as a signed in-toto attestation of
+	// every digest signed (the pushed digest and, for an index, every
+	// manifest under it); it needs Copy, which says what was promoted.
+	Attest bool
+	// Key signs and attests; required when Sign or Attest is set.
 	Key *keys.Key
 	// SignatureFormat is how signatures are stored: legacy (when empty),
 	// bundle or both.
@@ -34,19 +39,27 @@ type PromoteRequest struct {
 // CLI prints with -output json and what the Lambda function returns.
 type PromoteResult struct {
 	*CopyResult
-	Signatures *SignResult      `json:"signatures,omitempty"`
-	Referrers  *ReferrersResult `json:"referrers,omitempty"`
+	Signatures   *SignResult      `json:"signatures,omitempty"`
+	Attestations *AttestResult    `json:"attestations,omitempty"`
+	Referrers    *ReferrersResult `json:"referrers,omitempty"`
 }
 
 // CopySucceededError wraps a signing failure that followed a successful
 // copy, so that callers can tell the user the image is in place unsigned.
 type CopySucceededError struct {
 	Image string
-	Err   error
+	// Step is the step that failed: "signing" (when empty) or
+	// "attesting".
+	Step string
+	Err  error
 }
 
 func (e *CopySucceededError) Error() string {
-	return fmt.Sprintf("copy succeeded (%s) but signing failed: %v", e.Image, e.Err)
+	step := e.Step
+	if step == "" {
+		step = "signing"
+	}
+	return fmt.Sprintf("copy succeeded (%s) but %s failed: %v", e.Image, step, e.Err)
 }
 
 func (e *CopySucceededError) Unwrap() error { return e.Err }
@@ -62,6 +75,12 @@ func Promote(ctx context.Context, svc Service, req PromoteRequest) (*PromoteResu
 	}
 	if req.Referrers && !req.Copy {
 		return nil, Errorf(KindInvalidRequest, "referrers travel with a copy: turn copying on, or referrers off")
+	}
+	if req.Attest && req.Key == nil {
+		return nil, Errorf(KindInvalidRequest, "attesting needs a key")
+	}
+	if req.Attest && !req.Copy {
+		return nil, Errorf(KindInvalidRequest, "attesting needs the copy, which says what was promoted: -attest with -copy=false")
 	}
 	res := &PromoteResult{}
 	sreq := SignRequest{Image: req.Destination, Annotations: req.Annotations, Key: req.Key, Recursive: true, Format: req.SignatureFormat}
@@ -86,15 +105,12 @@ func Promote(ctx context.Context, svc Service, req PromoteRequest) (*PromoteResu
 	if req.Sign {
 		sres, err := svc.Sign(ctx, sreq)
 		res.Signatures = sres
-		if err != nil && req.Copy {
-			var e *Error
-			kind := KindSigningFailed
-			if errors.As(err, &e) {
-				kind = e.Kind
-			}
-			return res, &Error{Kind: kind, Err: &CopySucceededError{Image: res.CopyResult.Destination + "@" + res.CopyResult.DestinationDigest, Err: err}}
-		}
 		if err != nil {
+			return res, copySucceeded(res, "signing", err)
+		}
+	}
+	if req.Attest {
+		if err := attestStep(ctx, svc, req, sreq, res); err != nil {
 			return res, err
 		}
 	}
@@ -113,4 +129,51 @@ func Promote(ctx context.Context, svc Service, req PromoteRequest) (*PromoteResu
 		return res, &Error{Kind: KindOf(err), Err: fmt.Errorf("%s succeeded (%s@%s) but %w", done, res.CopyResult.Destination, res.CopyResult.DestinationDigest, err)}
 	}
 	return res, nil
+}
+
+// attestStep attests the digests just signed (or that signing would have),
+// with what the copy reports: the same whether it copied or found the
+// destination up to date, so that a re-run finds its attestation.
+func attestStep(ctx context.Context, svc Service, req PromoteRequest, sreq SignRequest, res *PromoteResult) error {
+	areq := AttestRequest{
+		Image:     req.Destination,
+		Digests:   sreq.Digests,
+		Recursive: sreq.Recursive,
+		Key:       req.Key,
+		Predicate: attest.Predicate{
+			Source:      attest.Image{Reference: res.CopyResult.Source, Digest: res.CopyResult.SourceDigest},
+			Destination: attest.Image{Reference: res.CopyResult.Destination, Digest: res.CopyResult.DestinationDigest},
+			Stamp:       attest.Stamp{Annotations: req.Annotations, ManifestAnnotations: req.ManifestAnnotations, Labels: req.Labels},
+			Platforms:   req.Platforms,
+		},
+	}
+	if res.Signatures != nil {
+		// Signing has walked the indexes already: no need to read them
+		// again.
+		areq.Digests, areq.Recursive = nil, false
+		for _, d := range res.Signatures.Digests {
+			areq.Digests = append(areq.Digests, d.Digest)
+		}
+	}
+	ares, err := svc.Attest(ctx, areq)
+	res.Attestations = ares
+	if err != nil {
+		return copySucceeded(res, "attesting", err)
+	}
+	return nil
+}
+
+// copySucceeded wraps err, the failure of step after a copy, so that the
+// caller can say the image is in place; without a copy, err is returned as
+// it is.
+func copySucceeded(res *PromoteResult, step string, err error) error {
+	if res.CopyResult == nil {
+		return err
+	}
+	var e *Error
+	kind := KindSigningFailed
+	if errors.As(err, &e) {
+		kind = e.Kind
+	}
+	return &Error{Kind: kind, Err: &CopySucceededError{Image: res.CopyResult.Destination + "@" + res.CopyResult.DestinationDigest, Step: step, Err: err}}
 }

@@ -35,7 +35,11 @@ type Service interface {
 	// Referrers copies the OCI 1.1 referrers and cosign legacy tags of
 	// promoted source digests to the destination repository.
 	Referrers(ctx context.Context, req ReferrersRequest) (*ReferrersResult, error)
-	// Verify checks an image's cosign signatures.
+	// Attest records a promotion as a signed in-toto attestation of each
+	// promoted digest, stored as cosign stores attestations.
+	Attest(ctx context.Context, req AttestRequest) (*AttestResult, error)
+	// Verify checks an image's cosign signatures, or with
+	// VerifyRequest.Attestation its promotion attestations.
 	Verify(ctx context.Context, req VerifyRequest) (*VerifyResult, error)
 	// Check tells what Copy would find, writing nothing: whether the
 	// destination is up to date, or where its tag points now. It costs the
@@ -116,6 +120,7 @@ type service struct {
 	tp       trace.TracerProvider
 	tracer   trace.Tracer
 	progress promote.Progress
+	version  string
 }
 
 func (s *service) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error) {

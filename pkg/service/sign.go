@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ocistow/ocistow/pkg/attest"
 	"github.com/ocistow/ocistow/pkg/keys"
 	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/sign"
@@ -72,8 +73,11 @@ type VerifyRequest struct {
 	// Annotations must all be in a signature's payload for it to count.
 	Annotations map[string]string `json:"annotations,omitempty"`
 	// Recursive checks every manifest an index lists too, at every depth.
-	Recursive bool      `json:"recursive,omitempty"`
-	Key       *keys.Key `json:"-"`
+	Recursive bool `json:"recursive,omitempty"`
+	// Attestation checks promotion attestations instead of signatures;
+	// Annotations must then be in each attestation's stamp.
+	Attestation bool      `json:"attestation,omitempty"`
+	Key         *keys.Key `json:"-"`
 }
 
 // VerifyResult is the output of Service.Verify.
@@ -85,7 +89,10 @@ type VerifyResult struct {
 	// Formats are the signature formats found among the verified
 	// signatures, legacy first.
 	Formats []sign.Format `json:"formats"`
-	Took    Duration      `json:"tookSeconds"`
+	// Attestations are the promotion attestations that passed, when
+	// verifying attestations.
+	Attestations []attest.Verified `json:"attestations,omitempty"`
+	Took         Duration          `json:"tookSeconds"`
 }
 
 // FormatCounts counts the verified signatures of each format.
@@ -186,6 +193,9 @@ func (s *service) Verify(ctx context.Context, req VerifyRequest) (*VerifyResult,
 		return nil, err
 	}
 	res := &VerifyResult{Image: req.Image, Key: req.Key.Ref}
+	if req.Attestation {
+		return s.verifyAttestations(ctx, req, res, start)
+	}
 	st, err := sign.NewStore(ctx, s.registry)
 	if err != nil {
 		return res, &Error{Kind: KindVerificationFailed, Err: err}

@@ -83,11 +83,26 @@ func (m *middleware) Referrers(ctx context.Context, req service.ReferrersRequest
 	return m.next.Referrers(ctx, req)
 }
 
+func (m *middleware) Attest(ctx context.Context, req service.AttestRequest) (res *service.AttestResult, err error) {
+	attrs := []attribute.KeyValue{attribute.String("ocistow.image", req.Image), attribute.StringSlice("ocistow.digests", req.Digests)}
+	if req.Key != nil {
+		attrs = append(attrs, attribute.String("ocistow.key", req.Key.Ref))
+	}
+	ctx, span := m.tracer.Start(ctx, "Attest", trace.WithAttributes(attrs...))
+	defer func() {
+		if res != nil {
+			span.SetAttributes(attribute.Int("ocistow.attestations_added", res.Added), attribute.Int("ocistow.attestations_present", res.Present))
+		}
+		end(span, err)
+	}()
+	return m.next.Attest(ctx, req)
+}
+
 func (m *middleware) Verify(ctx context.Context, req service.VerifyRequest) (res *service.VerifyResult, err error) {
 	ctx, span := m.tracer.Start(ctx, "Verify", trace.WithAttributes(attribute.String("ocistow.image", req.Image), attribute.Bool("ocistow.recursive", req.Recursive)))
 	defer func() {
 		if res != nil {
-			span.SetAttributes(attribute.Int("ocistow.verified", len(res.Verified)))
+			span.SetAttributes(attribute.Int("ocistow.verified", len(res.Verified)+len(res.Attestations)))
 		}
 		end(span, err)
 	}()

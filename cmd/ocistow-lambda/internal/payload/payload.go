@@ -4,7 +4,7 @@
 //   - a promotion: the original ocistow payload {"SrcImageRef",
 //     "DstImageRef", "Annotations"}, with the optional fields of a
 //     fleet.Request (ManifestAnnotations, Labels, Platforms, Immutable,
-//     Sign, Key, Referrers, ReferrersTypes), so that a plan item of `ocistow sync -dry-run -o json`
+//     Sign, Key, Attest, Referrers, ReferrersTypes), so that a plan item of `ocistow sync -dry-run -o json`
 //     is a payload as it is;
 //   - a plan: {"PromotionFile": "<the promotion file's YAML or JSON>"};
 //   - a summary of a fan-out: {"Plan": <a plan's answer>, "Results":
@@ -62,6 +62,9 @@ type Payload struct {
 	Referrers *bool `json:"Referrers"`
 	// ReferrersTypes replaces the function's REFERRERS_TYPE, when given.
 	ReferrersTypes []string `json:"ReferrersTypes"`
+	// Attest is nil when absent: the function's ATTEST setting (false
+	// unless configured otherwise) applies.
+	Attest *bool `json:"Attest"`
 
 	// PromotionFile is the text of a promotion file to plan.
 	PromotionFile *string `json:"PromotionFile"`
@@ -114,7 +117,7 @@ type CaughtError struct {
 func (p Payload) Mode() (Mode, error) {
 	promote := p.SrcImageRef != "" || p.DstImageRef != "" || p.Annotations != nil || p.ManifestAnnotations != nil ||
 		p.Labels != nil || p.Platforms != nil || p.Immutable || p.Sign != nil || p.Key != "" || p.SignatureFormat != "" ||
-		p.Referrers != nil || p.ReferrersTypes != nil
+		p.Referrers != nil || p.ReferrersTypes != nil || p.Attest != nil
 	plan := p.PromotionFile != nil
 	summary := p.Plan != nil || p.Results != nil
 	n := 0
