@@ -317,10 +317,11 @@ func (b *bench) fleetCommand(tool string, imgs []fleetImage, srcHost, dstHost, d
 }
 
 // ocistowFleetFile is the promotion file: one entry per repository with
-// its tags listed, signing off.
+// its tags listed, signing off, referrers left behind (regsync copies none
+// unless configured to, and skopeo sync none at all).
 func ocistowFleetFile(imgs []fleetImage, srcHost, dstHost string) string {
 	var sb strings.Builder
-	sb.WriteString("defaults:\n  sign: false\npromotions:\n")
+	sb.WriteString("defaults:\n  sign: false\n  referrers: false\npromotions:\n")
 	repos, tags := fleetRepos(imgs)
 	for _, r := range repos {
 		fmt.Fprintf(&sb, "  - source: %s/%s\n    destination: %s/%s\n    tags: [%s]\n", srcHost, r, dstHost, r, quoteJoin(tags[r]))

@@ -42,6 +42,9 @@ func TestFleetFiles(t *testing.T) {
 	if f.Defaults.Sign == nil || *f.Defaults.Sign {
 		t.Errorf("the promotion file signs: %+v", f.Defaults)
 	}
+	if f.Defaults.Referrers == nil || *f.Defaults.Referrers {
+		t.Errorf("the promotion file copies referrers: %+v", f.Defaults)
+	}
 	var got []string
 	for _, e := range f.Promotions {
 		if len(e.Annotations)+len(e.ManifestAnnotations)+len(e.Labels)+len(e.Platforms) > 0 {
