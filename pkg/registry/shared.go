@@ -20,6 +20,10 @@ type shared struct {
 	err    error
 }
 
+// maxSharedStreams bounds the blob streams the shared Puller runs at once:
+// far above what ocistow's own bounds let through.
+const maxSharedStreams = 1024
+
 // Puller returns the Client's shared Puller.
 func (c *Client) Puller() (*remote.Puller, error) {
 	c.initShared()
@@ -37,7 +41,14 @@ func (c *Client) initShared() {
 		// The options' context is only the default for calls that take
 		// none; every call of a Puller or Pusher takes its own.
 		opts := c.RemoteOptions(context.Background())
-		if c.shared.puller, c.shared.err = remote.NewPuller(opts...); c.shared.err != nil {
+		// go-containerregistry's Puller lets no more blob streams run at
+		// once than its jobs, across everything that shares it: with one
+		// Puller per process, a fleet would move -jobs blobs in all, not
+		// per image. ocistow bounds streams itself (-jobs large blobs per
+		// promotion, small ones apart, -registry-requests per registry),
+		// so the Puller's own bound is set out of the way.
+		popts := append(opts[:len(opts):len(opts)], remote.WithJobs(maxSharedStreams))
+		if c.shared.puller, c.shared.err = remote.NewPuller(popts...); c.shared.err != nil {
 			return
 		}
 		c.shared.pusher, c.shared.err = remote.NewPusher(opts...)

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -204,5 +205,75 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition never held")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The Client's shared Puller lets more blob streams run at once than
+// -jobs: promotions sharing it (a fleet) are bounded by ocistow's own
+// limits, not by one process-wide count.
+func TestSharedPullerDoesNotCapBlobStreamsAtJobs(t *testing.T) {
+	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	const streams = 3
+	var inFlight atomic.Int32
+	all := make(chan struct{}) // closed when streams blob reads were in flight at once
+	var once sync.Once
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
+			if inFlight.Add(1) == streams {
+				once.Do(func() { close(all) })
+			}
+			select { // answer once all are in flight together
+			case <-all:
+			case <-time.After(5 * time.Second):
+			}
+			inFlight.Add(-1)
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	var digests []v1.Hash
+	for i := range streams {
+		b := testBlob(strings.Repeat("x", i+1))
+		repo, _ := name.NewRepository(host + "/app")
+		w, err := registry.New().Writer(t.Context(), repo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Upload(t.Context(), b); err != nil {
+			t.Fatal(err)
+		}
+		digests = append(digests, b.Digest)
+	}
+	c := registry.New(registry.WithJobs(1))
+	p, err := c.Puller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, d := range digests {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ref, _ := name.NewDigest(host + "/app@" + d.String())
+			l, err := p.Layer(t.Context(), ref)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			rc, err := l.Compressed()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, rc)
+			rc.Close()
+		}()
+	}
+	wg.Wait()
+	select {
+	case <-all:
+	default:
+		t.Errorf("%d blob reads never reached the registry at once with -jobs 1", streams)
 	}
 }
