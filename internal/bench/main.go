@@ -97,7 +97,7 @@ func main() {
 	flag.IntVar(&c.small, "small", 50, "small multi-platform images in scenario 5")
 	flag.StringVar(&c.out, "out", "bench/results", "where CSV and SVG go")
 	flag.StringVar(&c.docs, "docs", "docs/BENCHMARKS.md", "the document whose generated section is rewritten ('' for none)")
-	flag.StringVar(&scen, "scenarios", "0,1,2,3,4,5,6,7,8,9,10,11", "scenarios to run (0: the programs themselves; 8-11: fleets)")
+	flag.StringVar(&scen, "scenarios", "0,1,2,3,4,5,6,7,8,9,10,11,12,13", "scenarios to run (0: the programs themselves; 8-11: fleets; 12-13: single images with 25 ms latency)")
 	flag.StringVar(&fleetSizes, "fleet", "20,50", "images per fleet in scenarios 8 to 11")
 	flag.StringVar(&c.compare, "compare", "", "a git revision whose ocistow scenario 0 measures too")
 	flag.Parse()
@@ -214,6 +214,9 @@ func run(ctx context.Context, c config) error {
 		}
 	}
 	if err := b.fleets(ctx); err != nil {
+		return err
+	}
+	if err := b.latency(ctx); err != nil {
 		return err
 	}
 	return b.report()
@@ -454,20 +457,7 @@ func (b *bench) check(ctx context.Context, srcTag string, d *destination, repoTa
 // copyRun runs tool from srcTag (through the source's front) to repoTag at
 // d (through its front), counting requests and checking the copy.
 func (b *bench) copyRun(ctx context.Context, tool, srcTag string, d *destination, repoTag string) measurement {
-	c := b.mark(d)
-	wall, cpu, rss, out, err := measure(b.command(tool, b.srcFront.Host+"/"+srcTag, d.front.Host+"/"+repoTag), nil)
-	m := measurement{tool: tool, wall: wall, cpu: cpu, rssBytes: rss}
-	b.count(&m, d, c)
-	if err == nil {
-		err = b.check(ctx, srcTag, d, repoTag, false)
-	} else {
-		err = fmt.Errorf("%v %s", err, lastLine(out))
-	}
-	m.ok = err == nil
-	if err != nil {
-		m.note = oneline.String(err.Error())
-	}
-	return m
+	return b.copyVia(ctx, tool, b.srcFront.Host, srcTag, d, d.front.Host, repoTag)
 }
 
 // copyOnce is copyRun recorded as one run of scenario.
@@ -992,6 +982,9 @@ func (b *bench) report() error {
 		fmt.Fprintf(&table, "| scenario | tool | wall (median, min-max) | vs best peer | CPU | peak RSS | uploaded | requests (source + destination) | runs ok | note |\n")
 		fmt.Fprintf(&table, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 		table.WriteString(rows.String())
+		if t := latencyTargets(sums, bestPeer); t != "" {
+			table.WriteString("\n" + t)
+		}
 	}
 	if fleetRows.Len() > 0 {
 		if table.Len() > 0 {
