@@ -182,7 +182,7 @@ func (b *bench) fleet(ctx context.Context, n int, lat *fleetLatency, doSync, doR
 	names := fleetNames(n, lat != nil)
 	imgs := fleetImages(n)
 	for run := 1; run <= b.cfg.runs; run++ {
-		for _, tool := range rotate(fleetTools(), run) {
+		for _, tool := range rotate(b.cfg.only(fleetTools()), run) {
 			d, err := b.freshDestination(ctx, fmt.Sprintf("fleet%d-%s-%d-%t", n, tool, run, lat != nil))
 			if err != nil {
 				return err

@@ -60,7 +60,7 @@ func (b *bench) latency(ctx context.Context) error {
 			continue
 		}
 		for run := 1; run <= b.cfg.runs; run++ {
-			for _, tool := range rotate(latencyPeers(), run) {
+			for _, tool := range rotate(b.cfg.only(latencyPeers()), run) {
 				d, err := b.freshDestination(ctx, fmt.Sprintf("lat%d-%s-%d", s.number, tool, run))
 				if err != nil {
 					return err

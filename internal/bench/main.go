@@ -57,6 +57,15 @@ type config struct {
 	out, docs, compare            string
 	scenarios                     map[int]bool
 	fleet                         []int // fleet sizes of scenarios 8 to 11
+	tools                         map[string]bool // the tools compared; empty: all
+}
+
+// only keeps the tools the run compares (-tools), in their order.
+func (c config) only(tools []string) []string {
+	if len(c.tools) == 0 {
+		return tools
+	}
+	return slices.DeleteFunc(slices.Clone(tools), func(t string) bool { return !c.tools[t] })
 }
 
 // measurement is one run of one tool in one scenario.
@@ -100,7 +109,15 @@ func main() {
 	flag.StringVar(&scen, "scenarios", "0,1,2,3,4,5,6,7,8,9,10,11,12,13", "scenarios to run (0: the programs themselves; 8-11: fleets; 12-13: single images with 25 ms latency)")
 	flag.StringVar(&fleetSizes, "fleet", "20,50", "images per fleet in scenarios 8 to 11")
 	flag.StringVar(&c.compare, "compare", "", "a git revision whose ocistow scenario 0 measures too")
+	var tools string
+	flag.StringVar(&tools, "tools", "", "compare only these tools (comma-separated, e.g. ocistow,regsync); default all")
 	flag.Parse()
+	c.tools = map[string]bool{}
+	for _, t := range strings.Split(tools, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			c.tools[t] = true
+		}
+	}
 	c.scenarios = map[int]bool{}
 	for _, s := range strings.Split(scen, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -177,7 +194,7 @@ func run(ctx context.Context, c config) error {
 			return err
 		}
 	}
-	peers := []string{"ocistow", "crane", "regctl", "skopeo"}
+	peers := c.only([]string{"ocistow", "crane", "regctl", "skopeo"})
 	if c.scenarios[1] {
 		if err := b.fullCopy(ctx, "1 full copy", "big:v1", peers); err != nil {
 			return err
@@ -500,6 +517,9 @@ func (b *bench) fullCopy(ctx context.Context, scenario, tag string, tools []stri
 
 // rotate interleaves: each run starts with another tool.
 func rotate(tools []string, run int) []string {
+	if len(tools) == 0 {
+		return nil
+	}
 	k := run % len(tools)
 	return append(slices.Clone(tools[k:]), tools[:k]...)
 }
