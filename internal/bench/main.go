@@ -56,7 +56,7 @@ type config struct {
 	layers, layerMiB, runs, small int
 	out, docs, compare            string
 	scenarios                     map[int]bool
-	fleet                         []int // fleet sizes of scenarios 8 to 11
+	fleet                         []int           // fleet sizes of scenarios 8 to 11
 	tools                         map[string]bool // the tools compared; empty: all
 }
 
