@@ -137,6 +137,10 @@ func Run(ctx context.Context, svc service.Service, items []Item, opts RunOptions
 	}
 	budget := newPullBudget(opts, items)
 	parallel(ctx, items, ahead, func(ctx context.Context, it *Item) {
+		// Where a registry's requests are capped, an image's requests
+		// wait behind those of the images before it in the file: the
+		// images being written are not held up by the next ones' reads.
+		ctx = registry.WithPriority(ctx, budget.order[it])
 		if it.Status == "" && opts.Started != nil {
 			opts.Started(it)
 		}
