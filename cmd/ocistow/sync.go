@@ -136,6 +136,9 @@ func runSync(ctx context.Context, args []string, lookupEnv func(string) (string,
 	if err != nil {
 		return fail(stderr, exitInvalid, fmt.Errorf("%s: %w", so.file, err))
 	}
+	if err := fleet.LoadPolicies(ctx, items, o.PolicyLoader(lookupEnv), o.TrustedRoot); err != nil {
+		return fail(stderr, exitInvalid, fmt.Errorf("%s: %w", so.file, err))
+	}
 	opts := fleet.RunOptions{Keys: signers, Parallel: so.parallel, Checks: so.registryRequests, Pulls: o.Client(), MinPulls: so.minPulls}
 	if progress != nil {
 		progress.start(len(items))

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ocistow/ocistow/internal/oneline"
 	"github.com/ocistow/ocistow/pkg/keys"
+	"github.com/ocistow/ocistow/pkg/policy"
 	"github.com/ocistow/ocistow/pkg/promote"
 	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/service"
@@ -70,6 +71,29 @@ func LoadKeys(ctx context.Context, items []Item, load func(context.Context, stri
 		out[it.Key] = k
 	}
 	return out, nil
+}
+
+// LoadPolicies loads the source policies the items name, each key and
+// trusted root once, before anything is promoted: a policy that cannot be
+// loaded (a key that does not load, an invalid identity, a trusted root
+// that cannot be read) refuses the whole sync. An item's Verify without a
+// trusted root takes defaultRoot (the sync's -trusted-root).
+func LoadPolicies(ctx context.Context, items []Item, l *policy.Loader, defaultRoot string) error {
+	for i := range items {
+		it := &items[i]
+		if it.Verify == nil {
+			continue
+		}
+		if it.Verify.Identity != "" && it.Verify.TrustedRoot == "" {
+			it.Verify.TrustedRoot = defaultRoot
+		}
+		p, err := l.Load(ctx, it.Verify)
+		if err != nil {
+			return fmt.Errorf("line %d: verify: %w", it.Line, err)
+		}
+		it.policy = p
+	}
+	return nil
 }
 
 // RunOptions configure Run.
@@ -281,7 +305,7 @@ func (b *pullBudget) wake() {
 
 func (it *Item) promote(ctx context.Context, svc service.Service, key *keys.Key, gate promote.Gate) {
 	req := it.copyRequest()
-	req.Checked, req.Gate = it.Check, gate
+	req.Checked, req.Gate, req.Policy = it.Check, gate, it.policy
 	res, err := service.Promote(ctx, svc, service.PromoteRequest{CopyRequest: req, Copy: true, Sign: it.Sign, Attest: it.Attest, Key: key,
 		SignatureFormat: sign.Format(it.SignatureFormat), Referrers: it.Referrers, ReferrersTypes: it.ReferrersTypes})
 	it.Result = res
@@ -312,6 +336,8 @@ func (it *Item) fail(err error) {
 		it.Status = Missing
 	case service.KindTagImmutable:
 		it.Status = Refused
+	case service.KindPolicyRefused:
+		it.Status = RefusedPolicy
 	default:
 		it.Status = Failed
 	}
@@ -359,7 +385,7 @@ func Summarize(items []Item) Summary {
 // Failures counts the images that did not end up promoted or up to date
 // (or, in a plan, that would not).
 func (s Summary) Failures() int {
-	return s.Statuses[Missing] + s.Statuses[Refused] + s.Statuses[Failed]
+	return s.Statuses[Missing] + s.Statuses[Refused] + s.Statuses[RefusedPolicy] + s.Statuses[Failed]
 }
 
 // Deferred counts the images deferred for rate limits.
@@ -367,6 +393,6 @@ func (s Summary) Deferred() int { return s.Statuses[Deferred] }
 
 // Order lists the statuses s counted, in a stable order.
 func (s Summary) Order() []Status {
-	order := []Status{Promoted, New, Moves, UpToDate, Deferred, Missing, Refused, Failed}
+	order := []Status{Promoted, New, Moves, UpToDate, Deferred, Missing, Refused, RefusedPolicy, Failed}
 	return slices.DeleteFunc(order, func(st Status) bool { return s.Statuses[st] == 0 })
 }

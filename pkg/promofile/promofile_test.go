@@ -47,7 +47,7 @@ func TestParseRefuses(t *testing.T) {
 		{"snake case", "promotions:\n  - source: a/b\n    destination: c/d\n    manifest_annotations: {team: x}\n", 4, `unknown key "manifest_annotations" (did you mean "manifestAnnotations"?)`},
 		{"case", "promotions:\n  - Source: a/b\n    destination: c/d\n", 2, `unknown key "Source" (did you mean "source"?)`},
 		{"selector key in an entry", "promotions:\n  - source: a/b\n    destination: c/d\n    semver: '>=1'\n", 4, `unknown key "semver" (tag selection goes under "tags")`},
-		{"unknown key, listed", "promotions:\n  - source: a/b\n    destination: c/d\n    frobnicate: true\n", 4, `unknown key "frobnicate" (want one of: source, destination, tags, annotations, manifestAnnotations, labels, platforms, key, sign, immutable, signatureFormat, referrers, referrersTypes, attest)`},
+		{"unknown key, listed", "promotions:\n  - source: a/b\n    destination: c/d\n    frobnicate: true\n", 4, `unknown key "frobnicate" (want one of: source, destination, tags, annotations, manifestAnnotations, labels, platforms, key, sign, immutable, signatureFormat, referrers, referrersTypes, attest, verify)`},
 		{"unknown defaults key", "defaults:\n  key: k\n  source: a\npromotions:\n" + ok, 3, `unknown key "source" (defaults are options: images and tags go in each promotion)`},
 		{"unknown defaults key, suggested", "defaults:\n  platform: [linux/amd64]\npromotions:\n" + ok, 2, `unknown key "platform" (did you mean "platforms"?)`},
 		{"unknown tags key, suggested", "promotions:\n  - source: a/b\n    destination: c/d\n    tags:\n      allows: [x]\n", 5, `unknown key "allows" (did you mean "allow"?)`},
