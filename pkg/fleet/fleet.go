@@ -79,7 +79,7 @@ const (
 	// RefusedPolicy: the source policy refused the source; nothing was
 	// written for it.
 	RefusedPolicy Status = "refused (policy)"
-	Failed   Status = "failed"
+	Failed        Status = "failed"
 	// Deferred: not started, or given up, because the source registry's
 	// pulls are (nearly) spent; the next sync picks it up.
 	Deferred Status = "deferred"

@@ -144,4 +144,3 @@ func keylessReason(err error) string {
 	}
 	return "keyless: " + msg
 }
-
