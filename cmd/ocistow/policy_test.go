@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -524,6 +525,12 @@ func TestSyncSourcePolicy(t *testing.T) {
 		"  - {source: " + s.repo + ":unsigned, destination: " + dst + ":unsigned}\n"
 	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	// The plan checks the source digests' signatures too.
+	plan := ocistow(t, nil, "sync", "-f", file, "-dry-run")
+	if plan.code != exitFailed || !regexp.MustCompile(`(?m)^new\s+\S+:signed`).MatchString(plan.stdout) ||
+		!regexp.MustCompile(`(?m)^refused \(policy\)\s+\S+:unsigned\s+.*no signatures`).MatchString(plan.stdout) {
+		t.Errorf("sync -dry-run: exit %d\n%s\n%s", plan.code, plan.stdout, plan.stderr)
 	}
 	r := ocistow(t, nil, "sync", "-f", file, "-o", "json")
 	if r.code != exitFailed {

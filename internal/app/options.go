@@ -109,12 +109,13 @@ func (o *Options) SourcePolicySpec() *policy.Spec {
 }
 
 // PolicyLoader returns the loader of source policies: keys as verifiers,
-// the public-good root cached under policy.DefaultCacheDir.
+// the public-good root cached under policy.DefaultCacheDir (only when a
+// keyless policy names no trusted root file).
 func (o *Options) PolicyLoader(lookupEnv func(string) (string, bool)) *policy.Loader {
 	kopts := o.KeyOptions(lookupEnv)
 	return policy.NewLoader(func(ctx context.Context, ref string) (*keys.Key, error) {
 		return keys.LoadVerifier(ctx, ref, kopts)
-	}, policy.DefaultCacheDir())
+	}, "")
 }
 
 // registerSignatureFormat defines -signature-format on fs.

@@ -210,6 +210,9 @@ func (m *middleware) Check(ctx context.Context, req service.CopyRequest) (*servi
 		if res.PreviousDigest != "" {
 			attrs = append(attrs, slog.String("tag_moves_from", res.PreviousDigest))
 		}
+		if res.Policy != nil {
+			attrs = append(attrs, slog.String("policy", res.Policy.Summary()))
+		}
 	}
 	m.log(ctx, "Check", start, err, attrs)
 	return res, err

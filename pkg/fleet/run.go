@@ -32,13 +32,18 @@ func (r Request) copyRequest() service.CopyRequest {
 }
 
 // Plan checks every item that has no status yet, at most parallel at once,
-// and writes nothing: each costs its source a HEAD, not a pull.
+// and writes nothing: each costs its source a HEAD, not a pull. An item
+// with a source policy (LoadPolicies) has its source digest's signatures
+// checked too, and is RefusedPolicy when it has none that passes; the
+// children of an index are left to the sync.
 func Plan(ctx context.Context, svc service.Service, items []Item, n int) {
 	parallel(ctx, items, n, func(ctx context.Context, it *Item) {
 		if it.Status != "" {
 			return
 		}
-		res, err := svc.Check(ctx, it.copyRequest())
+		req := it.copyRequest()
+		req.Policy = it.policy
+		res, err := svc.Check(ctx, req)
 		it.Check = res
 		switch {
 		case err != nil:

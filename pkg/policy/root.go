@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,7 +13,7 @@ import (
 // --trusted-root` takes) from path, or, when path is empty, fetches the
 // public-good instance's through TUF (sigstore-go's client, with its
 // embedded trust anchor), caching the TUF metadata under cacheDir, which
-// must be writable (the Lambda function's /tmp; see DefaultCacheDir).
+// must be writable (the Lambda function's /tmp); empty, DefaultCacheDir.
 func LoadTrustedRoot(path, cacheDir string) (root.TrustedMaterial, error) {
 	if path != "" {
 		tr, err := root.NewTrustedRootFromPath(path)
@@ -24,7 +23,7 @@ func LoadTrustedRoot(path, cacheDir string) (root.TrustedMaterial, error) {
 		return tr, nil
 	}
 	if cacheDir == "" {
-		return nil, errors.New("no trusted root file, and no cache directory for the public-good root")
+		cacheDir = DefaultCacheDir()
 	}
 	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
 		return nil, fmt.Errorf("TUF cache %s: %w", cacheDir, err)

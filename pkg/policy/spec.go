@@ -49,7 +49,8 @@ type Loader struct {
 
 // NewLoader returns a Loader that loads keys with loadKey and fetches the
 // public-good trusted root, when a spec names no file, with its TUF cache
-// in cacheDir.
+// in cacheDir (empty: DefaultCacheDir, decided when the root is first
+// needed).
 func NewLoader(loadKey func(ctx context.Context, ref string) (*keys.Key, error), cacheDir string) *Loader {
 	return &Loader{loadKey: loadKey, cacheDir: cacheDir, keys: map[string]*keys.Key{}, roots: map[string]root.TrustedMaterial{}}
 }

@@ -46,7 +46,8 @@ type Service interface {
 	Verify(ctx context.Context, req VerifyRequest) (*VerifyResult, error)
 	// Check tells what Copy would find, writing nothing: whether the
 	// destination is up to date, or where its tag points now. It costs the
-	// source a HEAD, not a pull.
+	// source a HEAD, not a pull (and, with a Policy, the reads of the
+	// source digest's signatures).
 	Check(ctx context.Context, req CopyRequest) (*CheckResult, error)
 }
 
@@ -56,6 +57,10 @@ type CheckResult struct {
 	Source      string `json:"source"`
 	Destination string `json:"destination"`
 	promote.State
+	// Policy says which signature satisfied the source policy on the
+	// source digest (a check does not read an index, so its children are
+	// left to the copy); absent without a policy.
+	Policy *policy.Result `json:"policy,omitempty"`
 }
 
 // CopyRequest is the input of Service.Copy.
@@ -200,6 +205,20 @@ func (s *service) Check(ctx context.Context, req CopyRequest) (*CheckResult, err
 	}
 	if err != nil {
 		return out, classifyCopy(err)
+	}
+	if !req.Policy.Empty() {
+		if err := req.Policy.Validate(); err != nil {
+			return out, &Error{Kind: KindInvalidRequest, Err: err}
+		}
+		// The source digest only: its children are known once the copy
+		// reads the index, which a check does not.
+		p := *req.Policy
+		p.Children = false
+		r, err := s.checkPolicy(ctx, &p, preq.Source, preq.Source.Context().Digest(st.SourceDigest), nil)
+		out.Policy = r
+		if err != nil {
+			return out, classifyCopy(err)
+		}
 	}
 	return out, nil
 }
