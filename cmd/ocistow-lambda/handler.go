@@ -196,11 +196,16 @@ func (h *handler) Invoke(ctx context.Context, raw []byte) (out []byte, err error
 // present, say whether to sign and attest, and a Key must name the
 // function's own key; Referrers, when present, says whether the source's
 // referrers travel, and ReferrersTypes replaces REFERRERS_TYPE; Verify,
-// when present, is the source policy instead of the function's.
+// when present, is the source policy instead of the function's (with the
+// function's TRUSTED_ROOT when it names none).
 func (h *handler) promoteRequest(ctx context.Context, p lambdapayload.Payload) (service.PromoteRequest, error) {
 	req := h.opts.PromoteRequest(h.key, h.policy)
 	if p.Verify != nil {
-		pol, err := h.loader.Load(ctx, p.Verify)
+		v := *p.Verify
+		if v.Identity != "" && v.TrustedRoot == "" {
+			v.TrustedRoot = h.opts.TrustedRoot // the function's TRUSTED_ROOT
+		}
+		pol, err := h.loader.Load(ctx, &v)
 		if err != nil {
 			return req, fmt.Errorf("Verify: %w", err)
 		}

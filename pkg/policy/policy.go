@@ -220,6 +220,9 @@ func (p *Policy) check(ctx context.Context, st *sign.Store, kl *keyless, digest 
 		reasons = append(reasons, keyReasons(ctx, c, k, ve.Reason)...)
 	}
 	if p.Identity != "" {
+		if c.BundlesErr != nil {
+			return nil, c.BundlesErr // keyless signatures are bundles: they could not be listed
+		}
 		s, why, err := kl.check(ctx, p, c)
 		if err != nil {
 			return nil, err

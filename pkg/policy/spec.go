@@ -2,7 +2,6 @@ package policy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -31,9 +30,11 @@ type Spec struct {
 	Children bool `json:"Children,omitempty"`
 }
 
-// Empty reports whether s asks for nothing.
+// Empty reports whether s asks for nothing. A trusted root alone asks for
+// nothing: it is where keyless identities are checked, when there are
+// some (a function's or a sync's default for the specs it is sent).
 func (s *Spec) Empty() bool {
-	return s == nil || (len(s.Keys) == 0 && s.Identity == "" && s.Issuer == "" && s.TrustedRoot == "" && len(s.Annotations) == 0 && !s.Children)
+	return s == nil || (len(s.Keys) == 0 && s.Identity == "" && s.Issuer == "" && len(s.Annotations) == 0 && !s.Children)
 }
 
 // Loader loads policies from specs, each key and trusted root once (a fleet
@@ -62,9 +63,6 @@ func (l *Loader) Load(ctx context.Context, s *Spec) (*Policy, error) {
 		return nil, nil
 	}
 	p := &Policy{Identity: s.Identity, Issuer: s.Issuer, Annotations: maps.Clone(s.Annotations), Children: s.Children}
-	if s.TrustedRoot != "" && s.Identity == "" {
-		return nil, errors.New("a trusted root is for keyless signatures: give a source identity and issuer with it")
-	}
 	for _, ref := range slices.Compact(slices.Clone(s.Keys)) {
 		k, err := l.key(ctx, ref)
 		if err != nil {
