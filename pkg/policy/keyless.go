@@ -103,7 +103,7 @@ func (kl *keyless) check(ctx context.Context, p *Policy, c *sign.Candidates) (*S
 		}
 		if _, reason := sign.CheckStatement(payload, digest, p.Annotations); reason != "" {
 			if strings.HasPrefix(reason, "annotation ") {
-				reason = "missing annotation: " + strings.TrimPrefix(reason, "annotation ")
+				reason = missingAnnotation(reason)
 			}
 			reasons = append(reasons, reason)
 			continue

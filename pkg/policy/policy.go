@@ -253,12 +253,19 @@ func keyReasons(ctx context.Context, c *sign.Candidates, k *keys.Key, reason str
 		case strings.HasPrefix(r, "signature does not verify with "):
 			out = append(out, "none by these keys: a .sig signature does not verify with "+k.Ref+" (another key's, or tampered)")
 		case strings.HasPrefix(r, "annotation "):
-			out = append(out, "missing annotation: "+strings.TrimPrefix(r, "annotation "))
+			out = append(out, missingAnnotation(r))
 		default:
 			out = append(out, r)
 		}
 	}
 	return out
+}
+
+// missingAnnotation words pkg/sign's "annotation k=v missing or
+// different" as the policy's reason.
+func missingAnnotation(r string) string {
+	kv := strings.TrimSuffix(strings.TrimPrefix(r, "annotation "), " missing or different")
+	return "missing annotation: " + kv + " (absent, or another value)"
 }
 
 // claimsKey reports whether a bundle among c names k by its public-key
