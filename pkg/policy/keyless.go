@@ -15,11 +15,6 @@ import (
 	"github.com/ocistow/ocistow/pkg/sign"
 )
 
-type bundleStored = bundle.Stored
-
-// hint is the public-key hint a bundle signed by pub names.
-var hint = bundle.Hint
-
 // bundleHint is the public-key hint s names, or "" (a keyless bundle, or
 // not a bundle).
 func bundleHint(s bundle.Stored) string {

@@ -33,8 +33,10 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/sigstore/sigstore-go/pkg/root"
+	"github.com/sigstore/sigstore/pkg/signature/options"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ocistow/ocistow/pkg/bundle"
 	"github.com/ocistow/ocistow/pkg/keys"
 	"github.com/ocistow/ocistow/pkg/sign"
 )
@@ -271,11 +273,11 @@ func missingAnnotation(r string) string {
 // claimsKey reports whether a bundle among c names k by its public-key
 // hint.
 func claimsKey(ctx context.Context, c *sign.Candidates, k *keys.Key) bool {
-	pub, err := k.PublicKey()
+	pub, err := k.PublicKey(options.WithContext(ctx))
 	if err != nil {
 		return false
 	}
-	return slices.ContainsFunc(c.Bundles, func(s bundleStored) bool { return bundleHint(s) == hintOf(pub) })
+	return slices.ContainsFunc(c.Bundles, func(s bundle.Stored) bool { return bundleHint(s) == hintOf(pub) })
 }
 
 // explain is the one reason a digest is refused, most telling first.
@@ -334,7 +336,7 @@ type keyless struct {
 
 // hintOf is the bundle hint of a public key, or "" when it has none.
 func hintOf(pub crypto.PublicKey) string {
-	h, err := hint(pub)
+	h, err := bundle.Hint(pub)
 	if err != nil {
 		return ""
 	}
