@@ -1405,7 +1405,7 @@ func TestStateMachineShape(t *testing.T) {
 			t.Errorf("PromoteImage does not retry %s", e)
 		}
 	}
-	for _, e := range []string{"SourceNotFound", "InvalidRequest", "Unauthorized", "TagImmutable"} {
+	for _, e := range []string{"SourceNotFound", "InvalidRequest", "Unauthorized", "TagImmutable", "PolicyRefused"} {
 		if retried[e] {
 			t.Errorf("PromoteImage retries %s, which no retry fixes", e)
 		}

@@ -128,7 +128,7 @@ func summarize(plan *lambdapayload.PlanResult, results []lambdapayload.Result) F
 		}
 	}
 	s.Succeeded = s.Statuses[fleet.Promoted] + s.Statuses[fleet.UpToDate]
-	s.Failed = s.Statuses[fleet.Missing] + s.Statuses[fleet.Refused] + s.Statuses[fleet.Failed]
+	s.Failed = s.Statuses[fleet.Missing] + s.Statuses[fleet.Refused] + s.Statuses[fleet.RefusedPolicy] + s.Statuses[fleet.Failed]
 	return s
 }
 
@@ -139,6 +139,8 @@ func statusOf(errorType string) fleet.Status {
 		return fleet.Missing
 	case service.KindTagImmutable:
 		return fleet.Refused
+	case service.KindPolicyRefused:
+		return fleet.RefusedPolicy
 	}
 	return fleet.Failed
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/ocistow/ocistow/internal/app"
 	"github.com/ocistow/ocistow/internal/oneline"
 	"github.com/ocistow/ocistow/pkg/keys"
+	"github.com/ocistow/ocistow/pkg/policy"
 	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/service"
 	"github.com/ocistow/ocistow/pkg/sign"
@@ -40,7 +41,11 @@ type handler struct {
 	key    *keys.Key
 	// keyRef is the signing key's reference ("" when the function does
 	// not sign): a payload's Key must name it.
-	keyRef  string
+	keyRef string
+	// policy is the function's source policy (SOURCE_KEY, …; nil: none),
+	// and loader loads a payload's Verify, each key and root once.
+	policy  *policy.Policy
+	loader  *policy.Loader
 	logger  *slog.Logger
 	tracing *tracing.Tracing
 	tracer  trace.Tracer
@@ -107,6 +112,10 @@ func newHandler(ctx context.Context, lookupEnv func(string) (string, bool), logO
 			return nil, err
 		}
 	}
+	h.loader = h.opts.PolicyLoader(lookupEnv)
+	if h.policy, err = h.loader.Load(ctx, h.opts.SourcePolicySpec()); err != nil {
+		return nil, err
+	}
 	return h, nil
 }
 
@@ -133,7 +142,7 @@ func (h *handler) Invoke(ctx context.Context, raw []byte) (out []byte, err error
 	case lambdapayload.Summarize:
 		return json.Marshal(summarize(p.Plan, p.Results))
 	case lambdapayload.Promote:
-		if req, err = h.promoteRequest(p); err != nil {
+		if req, err = h.promoteRequest(ctx, p); err != nil {
 			return nil, invokeError(service.KindInvalidRequest, err)
 		}
 	}
@@ -186,9 +195,22 @@ func (h *handler) Invoke(ctx context.Context, raw []byte) (out []byte, err error
 // environment's; Immutable adds to IMMUTABLE; Sign and Attest, when
 // present, say whether to sign and attest, and a Key must name the
 // function's own key; Referrers, when present, says whether the source's
-// referrers travel, and ReferrersTypes replaces REFERRERS_TYPE.
-func (h *handler) promoteRequest(p lambdapayload.Payload) (service.PromoteRequest, error) {
-	req := h.opts.PromoteRequest(h.key)
+// referrers travel, and ReferrersTypes replaces REFERRERS_TYPE; Verify,
+// when present, is the source policy instead of the function's (with the
+// function's TRUSTED_ROOT when it names none).
+func (h *handler) promoteRequest(ctx context.Context, p lambdapayload.Payload) (service.PromoteRequest, error) {
+	req := h.opts.PromoteRequest(h.key, h.policy)
+	if p.Verify != nil {
+		v := *p.Verify
+		if v.Identity != "" && v.TrustedRoot == "" {
+			v.TrustedRoot = h.opts.TrustedRoot // the function's TRUSTED_ROOT
+		}
+		pol, err := h.loader.Load(ctx, &v)
+		if err != nil {
+			return req, fmt.Errorf("Verify: %w", err)
+		}
+		req.Policy = pol
+	}
 	req.Source, req.Destination = p.SrcImageRef, p.DstImageRef
 	req.Annotations = merged(h.opts.Annotations, p.Annotations)
 	req.ManifestAnnotations = merged(h.opts.ManifestAnnotations, p.ManifestAnnotations)
@@ -226,6 +248,8 @@ func (h *handler) promoteRequest(p lambdapayload.Payload) (service.PromoteReques
 		return req, fmt.Errorf("Key %q: this function signs with %s", p.Key, h.keyRef)
 	case !req.Copy && !req.Sign:
 		return req, errors.New("nothing to do: the function does not copy (COPY=false) and the payload says \"Sign\": false")
+	case !req.Copy && !req.Policy.Empty():
+		return req, errors.New("a source policy checks the source of a copy: this function does not copy (COPY=false)")
 	case req.Copy && p.SrcImageRef == "":
 		return req, errors.New("SrcImageRef is required")
 	case p.DstImageRef == "":

@@ -59,6 +59,12 @@ func TestBadInput(t *testing.T) {
 		{"stray argument", nil, []string{"-source", good, "-destination", "DST", "-sign=false", "extra"}, exitInvalid, []string{"unexpected argument", "extra"}, true},
 		{"bad bool in env", []string{"COPY=maybe"}, []string{"-source", good, "-destination", "DST", "-sign=false"}, exitInvalid, []string{"COPY", "maybe"}, true},
 		{"digest mismatch", nil, []string{"-source", corrupt.Host + "/src/single:v1", "-destination", "DST", "-sign=false"}, exitFailed, []string{"source", "blob sha256:", "checksum"}, true},
+		{"source annotations without a key", nil, []string{"-source", good, "-destination", "DST", "-sign=false", "-source-annotations", "a=b"}, exitInvalid, []string{"give -source-key or -source-identity"}, true},
+		{"source identity without issuer", nil, []string{"-source", good, "-destination", "DST", "-sign=false", "-source-identity", "x"}, exitInvalid, []string{"needs its OIDC issuer"}, true},
+		{"source identity not a regexp", []string{"SOURCE_ISSUER=https://x"}, []string{"-source", good, "-destination", "DST", "-sign=false", "-source-identity", "("}, exitInvalid, []string{"not a regular expression"}, true},
+		{"source key missing", []string{"SOURCE_KEY=/nonexistent/upstream.pub"}, []string{"-source", good, "-destination", "DST", "-sign=false"}, exitInvalid, []string{"source key", "/nonexistent/upstream.pub", "does not exist"}, true},
+		{"trusted root unreadable", nil, []string{"-source", good, "-destination", "DST", "-sign=false", "-source-identity", "x", "-source-issuer", "https://x", "-trusted-root", "/nonexistent/root.json"}, exitInvalid, []string{"trusted root", "/nonexistent/root.json"}, true},
+		{"source policy without copy", nil, []string{"-destination", "DST", "-copy=false", "-key", "k.pem", "-source-key", "upstream.pub"}, exitInvalid, []string{"-copy=false"}, true},
 		{"destination digest mismatch", nil, []string{"-source", good, "-destination", "DST@sha256:" + strings.Repeat("0", 64), "-sign=false"}, exitInvalid, []string{"destination", "names digest"}, true},
 	}
 	for _, c := range cases {

@@ -54,7 +54,8 @@ comma-separated list there (ANNOTATIONS=team=platform,owner=martin).
 Command-line flags win over the environment.
 
 Exit codes: 0 done; 1 failed (the destination tag is as it was); 2 bad flags,
-input or key, or -immutable refused to move the tag (nothing was written);
+input or key, -immutable refused to move the tag, or the source policy
+(-source-key, -source-identity) refused the source (nothing was written);
 3 copied but not signed (or not attested).
 
 Flags:
@@ -174,14 +175,20 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 			return fail(stderr, exitInvalid, err)
 		}
 	}
-	res, err := service.Promote(ctx, svc, o.PromoteRequest(key))
+	// Load the source policy's keys and trusted root before anything is
+	// copied, as the signing key.
+	pol, err := o.PolicyLoader(lookupEnv).Load(ctx, o.SourcePolicySpec())
+	if err != nil {
+		return fail(stderr, exitInvalid, err)
+	}
+	res, err := service.Promote(ctx, svc, o.PromoteRequest(key, pol))
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 		var cs *service.CopySucceededError
 		switch {
 		case errors.As(err, &cs):
 			return fail(stderr, exitSignFailed, err)
-		case service.KindOf(err) == service.KindInvalidRequest, service.KindOf(err) == service.KindTagImmutable:
+		case service.KindOf(err) == service.KindInvalidRequest, service.KindOf(err) == service.KindTagImmutable, service.KindOf(err) == service.KindPolicyRefused:
 			return fail(stderr, exitInvalid, err)
 		case res != nil && res.Referrers != nil:
 			// The copy (and signing) succeeded; the message says so.
@@ -197,6 +204,9 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	}
 	if res.CopyResult != nil {
 		fmt.Fprintln(stdout, copySummary(res.CopyResult))
+		if p := res.CopyResult.Policy; p != nil {
+			fmt.Fprintf(stdout, "source policy satisfied on %d digests by %s\n", len(p.Digests), p.Summary())
+		}
 	}
 	if res.Signatures != nil {
 		fmt.Fprintf(stdout, "signed %d digests with %s%s: %d added, %d already present\n",

@@ -26,11 +26,15 @@ Usage:
 
 With -dry-run it only plans: it resolves every image with HEADs and tag
 lists, writes nothing, and says per image: up to date, new, tag moves from
-sha256:…, source missing, or refused (immutable). -dry-run -o json prints the
+sha256:…, source missing, refused (immutable), or refused (policy) when a
+verify block's keys or identity signed no signature of the source digest
+that passes. -dry-run -o json prints the
 images to promote as a JSON list of single-promotion requests, in the Lambda
 function's payload shape.
 
--key and -aws-kms-key-arn sign the entries that name no key of their own.
+-key and -aws-kms-key-arn sign the entries that name no key of their own;
+-trusted-root is the trusted root of verify blocks with an identity and no
+trustedRoot of their own.
 
 Registries that meter pulls (Docker Hub) say how many are left on every
 answer, HEADs included; when fewer than -min-pulls are left, images that need
@@ -39,7 +43,8 @@ registry refuses with a Retry-After of more than a minute.
 
 Exit codes: 0 every image promoted or up to date; 1 some failed (source
 missing, refused, or failed: the others went on); 2 bad flags, an invalid
-promotion file or a key that cannot sign: nothing was written; 4 nothing
+promotion file, a key that cannot sign or a verify block that cannot be
+loaded: nothing was written; 4 nothing
 failed but some images were deferred for rate limits.
 
 Flags:
@@ -126,6 +131,9 @@ func runSync(ctx context.Context, args []string, lookupEnv func(string) (string,
 		return fail(stderr, exitInvalid, fmt.Errorf("%s: %w", so.file, err))
 	}
 	fleet.DefaultSignatureFormat(items, format)
+	if err := fleet.LoadPolicies(ctx, items, o.PolicyLoader(lookupEnv), o.TrustedRoot); err != nil {
+		return fail(stderr, exitInvalid, fmt.Errorf("%s: %w", so.file, err))
+	}
 	if so.dryRun {
 		fleet.Plan(ctx, svc, items, max(so.parallel, so.registryRequests))
 		return report(stdout, stderr, o.Output, items, true)

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ocistow/ocistow/pkg/keys"
+	"github.com/ocistow/ocistow/pkg/policy"
 	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/service"
 	"github.com/ocistow/ocistow/pkg/sign"
@@ -38,6 +40,14 @@ type Options struct {
 	SignatureFormat string
 	Referrers       bool
 	ReferrersTypes  Strings
+	// Source policy (-source-key, -source-identity, -source-issuer,
+	// -source-annotations, -source-verify-children, -trusted-root).
+	SourceKeys           Strings
+	SourceIdentity       string
+	SourceIssuer         string
+	SourceAnnotations    KeyValues
+	SourceVerifyChildren bool
+	TrustedRoot          string
 
 	logger *slog.Logger     // set by Build
 	client *registry.Client // set by Build
@@ -79,6 +89,33 @@ func (o *Options) RegisterPromote(fs *flag.FlagSet) {
 	fs.Var(&o.ReferrersTypes, "referrers-type", "with -referrers, copy only referrers of this artifact type (repeatable; default: all)")
 	fs.BoolVar(&o.Quiet, "quiet", false, "no progress bars, only the canonical log lines (progress shows only on a terminal anyway)")
 	o.registerSignatureFormat(fs)
+	o.SourceAnnotations = KeyValues{}
+	fs.Var(&o.SourceKeys, "source-key", "source policy: promote only a source signed by this key (public key PEM, key file or KMS key; repeatable: any one of them), legacy or bundle format")
+	fs.StringVar(&o.SourceIdentity, "source-identity", "", "source policy: promote only a source signed keyless by a certificate whose identity matches this regular expression (with -source-issuer)")
+	fs.StringVar(&o.SourceIssuer, "source-issuer", "", "source policy: the OIDC issuer of -source-identity's certificate, e.g. https://token.actions.githubusercontent.com")
+	fs.Var(o.SourceAnnotations, "source-annotations", "source policy: annotation the upstream signature's payload must carry (key=value, repeatable)")
+	fs.BoolVar(&o.SourceVerifyChildren, "source-verify-children", false, "source policy: for an index, every manifest promoted under it must be signed too, not only the index")
+	o.registerTrustedRoot(fs)
+}
+
+// registerTrustedRoot defines -trusted-root on fs.
+func (o *Options) registerTrustedRoot(fs *flag.FlagSet) {
+	fs.StringVar(&o.TrustedRoot, "trusted-root", "", "Sigstore trusted root file for keyless source signatures (default: the public-good root, fetched through TUF and cached)")
+}
+
+// SourcePolicySpec is the source policy the flags name.
+func (o *Options) SourcePolicySpec() *policy.Spec {
+	return &policy.Spec{Keys: o.SourceKeys, Identity: o.SourceIdentity, Issuer: o.SourceIssuer, TrustedRoot: o.TrustedRoot, Annotations: o.SourceAnnotations, Children: o.SourceVerifyChildren}
+}
+
+// PolicyLoader returns the loader of source policies: keys as verifiers,
+// the public-good root cached under policy.DefaultCacheDir (only when a
+// keyless policy names no trusted root file).
+func (o *Options) PolicyLoader(lookupEnv func(string) (string, bool)) *policy.Loader {
+	kopts := o.KeyOptions(lookupEnv)
+	return policy.NewLoader(func(ctx context.Context, ref string) (*keys.Key, error) {
+		return keys.LoadVerifier(ctx, ref, kopts)
+	}, "")
 }
 
 // registerSignatureFormat defines -signature-format on fs.
@@ -101,6 +138,7 @@ func (o *Options) Format() (sign.Format, error) {
 func (o *Options) RegisterSync(fs *flag.FlagSet) {
 	o.registerCommon(fs)
 	o.registerSignatureFormat(fs)
+	o.registerTrustedRoot(fs)
 }
 
 // RegisterVerify defines the verify command's flags on fs.
@@ -155,6 +193,9 @@ func (o *Options) CheckPromote() (keyRef string, err error) {
 	if o.Referrers && !o.Copy {
 		return "", errors.New("-referrers travel with a copy: -copy=false copies none")
 	}
+	if !o.SourcePolicySpec().Empty() && !o.Copy {
+		return "", errors.New("the source policy (-source-key, -source-identity) checks the source of a copy: -copy=false has none")
+	}
 	return ref, nil
 }
 
@@ -193,8 +234,9 @@ func (o *Options) KeyOptions(lookupEnv func(string) (string, bool)) keys.Options
 	}
 }
 
-// PromoteRequest returns the promotion the flags ask for.
-func (o *Options) PromoteRequest(key *keys.Key) service.PromoteRequest {
+// PromoteRequest returns the promotion the flags ask for, with the source
+// policy p (nil: none).
+func (o *Options) PromoteRequest(key *keys.Key, p *policy.Policy) service.PromoteRequest {
 	return service.PromoteRequest{
 		CopyRequest: service.CopyRequest{
 			Source:              o.Source,
@@ -204,6 +246,7 @@ func (o *Options) PromoteRequest(key *keys.Key) service.PromoteRequest {
 			Labels:              o.Labels,
 			Platforms:           o.Platforms,
 			Immutable:           o.Immutable,
+			Policy:              p,
 		},
 		Copy:            o.Copy,
 		Sign:            o.Sign,

@@ -11,11 +11,11 @@
 // payloads, it does not read them.
 //
 // The bundle is the protocol buffer of sigstore's protobuf-specs, written
-// and read with protojson, as cosign and sigstore-go do. ocistow does not
-// use sigstore-go's sign and verify packages: they link Rekor's clients and
-// models and a TUF client for transparency logs and certificates, which
-// key-signed bundles without a log do not need (see pkg/sign on binary
-// size); a key's DSSE signature is checked here with the key itself.
+// and read with protojson, as cosign and sigstore-go do. Key-signed
+// bundles without a log need none of sigstore-go's sign and verify
+// machinery (transparency logs, certificates, TUF): a key's DSSE signature
+// is checked here with the key itself. Keyless bundles (an upstream's,
+// checked by a source policy) are sigstore-go's business, in pkg/policy.
 package bundle
 
 import (

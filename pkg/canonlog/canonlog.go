@@ -61,6 +61,11 @@ func (m *middleware) Copy(ctx context.Context, req service.CopyRequest) (*servic
 		if res.PreviousDigest != "" {
 			attrs = append(attrs, slog.String("tag_moved_from", res.PreviousDigest))
 		}
+		if res.Policy != nil {
+			// Which signature satisfied the source policy: key or
+			// identity, and format.
+			attrs = append(attrs, slog.String("policy", res.Policy.Summary()), slog.Int("policy_digests", len(res.Policy.Digests)))
+		}
 	}
 	m.log(ctx, "Copy", start, err, attrs)
 	return res, err
@@ -204,6 +209,9 @@ func (m *middleware) Check(ctx context.Context, req service.CopyRequest) (*servi
 		)
 		if res.PreviousDigest != "" {
 			attrs = append(attrs, slog.String("tag_moves_from", res.PreviousDigest))
+		}
+		if res.Policy != nil {
+			attrs = append(attrs, slog.String("policy", res.Policy.Summary()))
 		}
 	}
 	m.log(ctx, "Check", start, err, attrs)

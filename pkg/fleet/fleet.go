@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/ocistow/ocistow/internal/oneline"
+	"github.com/ocistow/ocistow/pkg/policy"
 	"github.com/ocistow/ocistow/pkg/promofile"
 	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/service"
@@ -58,6 +59,8 @@ type Request struct {
 	ReferrersTypes []string `json:"ReferrersTypes,omitempty"`
 	// Attest is true when the entry asks for a promotion attestation.
 	Attest bool `json:"Attest,omitempty"`
+	// Verify is the source policy the entry asks for.
+	Verify *policy.Spec `json:"Verify,omitempty"`
 }
 
 // Status is where one image of a fleet stands.
@@ -73,7 +76,10 @@ const (
 	Promoted Status = "promoted"
 	Missing  Status = "source missing"
 	Refused  Status = "refused (immutable)"
-	Failed   Status = "failed"
+	// RefusedPolicy: the source policy refused the source; nothing was
+	// written for it.
+	RefusedPolicy Status = "refused (policy)"
+	Failed        Status = "failed"
 	// Deferred: not started, or given up, because the source registry's
 	// pulls are (nearly) spent; the next sync picks it up.
 	Deferred Status = "deferred"
@@ -98,6 +104,9 @@ type Item struct {
 	// did.
 	Check  *service.CheckResult   `json:"check,omitempty"`
 	Result *service.PromoteResult `json:"result,omitempty"`
+
+	// policy is the loaded Verify (LoadPolicies).
+	policy *policy.Policy
 }
 
 // TagLister lists the tags of a repository; registry.Client is one.
@@ -148,6 +157,7 @@ func expand(ctx context.Context, tl TagLister, e promofile.Entry, defaultKey str
 		Referrers:           e.Referrers == nil || *e.Referrers,
 		ReferrersTypes:      e.ReferrersTypes,
 		Attest:              e.Attest != nil && *e.Attest,
+		Verify:              specOf(e.Verify),
 	}
 	if base.Sign {
 		base.SignatureFormat = e.SignatureFormat
@@ -183,6 +193,14 @@ func expand(ctx context.Context, tl TagLister, e promofile.Entry, defaultKey str
 		items[i] = Item{Request: withRefs(base, e.Source+":"+tag, e.Destination+":"+tag), Line: e.Line}
 	}
 	return items, nil
+}
+
+// specOf is the policy spec of a promotion file's verify block.
+func specOf(v *promofile.Verify) *policy.Spec {
+	if v == nil {
+		return nil
+	}
+	return &policy.Spec{Keys: v.Keys, Identity: v.Identity, Issuer: v.Issuer, TrustedRoot: v.TrustedRoot, Annotations: v.Annotations, Children: v.Children != nil && *v.Children}
 }
 
 func selectTags(ctx context.Context, tl TagLister, e promofile.Entry) ([]string, error) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ocistow/ocistow/internal/oneline"
 	"github.com/ocistow/ocistow/pkg/keys"
+	"github.com/ocistow/ocistow/pkg/policy"
 	"github.com/ocistow/ocistow/pkg/promote"
 	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/service"
@@ -31,13 +32,18 @@ func (r Request) copyRequest() service.CopyRequest {
 }
 
 // Plan checks every item that has no status yet, at most parallel at once,
-// and writes nothing: each costs its source a HEAD, not a pull.
+// and writes nothing: each costs its source a HEAD, not a pull. An item
+// with a source policy (LoadPolicies) has its source digest's signatures
+// checked too, and is RefusedPolicy when it has none that passes; the
+// children of an index are left to the sync.
 func Plan(ctx context.Context, svc service.Service, items []Item, n int) {
 	parallel(ctx, items, n, func(ctx context.Context, it *Item) {
 		if it.Status != "" {
 			return
 		}
-		res, err := svc.Check(ctx, it.copyRequest())
+		req := it.copyRequest()
+		req.Policy = it.policy
+		res, err := svc.Check(ctx, req)
 		it.Check = res
 		switch {
 		case err != nil:
@@ -70,6 +76,29 @@ func LoadKeys(ctx context.Context, items []Item, load func(context.Context, stri
 		out[it.Key] = k
 	}
 	return out, nil
+}
+
+// LoadPolicies loads the source policies the items name, each key and
+// trusted root once, before anything is promoted: a policy that cannot be
+// loaded (a key that does not load, an invalid identity, a trusted root
+// that cannot be read) refuses the whole sync. An item's Verify without a
+// trusted root takes defaultRoot (the sync's -trusted-root).
+func LoadPolicies(ctx context.Context, items []Item, l *policy.Loader, defaultRoot string) error {
+	for i := range items {
+		it := &items[i]
+		if it.Verify == nil {
+			continue
+		}
+		if it.Verify.Identity != "" && it.Verify.TrustedRoot == "" {
+			it.Verify.TrustedRoot = defaultRoot
+		}
+		p, err := l.Load(ctx, it.Verify)
+		if err != nil {
+			return fmt.Errorf("line %d: verify: %w", it.Line, err)
+		}
+		it.policy = p
+	}
+	return nil
 }
 
 // RunOptions configure Run.
@@ -285,7 +314,7 @@ func (b *pullBudget) wake() {
 
 func (it *Item) promote(ctx context.Context, svc service.Service, key *keys.Key, gate promote.Gate) {
 	req := it.copyRequest()
-	req.Checked, req.Gate = it.Check, gate
+	req.Checked, req.Gate, req.Policy = it.Check, gate, it.policy
 	res, err := service.Promote(ctx, svc, service.PromoteRequest{CopyRequest: req, Copy: true, Sign: it.Sign, Attest: it.Attest, Key: key,
 		SignatureFormat: sign.Format(it.SignatureFormat), Referrers: it.Referrers, ReferrersTypes: it.ReferrersTypes})
 	it.Result = res
@@ -316,6 +345,8 @@ func (it *Item) fail(err error) {
 		it.Status = Missing
 	case service.KindTagImmutable:
 		it.Status = Refused
+	case service.KindPolicyRefused:
+		it.Status = RefusedPolicy
 	default:
 		it.Status = Failed
 	}
@@ -363,7 +394,7 @@ func Summarize(items []Item) Summary {
 // Failures counts the images that did not end up promoted or up to date
 // (or, in a plan, that would not).
 func (s Summary) Failures() int {
-	return s.Statuses[Missing] + s.Statuses[Refused] + s.Statuses[Failed]
+	return s.Statuses[Missing] + s.Statuses[Refused] + s.Statuses[RefusedPolicy] + s.Statuses[Failed]
 }
 
 // Deferred counts the images deferred for rate limits.
@@ -371,6 +402,6 @@ func (s Summary) Deferred() int { return s.Statuses[Deferred] }
 
 // Order lists the statuses s counted, in a stable order.
 func (s Summary) Order() []Status {
-	order := []Status{Promoted, New, Moves, UpToDate, Deferred, Missing, Refused, Failed}
+	order := []Status{Promoted, New, Moves, UpToDate, Deferred, Missing, Refused, RefusedPolicy, Failed}
 	return slices.DeleteFunc(order, func(st Status) bool { return s.Statuses[st] == 0 })
 }

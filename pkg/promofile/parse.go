@@ -2,6 +2,7 @@ package promofile
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -16,7 +17,8 @@ import (
 // The keys of each map of the file, as the JSON names of the types.
 var (
 	fileKeys     = []string{"defaults", "promotions"}
-	optionKeys   = []string{"annotations", "manifestAnnotations", "labels", "platforms", "key", "sign", "immutable", "signatureFormat", "referrers", "referrersTypes", "attest"}
+	optionKeys   = []string{"annotations", "manifestAnnotations", "labels", "platforms", "key", "sign", "immutable", "signatureFormat", "referrers", "referrersTypes", "attest", "verify"}
+	verifyKeys   = []string{"keys", "identity", "issuer", "annotations", "trustedRoot", "children"}
 	entryKeys    = append([]string{"source", "destination", "tags"}, optionKeys...)
 	selectorKeys = []string{"list", "allow", "deny", "semver", "latest"}
 )
@@ -159,10 +161,55 @@ func (d *decoder) option(o *Options, key string, v *yaml.Node) (err error) {
 		o.ReferrersTypes, err = d.artifactTypes(v)
 	case "attest":
 		o.Attest, err = d.boolean(key, v)
+	case "verify":
+		o.Verify, err = d.verify(v)
 	default:
 		err = d.errorf(deref(v).Line, "unknown option %q", key)
 	}
 	return err
+}
+
+// verify reads a source policy: keys, identity (a regular expression),
+// issuer, annotations, trustedRoot and children.
+func (d *decoder) verify(n *yaml.Node) (*Verify, error) {
+	out := &Verify{}
+	err := d.fields("verify", n, verifyKeys, func(key string, k, v *yaml.Node) (err error) {
+		switch key {
+		case "keys":
+			err = d.items("verify keys", v, func(item *yaml.Node) error {
+				ref, err := d.str("verify keys", item)
+				if err == nil && ref == "" {
+					err = d.errorf(item.Line, "verify keys: an empty key")
+				}
+				out.Keys = append(out.Keys, ref)
+				return err
+			})
+			if err == nil && len(out.Keys) == 0 {
+				err = d.errorf(deref(v).Line, "verify keys: the list is empty")
+			}
+		case "identity":
+			if out.Identity, err = d.str(key, v); err == nil {
+				if _, rerr := regexp.Compile(out.Identity); rerr != nil || out.Identity == "" {
+					err = d.errorf(deref(v).Line, "verify identity %q: not a regular expression", out.Identity)
+				}
+			}
+		case "issuer":
+			out.Issuer, err = d.str(key, v)
+		case "annotations":
+			out.Annotations, err = d.keyValues("verify annotations", v)
+		case "trustedRoot":
+			if out.TrustedRoot, err = d.str(key, v); err == nil && out.TrustedRoot == "" {
+				err = d.errorf(deref(v).Line, "verify trustedRoot is empty")
+			}
+		case "children":
+			out.Children, err = d.boolean(key, v)
+		}
+		return err
+	})
+	if err == nil && len(deref(n).Content) == 0 {
+		err = d.errorf(deref(n).Line, "verify is empty: give keys, or identity and issuer")
+	}
+	return out, err
 }
 
 // keyValues reads annotations or labels: a map of names to values, each

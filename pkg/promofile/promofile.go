@@ -63,6 +63,55 @@ type Options struct {
 	// Attest, when true, records each promotion as a signed in-toto
 	// attestation (as -attest), with the signing key.
 	Attest *bool `json:"attest,omitempty"`
+	// Verify is the source policy: what the upstream image must carry
+	// before it is promoted (as -source-key, -source-identity, …).
+	Verify *Verify `json:"verify,omitempty"`
+}
+
+// Verify is a source policy, as the promotion file writes it.
+type Verify struct {
+	// Keys: a signature by any one of them passes (public key files,
+	// private key files, KMS keys).
+	Keys []string `json:"keys,omitempty"`
+	// Identity is a regular expression the keyless signer's certificate
+	// identity must match, Issuer the OIDC issuer it must name.
+	Identity string `json:"identity,omitempty"`
+	Issuer   string `json:"issuer,omitempty"`
+	// Annotations must be in the upstream signature's payload.
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// TrustedRoot is a Sigstore trusted root file for keyless signatures
+	// (default: the sync's -trusted-root, else the public-good root).
+	TrustedRoot string `json:"trustedRoot,omitempty"`
+	// Children: an index's children must be signed too.
+	Children *bool `json:"children,omitempty"`
+}
+
+// under returns v (the defaults') with e (an entry's) over it: keys,
+// identity, issuer, trustedRoot and children are the entry's when it sets
+// them, annotations merge key by key; nil when both are nil.
+func (v *Verify) under(e *Verify) *Verify {
+	if v == nil && e == nil {
+		return nil
+	}
+	var d, o Verify
+	if v != nil {
+		d = *v
+	}
+	if e != nil {
+		o = *e
+	}
+	r := &Verify{
+		Keys:        slices.Clone(d.Keys),
+		Identity:    cmp.Or(o.Identity, d.Identity),
+		Issuer:      cmp.Or(o.Issuer, d.Issuer),
+		Annotations: mergeMaps(d.Annotations, o.Annotations),
+		TrustedRoot: cmp.Or(o.TrustedRoot, d.TrustedRoot),
+		Children:    copyBool(cmp.Or(o.Children, d.Children)),
+	}
+	if o.Keys != nil {
+		r.Keys = slices.Clone(o.Keys)
+	}
+	return r
 }
 
 // Entry is one promotion of the file: one image (Tags nil), or the tags of
@@ -86,7 +135,8 @@ type Entry struct {
 // Resolve returns the entries of f with the defaults merged in: annotations,
 // manifest annotations and labels merge key by key (the entry's value wins);
 // platforms, key, sign, immutable, signatureFormat, referrers,
-// referrersTypes and attest are the entry's when it sets them (an empty
+// referrersTypes and attest are the entry's when it sets them (verify
+// merges as Verify.under says) (an empty
 // platforms list is set, and means every platform), else the defaults'.
 // Each entry keeps its Line. The result shares nothing with f.
 func (f *File) Resolve() []Entry {
@@ -121,6 +171,7 @@ func (o Options) under(e Options) Options {
 		Referrers:           copyBool(cmp.Or(e.Referrers, o.Referrers)),
 		ReferrersTypes:      slices.Clone(o.ReferrersTypes),
 		Attest:              copyBool(cmp.Or(e.Attest, o.Attest)),
+		Verify:              o.Verify.under(e.Verify),
 	}
 	if e.Platforms != nil {
 		r.Platforms = slices.Clone(e.Platforms)

@@ -47,7 +47,7 @@ func TestParseRefuses(t *testing.T) {
 		{"snake case", "promotions:\n  - source: a/b\n    destination: c/d\n    manifest_annotations: {team: x}\n", 4, `unknown key "manifest_annotations" (did you mean "manifestAnnotations"?)`},
 		{"case", "promotions:\n  - Source: a/b\n    destination: c/d\n", 2, `unknown key "Source" (did you mean "source"?)`},
 		{"selector key in an entry", "promotions:\n  - source: a/b\n    destination: c/d\n    semver: '>=1'\n", 4, `unknown key "semver" (tag selection goes under "tags")`},
-		{"unknown key, listed", "promotions:\n  - source: a/b\n    destination: c/d\n    frobnicate: true\n", 4, `unknown key "frobnicate" (want one of: source, destination, tags, annotations, manifestAnnotations, labels, platforms, key, sign, immutable, signatureFormat, referrers, referrersTypes, attest)`},
+		{"unknown key, listed", "promotions:\n  - source: a/b\n    destination: c/d\n    frobnicate: true\n", 4, `unknown key "frobnicate" (want one of: source, destination, tags, annotations, manifestAnnotations, labels, platforms, key, sign, immutable, signatureFormat, referrers, referrersTypes, attest, verify)`},
 		{"unknown defaults key", "defaults:\n  key: k\n  source: a\npromotions:\n" + ok, 3, `unknown key "source" (defaults are options: images and tags go in each promotion)`},
 		{"unknown defaults key, suggested", "defaults:\n  platform: [linux/amd64]\npromotions:\n" + ok, 2, `unknown key "platform" (did you mean "platforms"?)`},
 		{"unknown tags key, suggested", "promotions:\n  - source: a/b\n    destination: c/d\n    tags:\n      allows: [x]\n", 5, `unknown key "allows" (did you mean "allow"?)`},
@@ -440,5 +440,49 @@ func TestParseSyntaxErrorLines(t *testing.T) {
 		if want := "fleet.yaml:" + strconv.Itoa(tc.line) + ": " + tc.want; err == nil || err.Error() != want {
 			t.Errorf("Parse(%q) = %v, want %s", tc.file, err, want)
 		}
+	}
+}
+
+func TestVerifyMerges(t *testing.T) {
+	f, err := Parse("fleet.yaml", []byte(`defaults:
+  verify:
+    keys: [a.pub]
+    annotations: {team: up, env: prod}
+    children: true
+promotions:
+  - source: a/b:1
+    destination: c/d:1
+  - source: a/b:2
+    destination: c/d:2
+    verify:
+      identity: '^https://github\.com/x/'
+      issuer: https://token.actions.githubusercontent.com
+      annotations: {env: staging}
+      children: false
+  - source: a/b:3
+    destination: c/d:3
+    verify: {keys: [b.pub, awskms:///alias/c], trustedRoot: root.json}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	es := f.Resolve()
+	if v := es[0].Verify; v == nil || !reflect.DeepEqual(v.Keys, []string{"a.pub"}) || v.Annotations["team"] != "up" || v.Children == nil || !*v.Children {
+		t.Errorf("entry 1 takes the defaults: %+v", v)
+	}
+	v := es[1].Verify
+	if !reflect.DeepEqual(v.Keys, []string{"a.pub"}) || v.Identity != `^https://github\.com/x/` || v.Issuer != "https://token.actions.githubusercontent.com" ||
+		!reflect.DeepEqual(v.Annotations, map[string]string{"team": "up", "env": "staging"}) || *v.Children {
+		t.Errorf("entry 2: the entry's keys win one by one, annotations merge: %+v", v)
+	}
+	if v := es[2].Verify; !reflect.DeepEqual(v.Keys, []string{"b.pub", "awskms:///alias/c"}) || v.TrustedRoot != "root.json" || !*v.Children {
+		t.Errorf("entry 3: its keys replace the defaults': %+v", v)
+	}
+	es[0].Verify.Annotations["team"] = "changed"
+	if f.Defaults.Verify.Annotations["team"] != "up" {
+		t.Error("Resolve shares the defaults' annotations")
+	}
+	if _, err := Parse("fleet.yaml", []byte("promotions:\n  - {source: a/b:1, destination: c/d:1, verify: {identity: '(', issuer: x}}\n")); err == nil || !strings.Contains(err.Error(), "fleet.yaml:2: verify identity") {
+		t.Errorf("an identity that is not a regular expression: %v", err)
 	}
 }

@@ -136,6 +136,14 @@ var refusedByBoth = map[string]string{
 	"referrersTypes a string":     "defaults: {referrersTypes: application/spdx+json}\npromotions:\n" + ok,
 	"referrersTypes empty":        "defaults: {referrersTypes: []}\npromotions:\n" + ok,
 	"referrersTypes with a space": "promotions:\n  - {source: a/b:1, destination: c/d:1, referrersTypes: ['a b']}\n",
+	"verify a string":             "defaults: {verify: cosign.pub}\npromotions:\n" + ok,
+	"verify empty":                "defaults: {verify: {}}\npromotions:\n" + ok,
+	"verify unknown key":          "defaults: {verify: {key: cosign.pub}}\npromotions:\n" + ok,
+	"verify keys a string":        "defaults: {verify: {keys: cosign.pub}}\npromotions:\n" + ok,
+	"verify keys empty":           "defaults: {verify: {keys: []}}\npromotions:\n" + ok,
+	"verify identity empty":       "defaults: {verify: {identity: '', issuer: https://x}}\npromotions:\n" + ok,
+	"verify children a string":    "defaults: {verify: {keys: [a], children: 'yes'}}\npromotions:\n" + ok,
+	"verify annotations a list":   "defaults: {verify: {keys: [a], annotations: [a]}}\npromotions:\n" + ok,
 }
 
 func TestSchemaAndParseRefuseTheInvalidExamples(t *testing.T) {
@@ -216,6 +224,7 @@ func TestSchemaHasTheKeysOfTheTypes(t *testing.T) {
 		{[]string{"properties", "defaults"}, reflect.TypeFor[Options](), optionKeys},
 		{[]string{"$defs", "promotion"}, reflect.TypeFor[Entry](), entryKeys},
 		{[]string{"$defs", "tagFilter"}, reflect.TypeFor[tags.Selector](), selectorKeys},
+		{[]string{"$defs", "verify"}, reflect.TypeFor[Verify](), verifyKeys},
 	} {
 		inSchema, inGo, inParser := schemaProperties(t, schema, tc.path...), jsonNames(tc.typ), slices.Sorted(slices.Values(tc.keys))
 		if !slices.Equal(inSchema, inGo) || !slices.Equal(inParser, inGo) {

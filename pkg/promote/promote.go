@@ -178,8 +178,11 @@ func (p *promotion) run(ctx context.Context) (*Result, error) {
 	defer func() { res.SourcePulls = p.meter.pulls() }()
 
 	src, dst, err := p.check(ctx, res)
-	if err != nil || res.UpToDate {
+	if err != nil {
 		return res, err
+	}
+	if res.UpToDate {
+		return res, p.approve(ctx, res)
 	}
 	// The destination's push token is fetched while the source is read.
 	warmed := make(chan struct{})
@@ -190,6 +193,9 @@ func (p *promotion) run(ctx context.Context) (*Result, error) {
 	defer func() { <-warmed }()
 	pushed, err := p.plan(ctx, src, res)
 	if err != nil {
+		return res, err
+	}
+	if err := p.approve(ctx, res); err != nil {
 		return res, err
 	}
 	if dst != nil && dst.Digest.String() == res.DestinationDigest {
@@ -222,6 +228,20 @@ func (p *promotion) run(ctx context.Context) (*Result, error) {
 		return res, &DestinationError{Ref: p.req.Destination, Err: err}
 	}
 	return res, nil
+}
+
+// approve asks the Approval, when there is one, about the source digests
+// res names.
+func (p *promotion) approve(ctx context.Context, res *Result) error {
+	if p.o.approval == nil {
+		return nil
+	}
+	repo := p.req.Source.Context()
+	children := make([]name.Digest, 0, len(res.Manifests))
+	for _, m := range res.Manifests {
+		children = append(children, repo.Digest(m.SourceDigest))
+	}
+	return p.o.approval(ctx, repo.Digest(res.SourceDigest), children)
 }
 
 // check resolves the source and reads the destination, and says in res

@@ -64,6 +64,7 @@ type options struct {
 	progress Progress
 	checked  *look
 	gate     Gate
+	approval Approval
 }
 
 // A Gate is passed before anything is written: it returns once writing may
@@ -76,6 +77,23 @@ type Gate func(ctx context.Context) (release func(), err error)
 // fleet bounds the images written at once with it, while the next ones are
 // read meanwhile: reading is round trips, writing is bandwidth.
 func WithGate(g Gate) Option { return func(o *options) { o.gate = g } }
+
+// An Approval decides, before anything is written, whether the source may
+// be promoted: source is the digest the source reference resolved to, and
+// children the source digests of the manifests an index promotion writes
+// under it (after -platform's selection; none for an image). A non-nil
+// error stops the promotion as it is, with nothing written.
+type Approval func(ctx context.Context, source name.Digest, children []name.Digest) error
+
+// WithApproval has Copy ask a before it writes anything, and also when
+// the destination is found up to date, once the source's digests are known
+// from what the copy reads anyway: the source's HEAD, the index the copy
+// plans from, or, when up to date, the destination's index (whose
+// descriptors name their source digests). It adds no read of the source's
+// image manifests of its own; what a reads is its own business, under
+// Copy's context (so that manifest GETs it makes at the source count in
+// Result.SourcePulls).
+func WithApproval(a Approval) Option { return func(o *options) { o.approval = a } }
 
 // WithTracerProvider records spans: one for the copy, one per blob
 // (digest, size, outcome, attempts), one per manifest written. The default

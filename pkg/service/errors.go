@@ -33,6 +33,11 @@ const (
 	KindReferrersFailed Kind = "ReferrersFailed"
 	// KindVerificationFailed: an image has no valid signature.
 	KindVerificationFailed Kind = "VerificationFailed"
+	// KindPolicyRefused: the source policy refused the source (no
+	// signature by its keys or identity, a tampered signature, a missing
+	// annotation); nothing was written. Retrying will not help until the
+	// upstream signs, or the policy changes.
+	KindPolicyRefused Kind = "PolicyRefused"
 	// KindTagImmutable: -immutable refused to move the destination tag;
 	// nothing was written.
 	KindTagImmutable Kind = "TagImmutable"

@@ -76,6 +76,9 @@ func Promote(ctx context.Context, svc Service, req PromoteRequest) (*PromoteResu
 	if req.Referrers && !req.Copy {
 		return nil, Errorf(KindInvalidRequest, "referrers travel with a copy: turn copying on, or referrers off")
 	}
+	if !req.Copy && !req.Policy.Empty() {
+		return nil, Errorf(KindInvalidRequest, "a source policy checks the source of a copy: -copy=false has none")
+	}
 	if req.Attest && req.Key == nil {
 		return nil, Errorf(KindInvalidRequest, "attesting needs a key")
 	}

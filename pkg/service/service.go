@@ -14,14 +14,17 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/ocistow/ocistow/pkg/ecrauth"
 	"github.com/ocistow/ocistow/pkg/keychain"
+	"github.com/ocistow/ocistow/pkg/policy"
 	"github.com/ocistow/ocistow/pkg/promote"
 	"github.com/ocistow/ocistow/pkg/registry"
+	"github.com/ocistow/ocistow/pkg/sign"
 	"github.com/ocistow/ocistow/pkg/stamp"
 )
 
@@ -43,7 +46,8 @@ type Service interface {
 	Verify(ctx context.Context, req VerifyRequest) (*VerifyResult, error)
 	// Check tells what Copy would find, writing nothing: whether the
 	// destination is up to date, or where its tag points now. It costs the
-	// source a HEAD, not a pull.
+	// source a HEAD, not a pull (and, with a Policy, the reads of the
+	// source digest's signatures).
 	Check(ctx context.Context, req CopyRequest) (*CheckResult, error)
 }
 
@@ -53,6 +57,10 @@ type CheckResult struct {
 	Source      string `json:"source"`
 	Destination string `json:"destination"`
 	promote.State
+	// Policy says which signature satisfied the source policy on the
+	// source digest (a check does not read an index, so its children are
+	// left to the copy); absent without a policy.
+	Policy *policy.Result `json:"policy,omitempty"`
 }
 
 // CopyRequest is the input of Service.Copy.
@@ -80,6 +88,11 @@ type CopyRequest struct {
 	// Gate, when set, is passed once the source is read and before
 	// anything is written (promote.WithGate).
 	Gate promote.Gate `json:"-"`
+	// Policy, when it asks for anything, is what the source must carry:
+	// checked before anything is written (also when the destination is up
+	// to date), from the digests the copy reads anyway; a source it
+	// refuses fails with KindPolicyRefused.
+	Policy *policy.Policy `json:"-"`
 }
 
 // CopyResult is the output of Service.Copy.
@@ -88,6 +101,9 @@ type CopyResult struct {
 	Source      string `json:"source"`
 	Destination string `json:"destination"`
 	promote.Result
+	// Policy says which signature satisfied the source policy, per digest
+	// checked; absent without a policy.
+	Policy *policy.Result `json:"policy,omitempty"`
 	// Took is how long the copy took.
 	Took Duration `json:"tookSeconds"`
 }
@@ -139,8 +155,19 @@ func (s *service) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error
 	if s.progress != nil {
 		popts = append(popts, promote.WithProgress(s.progress))
 	}
+	var checked *policy.Result
+	if !req.Policy.Empty() {
+		if err := req.Policy.Validate(); err != nil {
+			return nil, &Error{Kind: KindInvalidRequest, Err: err}
+		}
+		popts = append(popts, promote.WithApproval(func(ctx context.Context, src name.Digest, children []name.Digest) error {
+			r, err := s.checkPolicy(ctx, req.Policy, preq.Source, src, children)
+			checked = r
+			return err
+		}))
+	}
 	res, err := promote.Copy(ctx, s.registry, *preq, popts...)
-	out := &CopyResult{Source: preq.Source.String(), Destination: preq.Destination.String(), Took: Duration(time.Since(start))}
+	out := &CopyResult{Source: preq.Source.String(), Destination: preq.Destination.String(), Took: Duration(time.Since(start)), Policy: checked}
 	if res != nil {
 		out.Result = *res
 	}
@@ -148,6 +175,22 @@ func (s *service) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error
 		return out, classifyCopy(err)
 	}
 	return out, nil
+}
+
+// checkPolicy checks the source digests against p, reading their signature
+// artifacts through the service's registry client. A failure to read them
+// is the source's (SourceError), a refusal the policy's.
+func (s *service) checkPolicy(ctx context.Context, p *policy.Policy, ref name.Reference, src name.Digest, children []name.Digest) (*policy.Result, error) {
+	st, err := sign.NewStore(ctx, s.registry)
+	if err != nil {
+		return nil, err
+	}
+	r, err := policy.Check(ctx, st, p, src, children)
+	var re *policy.RefusedError
+	if err != nil && !errors.As(err, &re) {
+		return nil, &promote.SourceError{Ref: ref, Err: fmt.Errorf("checking the source policy: %w", err)}
+	}
+	return r, err
 }
 
 func (s *service) Check(ctx context.Context, req CopyRequest) (*CheckResult, error) {
@@ -162,6 +205,20 @@ func (s *service) Check(ctx context.Context, req CopyRequest) (*CheckResult, err
 	}
 	if err != nil {
 		return out, classifyCopy(err)
+	}
+	if !req.Policy.Empty() {
+		if err := req.Policy.Validate(); err != nil {
+			return out, &Error{Kind: KindInvalidRequest, Err: err}
+		}
+		// The source digest only: its children are known once the copy
+		// reads the index, which a check does not.
+		p := *req.Policy
+		p.Children = false
+		r, err := s.checkPolicy(ctx, &p, preq.Source, preq.Source.Context().Digest(st.SourceDigest), nil)
+		out.Policy = r
+		if err != nil {
+			return out, classifyCopy(err)
+		}
 	}
 	return out, nil
 }
@@ -246,8 +303,11 @@ func classifyCopy(err error) error {
 	var se *promote.SourceError
 	var de *promote.DestinationError
 	var be *promote.BlobError
+	var re *policy.RefusedError
 	code := registry.StatusCode(err)
 	switch {
+	case errors.As(err, &re):
+		return &Error{Kind: KindPolicyRefused, Err: err}
 	case errors.Is(err, promote.ErrTagWouldMove):
 		return &Error{Kind: KindTagImmutable, Err: err}
 	case errors.Is(err, promote.ErrUnsupported):

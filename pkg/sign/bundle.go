@@ -71,13 +71,9 @@ func verifyBundle(ctx context.Context, s bundle.Stored, digest name.Digest, key 
 	return CheckStatement(p, digest.DigestStr(), required)
 }
 
-// verifyBundles checks the bundles stored for digest and returns those that
-// pass, with the reasons of those that do not.
-func verifyBundles(ctx context.Context, st *Store, digest name.Digest, key *keys.Key, required map[string]string) (ok []Verified, n int, reasons []string, err error) {
-	found, err := st.bundles.Find(ctx, digest)
-	if err != nil {
-		return nil, 0, nil, err
-	}
+// verifyBundles checks the bundles found for digest and returns those
+// that pass, with the reasons of those that do not.
+func verifyBundles(ctx context.Context, found []bundle.Stored, digest name.Digest, key *keys.Key, required map[string]string) (ok []Verified, reasons []string) {
 	for _, s := range found {
 		ann, reason := verifyBundle(ctx, s, digest, key, required)
 		if reason != "" {
@@ -95,5 +91,5 @@ func verifyBundles(ctx context.Context, st *Store, digest name.Digest, key *keys
 			Optional: ann,
 		}})
 	}
-	return ok, len(found), reasons, nil
+	return ok, reasons
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature/options"
 	"github.com/sigstore/sigstore/pkg/signature/payload"
 
+	"github.com/ocistow/ocistow/pkg/bundle"
 	"github.com/ocistow/ocistow/pkg/keys"
 	"github.com/ocistow/ocistow/pkg/registry"
 )
@@ -42,14 +43,53 @@ func (e *VerifyError) Error() string { return fmt.Sprintf("%s: %s", e.Digest, e.
 // signatures that pass, each with its format, or a *VerifyError when none
 // does. It reads through st.
 func VerifyDigest(ctx context.Context, st *Store, digest name.Digest, key *keys.Key, required map[string]string) ([]Verified, error) {
+	c, err := st.Candidates(ctx, digest)
+	if err != nil {
+		return nil, err
+	}
+	return c.Verify(ctx, key, required)
+}
+
+// Candidates are the signatures stored for one digest in both formats,
+// read once so that they can be checked against several keys (a source
+// policy's).
+type Candidates struct {
+	// Digest is the signed digest.
+	Digest name.Digest
+	legacy []stored
+	// Bundles are the Sigstore bundles among the digest's referrers.
+	Bundles []bundle.Stored
+	// BundlesErr is why the referrers could not be listed, when they
+	// could not: a registry that fails there does not fail a digest with
+	// a valid legacy signature.
+	BundlesErr error
+}
+
+// Len is the number of signatures found, in both formats.
+func (c *Candidates) Len() int { return len(c.legacy) + len(c.Bundles) }
+
+// Legacy is the number of legacy (.sig) signatures found.
+func (c *Candidates) Legacy() int { return len(c.legacy) }
+
+// Candidates reads the signatures stored for digest: the .sig tag's, and
+// the bundles among its referrers.
+func (s *Store) Candidates(ctx context.Context, digest name.Digest) (*Candidates, error) {
 	tag := SignatureTag(digest)
-	_, list, err := st.readSignatures(ctx, tag)
+	_, list, err := s.readSignatures(ctx, tag)
 	if err != nil {
 		return nil, fmt.Errorf("reading signatures %s: %s", tag, registry.Describe(err))
 	}
+	c := &Candidates{Digest: digest, legacy: list}
+	c.Bundles, c.BundlesErr = s.bundles.Find(ctx, digest)
+	return c, nil
+}
+
+// Verify checks the candidates with key, as VerifyDigest does.
+func (c *Candidates) Verify(ctx context.Context, key *keys.Key, required map[string]string) ([]Verified, error) {
+	digest := c.Digest
 	var ok []Verified
 	reasons := map[string]bool{}
-	for _, s := range list {
+	for _, s := range c.legacy {
 		p := s.payload
 		if s.b64 == "" {
 			reasons["no signature annotation"] = true
@@ -71,17 +111,17 @@ func VerifyDigest(ctx context.Context, st *Store, digest name.Digest, key *keys.
 		}
 		ok = append(ok, Verified{Digest: digest.DigestStr(), Format: Legacy, Payload: sci})
 	}
-	bok, nb, breasons, berr := verifyBundles(ctx, st, digest, key, required)
-	if berr != nil && len(ok) == 0 {
-		return nil, berr
+	if c.BundlesErr != nil && len(ok) == 0 {
+		return nil, c.BundlesErr
 	}
 	// A registry whose referrers cannot be listed does not fail a digest
 	// with a valid legacy signature.
+	bok, breasons := verifyBundles(ctx, c.Bundles, digest, key, required)
 	ok = append(ok, bok...)
 	for _, r := range breasons {
 		reasons[r] = true
 	}
-	total := len(list) + nb
+	total := c.Len()
 	if total == 0 {
 		return nil, &VerifyError{Digest: digest.DigestStr(), Reason: "no signatures found (neither a .sig tag nor a Sigstore bundle referrer)"}
 	}

@@ -4,7 +4,7 @@
 //   - a promotion: the original ocistow payload {"SrcImageRef",
 //     "DstImageRef", "Annotations"}, with the optional fields of a
 //     fleet.Request (ManifestAnnotations, Labels, Platforms, Immutable,
-//     Sign, Key, Attest, Referrers, ReferrersTypes), so that a plan item of `ocistow sync -dry-run -o json`
+//     Sign, Key, Attest, Referrers, ReferrersTypes, Verify), so that a plan item of `ocistow sync -dry-run -o json`
 //     is a payload as it is;
 //   - a plan: {"PromotionFile": "<the promotion file's YAML or JSON>"};
 //   - a summary of a fan-out: {"Plan": <a plan's answer>, "Results":
@@ -21,6 +21,7 @@ import (
 	"strings"
 
 	"github.com/ocistow/ocistow/pkg/fleet"
+	"github.com/ocistow/ocistow/pkg/policy"
 )
 
 // Mode is which shape a payload has.
@@ -65,6 +66,10 @@ type Payload struct {
 	// Attest is nil when absent: the function's ATTEST setting (false
 	// unless configured otherwise) applies.
 	Attest *bool `json:"Attest"`
+	// Verify, when given, is the source policy (Keys, Identity, Issuer,
+	// TrustedRoot, Annotations, Children) instead of the function's
+	// SOURCE_KEY, SOURCE_IDENTITY, … settings.
+	Verify *policy.Spec `json:"Verify"`
 
 	// PromotionFile is the text of a promotion file to plan.
 	PromotionFile *string `json:"PromotionFile"`
@@ -117,7 +122,7 @@ type CaughtError struct {
 func (p Payload) Mode() (Mode, error) {
 	promote := p.SrcImageRef != "" || p.DstImageRef != "" || p.Annotations != nil || p.ManifestAnnotations != nil ||
 		p.Labels != nil || p.Platforms != nil || p.Immutable || p.Sign != nil || p.Key != "" || p.SignatureFormat != "" ||
-		p.Referrers != nil || p.ReferrersTypes != nil || p.Attest != nil
+		p.Referrers != nil || p.ReferrersTypes != nil || p.Attest != nil || p.Verify != nil
 	plan := p.PromotionFile != nil
 	summary := p.Plan != nil || p.Results != nil
 	n := 0
