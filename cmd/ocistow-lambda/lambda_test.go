@@ -290,6 +290,12 @@ func TestInvalidConfigurationFailsAtInit(t *testing.T) {
 			if le.ErrorType != "InvalidConfiguration" || !strings.Contains(le.ErrorMessage, c.want) {
 				t.Errorf("error %+v: want InvalidConfiguration naming %q", le, c.want)
 			}
+			// The emulator passes the function's stderr on as it comes:
+			// the line may follow the answer.
+			deadline := time.Now().Add(10 * time.Second)
+			for !strings.Contains(l.Output(), c.want) && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
 			if !strings.Contains(l.Output(), c.want) {
 				t.Errorf("init log lacks %q:\n%s", c.want, l.Output())
 			}
