@@ -204,6 +204,23 @@ func TestAttestationBundleOnly(t *testing.T) {
 	if !strings.Contains(v.stderr, "(0 legacy, 1 bundle)") || !strings.Contains(v.stdout, `"reference":"upstream/app:1"`) {
 		t.Errorf("ocistow verify -attestation of cosign v3's bundle:\n%s\n%s", v.stdout, v.stderr)
 	}
+
+	// A bundle cosign v3 wrote of the same promotion counts: ocistow
+	// adds none.
+	same := repo + ":same"
+	ocistow(t, nil, "-source", srcRef("other"), "-destination", same, "-sign=false").mustSucceed(t)
+	p := `{"source":{"reference":"` + srcRef("other") + `","digest":"` + od + `"},"destination":{"reference":"` + same + `","digest":"` + od + `"},"stamp":{}}`
+	if err := os.WriteFile(pred, []byte(p), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if c := cosign3(t, dir, env, "attest", "--key", priv, "--signing-config", e2e.signingConfig, "--trusted-root", e2e.trustedRoot,
+		"--type", promotionType, "--predicate", pred, "-y", repo+"@"+od); c.code != 0 {
+		t.Fatalf("cosign v3 attest: %s", c.stderr)
+	}
+	r = ocistow(t, env, "-source", srcRef("other"), "-destination", same, "-key", priv, "-sign=false", "-attest", "-signature-format", "bundle").mustSucceed(t)
+	if !strings.Contains(r.stdout, "0 added, 1 already present") || attestationBundles(t, repo, od) != 2 {
+		t.Errorf("ocistow did not find cosign v3's attestation of the same promotion (%d bundles): %s", attestationBundles(t, repo, od), r.stdout)
+	}
 }
 
 // A sync attests in the entry's signature format, also with signing off.
