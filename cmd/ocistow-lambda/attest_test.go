@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 
@@ -12,10 +13,11 @@ import (
 
 type attestResult struct {
 	Attestations *struct {
-		Key           string `json:"key"`
-		PredicateType string `json:"predicateType"`
-		Added         int    `json:"added"`
-		Present       int    `json:"present"`
+		Key           string   `json:"key"`
+		PredicateType string   `json:"predicateType"`
+		Formats       []string `json:"formats"`
+		Added         int      `json:"added"`
+		Present       int      `json:"present"`
 	} `json:"attestations"`
 	Signatures *struct {
 		Added int `json:"added"`
@@ -115,5 +117,29 @@ func TestAttestConfiguration(t *testing.T) {
 	_, le = invoke(t, bad, payload(e2e.bed.SrcRef("single"), repo+":bad", nil))
 	if le == nil || le.ErrorType != "InvalidConfiguration" || !strings.Contains(le.ErrorMessage, "-attest needs the copy") {
 		t.Errorf("ATTEST=true COPY=false: %+v", le)
+	}
+}
+
+// Attestations follow the signature format: the function's
+// SIGNATURE_FORMAT, then the payload's SignatureFormat.
+func TestAttestSignatureFormat(t *testing.T) {
+	l := function(t, "ATTEST=true", "SIGNATURE_FORMAT=bundle")
+	repo := dstRepo(t, e2e.bed.Dst.Host)
+	var res attestResult
+	if le := invokeJSON(t, l, payload(e2e.bed.SrcRef("single"), repo+":v1", nil), &res); le != nil {
+		t.Fatalf("function error %s: %s", le.ErrorType, le.ErrorMessage)
+	}
+	if res.Attestations == nil || !slices.Equal(res.Attestations.Formats, []string{"bundle"}) || res.Attestations.Added != 1 {
+		t.Fatalf("SIGNATURE_FORMAT=bundle: attestations %+v, want one bundle added", res.Attestations)
+	}
+	res = attestResult{}
+	if le := invokeJSON(t, l, attestPayload(t, e2e.bed.SrcRef("single"), repo+":v1", map[string]any{"SignatureFormat": "both"}), &res); le != nil {
+		t.Fatalf("function error %s: %s", le.ErrorType, le.ErrorMessage)
+	}
+	if res.Attestations == nil || !slices.Equal(res.Attestations.Formats, []string{"legacy", "bundle"}) || res.Attestations.Added != 1 || res.Attestations.Present != 1 {
+		t.Errorf("SignatureFormat both: attestations %+v, want the legacy one added and the bundle present", res.Attestations)
+	}
+	if err := verifyAttestation(t, repo+":v1"); err != nil {
+		t.Errorf("cosign verify-attestation of the legacy form: %v", err)
 	}
 }

@@ -161,6 +161,10 @@ func TestAttestedPromotionVerifies(t *testing.T) {
 		if v.code != 0 {
 			t.Fatalf("cosign verify-attestation %s: exit %d\n%s", image, v.code, v.stderr)
 		}
+		// cosign v3, finding no bundle, reads the .att tag.
+		if v := cosign3VerifyAttestation(t, kmsRef, image); v.code != 0 {
+			t.Errorf("cosign v3 verify-attestation of the legacy form %s: exit %d\n%s", image, v.code, v.stderr)
+		}
 	}
 
 	// ocistow verifies them and prints the predicates.
@@ -434,7 +438,8 @@ func TestTracedAttest(t *testing.T) {
 	ocistow(t, env, "-aws-xray", "-source", srcRef("multi"), "-destination", dst, "-attest", "-aws-kms-key-arn", "alias/"+ecKey).mustSucceed(t)
 	tree := newSpanTree(recv.Spans())
 	attests := tree.named("Attest")
-	if len(attests) != 1 || !tree.under(attests[0], "ocistow") || attests[0].Attributes["ocistow.attestations_added"] != "3" {
+	if len(attests) != 1 || !tree.under(attests[0], "ocistow") || attests[0].Attributes["ocistow.attestations_added"] != "3" ||
+		!strings.Contains(attests[0].Attributes["ocistow.attestation_formats"], "legacy") {
 		t.Fatalf("Attest spans %+v", attests)
 	}
 	per := tree.named("attest sha256:")

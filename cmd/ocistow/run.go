@@ -217,8 +217,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 			len(r.Subjects), r.ReferrersCopied, r.ReferrersPresent, r.TagsCopied, r.TagsPresent, r.Filtered, r.SubjectsWritten)
 	}
 	if res.Attestations != nil {
-		fmt.Fprintf(stdout, "attested %d digests with %s: %d added, %d already present\n",
-			len(res.Attestations.Digests), res.Attestations.Key, res.Attestations.Added, res.Attestations.Present)
+		fmt.Fprintf(stdout, "attested %d digests with %s%s: %d added, %d already present\n",
+			len(res.Attestations.Digests), res.Attestations.Key, formatsNote(res.Attestations.Formats), res.Attestations.Added, res.Attestations.Present)
 	}
 	return exitOK
 }
@@ -281,7 +281,9 @@ func runVerify(ctx context.Context, args []string, lookupEnv func(string) (strin
 		if err != nil {
 			return fail(stderr, exitFailed, err)
 		}
-		fmt.Fprintf(stderr, "Verified %d promotion attestations on %d digests of %s with %s\n", len(res.Attestations), len(res.Digests), image, key.Ref)
+		counts := res.FormatCounts()
+		fmt.Fprintf(stderr, "Verified %d promotion attestations (%d legacy, %d bundle) on %d digests of %s with %s\n",
+			len(res.Attestations), counts[sign.Legacy], counts[sign.Bundle], len(res.Digests), image, key.Ref)
 		fmt.Fprintln(stdout, string(b))
 		return exitOK
 	}

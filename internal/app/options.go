@@ -120,7 +120,7 @@ func (o *Options) PolicyLoader(lookupEnv func(string) (string, bool)) *policy.Lo
 
 // registerSignatureFormat defines -signature-format on fs.
 func (o *Options) registerSignatureFormat(fs *flag.FlagSet) {
-	fs.StringVar(&o.SignatureFormat, "signature-format", string(sign.Legacy), "how signatures are stored: legacy (cosign's .sig tag), bundle (a Sigstore bundle referrer, cosign v3's format) or both")
+	fs.StringVar(&o.SignatureFormat, "signature-format", string(sign.Legacy), "how signatures (and -attest's attestations) are stored: legacy (cosign's .sig and .att tags), bundle (a Sigstore bundle referrer, cosign v3's format) or both")
 }
 
 // Format returns the -signature-format asked for, checked.

@@ -1,15 +1,20 @@
 // Command demo runs ocistow's whole job end to end on this machine: it
 // starts two CNCF Distribution registries on loopback (an "upstream" and
-// the organisation's) and local-kms, builds a multi-platform image and
-// pushes it upstream, promotes and signs it with the ocistow binary, shows
-// the canonical log lines and the promoted manifests, and verifies the
-// signatures with ocistow verify (and with cosign, when bin/cosign or a
-// cosign on the PATH exists).
+// the organisation's) and local-kms, builds a multi-platform image, pushes
+// it upstream and signs it there with the real cosign CLI and an upstream
+// key pair; promotes, stamps, signs and attests it with the ocistow binary,
+// bringing the upstream's signatures along (-referrers); shows the
+// canonical log lines and the promoted manifests; verifies ocistow's
+// signatures with ocistow verify and cosign, the upstream signature at the
+// destination with cosign, and the promotion attestation with cosign
+// verify-attestation and ocistow verify -attestation; then syncs a small
+// fleet. cosign is the pinned bin/cosign (tools/cosign), built on first use.
 //
 //	make demo    # or: go build -o bin/ocistow ./cmd/ocistow && go run ./internal/demo
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -89,14 +94,39 @@ func run(ctx context.Context) error {
 	d, _ := idx.Digest()
 	fmt.Printf("  %s@%s\n", src, d)
 
+	cosign, err := testenv.Tool("cosign")
+	if err != nil {
+		return fmt.Errorf("cosign (tools/cosign): %w", err)
+	}
+	// --trusted-root with an empty root keeps cosign offline.
+	tr, err := testenv.WriteEmptyTrustedRoot(dir)
+	if err != nil {
+		return err
+	}
+	keyDir := filepath.Join(dir, "upstream-keys")
+	if err := os.Mkdir(keyDir, 0o700); err != nil {
+		return err
+	}
+	cosignEnv := append(append([]string{}, env...), "COSIGN_PASSWORD=demo", "TUF_ROOT="+filepath.Join(dir, "tuf"))
+	step("The upstream signs its image with cosign: a key pair of its own (upstream.key, upstream.pub), no transparency log")
+	fmt.Println("  cosign generate-key-pair --output-key-prefix upstream")
+	if err := runIn(ctx, keyDir, cosignEnv, cosign, "generate-key-pair", "--output-key-prefix", "upstream"); err != nil {
+		return err
+	}
+	upstreamSign := []string{"sign", "--key", "upstream.key", "--tlog-upload=false", "--yes", "--recursive", upstream.Host + "/library/demo@" + d.String()}
+	fmt.Println("  cosign " + strings.Join(upstreamSign, " "))
+	if err := runIn(ctx, keyDir, cosignEnv, cosign, upstreamSign...); err != nil {
+		return err
+	}
+
 	dst := org.Host + "/promoted/demo:1.0"
-	args := []string{"-source", src, "-destination", dst, "-annotations", "team=platform", "-annotations", "owner=demo", "-aws-kms-key-arn", "alias/ocistow-demo"}
-	step("Promoting and signing: ocistow " + strings.Join(args, " "))
+	args := []string{"-source", src, "-destination", dst, "-annotations", "team=platform", "-annotations", "owner=demo", "-aws-kms-key-arn", "alias/ocistow-demo", "-referrers", "-attest"}
+	step("Promoting, stamping, signing and attesting, with the upstream's signatures along: ocistow " + strings.Join(args, " "))
 	if err := runCmd(ctx, env, bin, args...); err != nil {
 		return err
 	}
 
-	step("Running it again: nothing left to copy, every signature already present")
+	step("Running it again: nothing left to copy, every signature, attestation and referrer already present")
 	if err := runCmd(ctx, env, bin, args...); err != nil {
 		return err
 	}
@@ -106,22 +136,15 @@ func run(ctx context.Context) error {
 	if err := runCmd(ctx, env, bin, verify...); err != nil {
 		return err
 	}
-	if cosign := findCosign(root); cosign != "" {
-		// --trusted-root with an empty root keeps cosign offline.
-		tr, err := testenv.WriteEmptyTrustedRoot(dir)
-		if err != nil {
-			return err
-		}
-		cv := []string{"verify", "--insecure-ignore-tlog=true", "--trusted-root", tr, "--key", "awskms:///alias/ocistow-demo", "-a", "team=platform", dst}
-		step("Verifying with cosign: cosign " + strings.Join(cv, " "))
-		if err := runCmd(ctx, env, cosign, cv...); err != nil {
-			return err
-		}
-	} else {
-		step("cosign not found (bin/cosign is built by `make test`): skipping the cosign check")
+	cv := []string{"verify", "--insecure-ignore-tlog=true", "--trusted-root", tr, "--key", "awskms:///alias/ocistow-demo", "-a", "team=platform", dst}
+	step("Verifying with cosign: cosign " + strings.Join(cv, " "))
+	if err := runCmd(ctx, cosignEnv, cosign, cv...); err != nil {
+		return err
 	}
 
-	step("The promoted index at " + dst)
+	// Stamping changed the digests; the stamped index names the source
+	// digest, which ocistow wrote at the destination with the upstream's
+	// signatures attached.
 	ref, err := name.ParseReference(dst)
 	if err != nil {
 		return err
@@ -130,6 +153,37 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var top struct {
+		Annotations map[string]string `json:"annotations"`
+	}
+	if err := json.Unmarshal(desc.Manifest, &top); err != nil {
+		return err
+	}
+	srcDigest := top.Annotations["dev.ocistow.source.digest"]
+	if srcDigest == "" {
+		return fmt.Errorf("%s does not name its source digest (dev.ocistow.source.digest)", dst)
+	}
+	step(fmt.Sprintf("The upstream signature verifies at the destination, by the source digest the stamped index records (dev.ocistow.source.digest=%s)", srcDigest))
+	uv := []string{"verify", "--insecure-ignore-tlog=true", "--trusted-root", tr, "--key", "upstream.pub", ref.Context().Name() + "@" + srcDigest}
+	fmt.Println("  cosign " + strings.Join(uv, " "))
+	if err := runIn(ctx, keyDir, cosignEnv, cosign, uv...); err != nil {
+		return err
+	}
+
+	va := []string{"verify-attestation", "--type", "https://github.com/ocistow/ocistow/promotion/v1", "--insecure-ignore-tlog=true", "--trusted-root", tr, "--key", "awskms:///alias/ocistow-demo", dst}
+	step("The promotion attestation verifies with cosign: cosign " + strings.Join(va, " "))
+	if err := runShort(ctx, cosignEnv, cosign, va...); err != nil {
+		return err
+	}
+	pa := []string{"verify", "-attestation", "-aws-kms-key-arn", "alias/ocistow-demo", "-annotations", "team=platform", dst}
+	step("And with ocistow, which prints what it records: ocistow " + strings.Join(pa, " "))
+	out, err := output(ctx, env, bin, pa...)
+	if err != nil {
+		return err
+	}
+	printJSON(out)
+
+	step("The promoted index at " + dst)
 	printJSON(desc.Manifest)
 	pidx, err := desc.ImageIndex()
 	if err != nil {
@@ -214,18 +268,45 @@ func runCmd(ctx context.Context, env []string, bin string, args ...string) error
 	return nil
 }
 
-// findCosign returns the pinned cosign in bin/, or one on the PATH.
-func findCosign(root string) string {
-	if p := filepath.Join(root, "bin", "cosign"); fileExists(p) {
-		return p
+// runIn runs bin in dir, its output on the demo's.
+func runIn(ctx context.Context, dir string, env []string, bin string, args ...string) error {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir, cmd.Env = dir, env
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Base(bin), err)
 	}
-	p, _ := exec.LookPath("cosign")
-	return p
+	return nil
 }
 
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
+// runShort runs bin with its stderr on the demo's and its stdout cut to
+// the start of each line: cosign verify-attestation prints whole DSSE
+// envelopes, base64 and all.
+func runShort(ctx context.Context, env []string, bin string, args ...string) error {
+	out, err := output(ctx, env, bin, args...)
+	if err != nil {
+		return err
+	}
+	for _, l := range bytes.Split(bytes.TrimSpace(out), []byte("\n")) {
+		if len(l) > 100 {
+			fmt.Printf("  %s… (%d bytes)\n", l[:100], len(l))
+		} else {
+			fmt.Printf("  %s\n", l)
+		}
+	}
+	return nil
+}
+
+// output runs bin with its stderr on the demo's and returns its stdout.
+func output(ctx context.Context, env []string, bin string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = env
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Base(bin), err)
+	}
+	return out, nil
 }
 
 func printJSON(raw []byte) {

@@ -2,13 +2,14 @@
 // an in-toto v1 statement whose subject is a promoted digest and whose
 // predicate (PredicateType) says where it came from, how it was stamped and
 // by which ocistow, signed with the promotion's key as a DSSE envelope and
-// stored beside the image as cosign stores attestations (the
-// sha256-<hex>.att tag), so that `cosign verify-attestation --type
-// https://github.com/ocistow/ocistow/promotion/v1 --key …` verifies it.
+// stored beside the image as cosign stores attestations: cosign v2's
+// sha256-<hex>.att tag (Promotion.Legacy) and/or cosign v3's Sigstore
+// bundle referrer (Promotion.Bundle), so that `cosign verify-attestation
+// --type https://github.com/ocistow/ocistow/promotion/v1 --key …` verifies
+// it.
 //
-// Making the signed envelope (Envelope) is separate from storing it
-// (Digest, through a Store), so that the same envelope can be stored in
-// another format too.
+// Making the signed envelope (Envelope, Promotion.Envelope) is separate
+// from storing it, so that both forms hold the same envelope, signed once.
 package attest
 
 import (

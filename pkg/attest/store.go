@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/ocistow/ocistow/pkg/bundle"
 	"github.com/ocistow/ocistow/pkg/registry"
 )
 
@@ -52,13 +53,16 @@ func AttestationTag(digest name.Digest) name.Tag {
 	return digest.Context().Tag(strings.Replace(digest.DigestStr(), ":", "-", 1) + ".att")
 }
 
-// Store reads and writes .att tags through a registry client's shared
+// Store reads and writes .att tags, and bundle referrers, through a registry client's shared
 // transports, so that attesting shares pings and tokens with the copy and
 // the signing.
 type Store struct {
 	rc     *registry.Client
 	puller *remote.Puller
 	pusher *remote.Pusher
+	// bundles stores and finds attestations as Sigstore bundle
+	// referrers.
+	bundles *bundle.Store
 }
 
 // NewStore returns a Store that talks to registries through rc.
@@ -71,7 +75,7 @@ func NewStore(rc *registry.Client) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry client: %w", err)
 	}
-	return &Store{rc: rc, puller: puller, pusher: pusher}, nil
+	return &Store{rc: rc, puller: puller, pusher: pusher, bundles: bundle.NewStore(puller, pusher, bundle.WithRetry(rc.Retry))}, nil
 }
 
 // read returns the .att image at tag (nil when there is none) and the

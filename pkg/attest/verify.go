@@ -12,6 +12,7 @@ import (
 
 	"github.com/ocistow/ocistow/pkg/keys"
 	"github.com/ocistow/ocistow/pkg/registry"
+	"github.com/ocistow/ocistow/pkg/sign"
 )
 
 // Verified is one promotion attestation that passed every check.
@@ -20,6 +21,9 @@ type Verified struct {
 	Digest        string    `json:"digest"`
 	PredicateType string    `json:"predicateType"`
 	Predicate     Predicate `json:"predicate"`
+	// Format is where it was found: cosign's .att tag (legacy) or a
+	// Sigstore bundle referrer (bundle).
+	Format sign.Format `json:"format"`
 }
 
 // VerifyError says why a digest has no valid promotion attestation.
@@ -30,27 +34,43 @@ type VerifyError struct {
 
 func (e *VerifyError) Error() string { return fmt.Sprintf("%s: %s", e.Digest, e.Reason) }
 
-// VerifyDigest checks the promotion attestations stored for digest: each
-// must be a DSSE envelope of an in-toto statement that verifies with key,
-// whose predicate type is PredicateType, whose subject names digest, and
-// whose stamp carries every one of the required annotations. Attestations
-// of other predicate types in the same tag are passed over. It returns the
-// attestations that pass, or a *VerifyError saying why none does.
+// VerifyDigest checks the promotion attestations stored for digest, in
+// both forms: the envelopes in cosign's .att tag and the Sigstore bundles
+// among the digest's referrers. Each must be a DSSE envelope of an in-toto
+// statement that verifies with key, whose predicate type is PredicateType,
+// whose subject names digest, and whose stamp carries every one of the
+// required annotations. Attestations of other predicate types, and
+// signature bundles, are passed over. It returns the attestations that
+// pass, legacy first, or a *VerifyError saying why none does.
 func VerifyDigest(ctx context.Context, st *Store, digest name.Digest, key *keys.Key, required map[string]string) ([]Verified, error) {
 	tag := AttestationTag(digest)
 	_, envs, err := st.read(ctx, tag)
 	if err != nil {
 		return nil, fmt.Errorf("reading attestations %s: %s", tag, registry.Describe(err))
 	}
+	found, err := st.bundles.Find(ctx, digest)
+	if err != nil {
+		return nil, err
+	}
+	type candidate struct {
+		format sign.Format
+		open   func() (*Attestation, error)
+	}
+	var candidates []candidate
+	for _, e := range envs {
+		if peekPredicateType(e) == PredicateType {
+			candidates = append(candidates, candidate{sign.Legacy, func() (*Attestation, error) { return Open(e, key) }})
+		}
+	}
+	for _, b := range found {
+		if bundlePredicateType(b) == PredicateType {
+			candidates = append(candidates, candidate{sign.Bundle, func() (*Attestation, error) { return openBundle(ctx, b, key) }})
+		}
+	}
 	var ok []Verified
 	reasons := map[string]bool{}
-	n := 0
-	for _, e := range envs {
-		if peekPredicateType(e) != PredicateType {
-			continue
-		}
-		n++
-		a, err := Open(e, key)
+	for _, c := range candidates {
+		a, err := c.open()
 		switch {
 		case errors.Is(err, ErrSignature):
 			reasons[fmt.Sprintf("signature does not verify with %s", key.Ref)] = true
@@ -63,14 +83,14 @@ func VerifyDigest(ctx context.Context, st *Store, digest name.Digest, key *keys.
 				reasons["annotation "+missing+" missing or different"] = true
 				continue
 			}
-			ok = append(ok, Verified{Digest: digest.DigestStr(), PredicateType: a.PredicateType, Predicate: a.Predicate})
+			ok = append(ok, Verified{Digest: digest.DigestStr(), PredicateType: a.PredicateType, Predicate: a.Predicate, Format: c.format})
 		}
 	}
-	if n == 0 {
+	if len(candidates) == 0 {
 		return nil, &VerifyError{Digest: digest.DigestStr(), Reason: "no promotion attestation found (" + PredicateType + ")"}
 	}
 	if len(ok) == 0 {
-		return nil, &VerifyError{Digest: digest.DigestStr(), Reason: fmt.Sprintf("none of %d promotion attestations is valid: %s", n, strings.Join(slices.Sorted(maps.Keys(reasons)), "; "))}
+		return nil, &VerifyError{Digest: digest.DigestStr(), Reason: fmt.Sprintf("none of %d promotion attestations is valid: %s", len(candidates), strings.Join(slices.Sorted(maps.Keys(reasons)), "; "))}
 	}
 	return ok, nil
 }

@@ -25,6 +25,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -81,16 +82,50 @@ func SignDSSE(ctx context.Context, signer signature.Signer, payloadType string, 
 	if err != nil {
 		return nil, err
 	}
+	return marshal(hint, &protodsse.Envelope{Payload: payload, PayloadType: payloadType, Signatures: []*protodsse.Signature{{Sig: sig}}})
+}
+
+// FromDSSE returns the JSON of a v0.3 bundle holding envelope, a DSSE
+// envelope already signed (its JSON, as DSSE and cosign's .att layers
+// write it: base64 payload and signatures), with pub's hint as the
+// verification material and no transparency-log entry: the same signed
+// statement in the bundle format, without signing again. The signature is
+// not checked here; VerifyDSSE checks it.
+func FromDSSE(pub crypto.PublicKey, envelope []byte) ([]byte, error) {
+	hint, err := Hint(pub)
+	if err != nil {
+		return nil, err
+	}
+	var env dsse.Envelope
+	if err := json.Unmarshal(envelope, &env); err != nil {
+		return nil, fmt.Errorf("not a DSSE envelope: %w", err)
+	}
+	payload, err := env.DecodeB64Payload()
+	if err != nil {
+		return nil, fmt.Errorf("DSSE envelope payload: %w", err)
+	}
+	if env.PayloadType == "" || len(env.Signatures) == 0 {
+		return nil, errors.New("DSSE envelope without a payload type or a signature")
+	}
+	out := &protodsse.Envelope{Payload: payload, PayloadType: env.PayloadType}
+	for _, s := range env.Signatures {
+		sig, err := base64.StdEncoding.DecodeString(s.Sig)
+		if err != nil {
+			return nil, fmt.Errorf("DSSE envelope signature: %w", err)
+		}
+		out.Signatures = append(out.Signatures, &protodsse.Signature{Sig: sig, Keyid: s.KeyID})
+	}
+	return marshal(hint, out)
+}
+
+// marshal returns the JSON of a v0.3 bundle of env with a key's hint.
+func marshal(hint string, env *protodsse.Envelope) ([]byte, error) {
 	b := &protobundle.Bundle{
 		MediaType: MediaType,
 		VerificationMaterial: &protobundle.VerificationMaterial{
 			Content: &protobundle.VerificationMaterial_PublicKey{PublicKey: &protocommon.PublicKeyIdentifier{Hint: hint}},
 		},
-		Content: &protobundle.Bundle_DsseEnvelope{DsseEnvelope: &protodsse.Envelope{
-			Payload:     payload,
-			PayloadType: payloadType,
-			Signatures:  []*protodsse.Signature{{Sig: sig}},
-		}},
+		Content: &protobundle.Bundle_DsseEnvelope{DsseEnvelope: env},
 	}
 	out, err := protojson.Marshal(b)
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/sigstore/sigstore/pkg/signature"
+	sigdsse "github.com/sigstore/sigstore/pkg/signature/dsse"
 )
 
 func newKey(t *testing.T) signature.SignerVerifier {
@@ -211,4 +212,36 @@ func countPuts(h http.Handler, n *atomic.Int32) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+func TestFromDSSEKeepsTheSignedEnvelope(t *testing.T) {
+	key := newKey(t)
+	env, err := sigdsse.WrapSigner(key, InTotoPayloadType).SignMessage(strings.NewReader(`{"hello":"world"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := key.PublicKey()
+	b, err := FromDSSE(pub, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hint, _ := Hint(pub)
+	if pb.GetVerificationMaterial().GetPublicKey().GetHint() != hint {
+		t.Errorf("hint %q, want %q", pb.GetVerificationMaterial().GetPublicKey().GetHint(), hint)
+	}
+	if pt, p, err := VerifyDSSE(t.Context(), pb, key); err != nil || pt != InTotoPayloadType || string(p) != `{"hello":"world"}` {
+		t.Errorf("VerifyDSSE: %q %q %v", pt, p, err)
+	}
+	if _, _, err := VerifyDSSE(t.Context(), pb, newKey(t)); err == nil {
+		t.Error("another key verified the bundle")
+	}
+	for _, bad := range []string{`not json`, `{"payloadType":"x","payload":"e30=","signatures":[]}`, `{"payloadType":"","payload":"e30=","signatures":[{"sig":"AAAA"}]}`, `{"payloadType":"x","payload":"e30=","signatures":[{"sig":"!!"}]}`} {
+		if _, err := FromDSSE(pub, []byte(bad)); err == nil {
+			t.Errorf("FromDSSE accepted %s", bad)
+		}
+	}
 }

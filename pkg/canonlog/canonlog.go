@@ -156,9 +156,14 @@ func (m *middleware) Attest(ctx context.Context, req service.AttestRequest) (*se
 				digests = append(digests, d.Digest)
 			}
 		}
+		formats := make([]string, len(res.Formats))
+		for i, f := range res.Formats {
+			formats[i] = string(f)
+		}
 		attrs = append(attrs,
 			slog.String("predicate_type", res.PredicateType),
 			slog.Any("digests", digests),
+			slog.String("formats", strings.Join(formats, ",")),
 			slog.Int("attestations_added", res.Added),
 			slog.Int("attestations_present", res.Present),
 		)

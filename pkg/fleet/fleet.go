@@ -49,8 +49,9 @@ type Request struct {
 	Sign bool `json:"Sign"`
 	// Key is the signing key's reference, when Sign or Attest.
 	Key string `json:"Key,omitempty"`
-	// SignatureFormat is how signatures are stored (bundle or both), when
-	// Sign; absent, the signer's default (legacy unless configured).
+	// SignatureFormat is how signatures and attestations are stored
+	// (bundle or both), when Sign or Attest; absent, the signer's default
+	// (legacy unless configured).
 	SignatureFormat string `json:"SignatureFormat,omitempty"`
 	// Referrers is false when the entry left the source's referrers and
 	// cosign tags behind (referrers: false); a sync copies them by default.
@@ -132,15 +133,15 @@ func Expand(ctx context.Context, tl TagLister, entries []promofile.Entry, defaul
 	return items, nil
 }
 
-// DefaultSignatureFormat gives the signing items that name no signature
-// format f (a sync's -signature-format), unless f is legacy, which an
-// absent format means anyway.
+// DefaultSignatureFormat gives the signing (or attesting) items that name
+// no signature format f (a sync's -signature-format), unless f is legacy,
+// which an absent format means anyway.
 func DefaultSignatureFormat(items []Item, f sign.Format) {
 	if f == "" || f == sign.Legacy {
 		return
 	}
 	for i := range items {
-		if items[i].Sign && items[i].SignatureFormat == "" {
+		if (items[i].Sign || items[i].Attest) && items[i].SignatureFormat == "" {
 			items[i].SignatureFormat = string(f)
 		}
 	}
@@ -159,10 +160,9 @@ func expand(ctx context.Context, tl TagLister, e promofile.Entry, defaultKey str
 		Attest:              e.Attest != nil && *e.Attest,
 		Verify:              specOf(e.Verify),
 	}
-	if base.Sign {
-		base.SignatureFormat = e.SignatureFormat
-	}
 	if base.Sign || base.Attest {
+		// Attestations are stored in the signature format too.
+		base.SignatureFormat = e.SignatureFormat
 		base.Key = e.Key
 		if base.Key == "" {
 			base.Key = defaultKey

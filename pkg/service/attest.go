@@ -31,23 +31,34 @@ type AttestRequest struct {
 	Predicate attest.Predicate `json:"predicate"`
 	// Key signs.
 	Key *keys.Key `json:"-"`
+	// Format is how the attestations are stored, as signatures are:
+	// cosign's .att tag (legacy, the default when empty), a Sigstore
+	// bundle referrer (bundle) or both.
+	Format sign.Format `json:"format,omitempty"`
 }
 
 // AttestedDigest is what attesting one digest did.
 type AttestedDigest struct {
-	Digest string        `json:"digest"`
+	Digest string `json:"digest"`
+	// Status is added when an attestation was written in any format,
+	// present when every format's was there already.
 	Status attest.Status `json:"status"`
+	// Formats says what each format written did.
+	Formats map[sign.Format]attest.Status `json:"formats"`
 }
 
 // AttestResult is the output of Service.Attest.
 type AttestResult struct {
-	Image         string           `json:"image"`
-	Key           string           `json:"key"`
-	PredicateType string           `json:"predicateType"`
-	Digests       []AttestedDigest `json:"digests"`
-	Added         int              `json:"added"`
-	Present       int              `json:"present"`
-	Took          Duration         `json:"tookSeconds"`
+	Image         string `json:"image"`
+	Key           string `json:"key"`
+	PredicateType string `json:"predicateType"`
+	// Formats are the formats written: legacy, bundle, or both.
+	Formats []sign.Format    `json:"formats"`
+	Digests []AttestedDigest `json:"digests"`
+	// Added and Present count attestations, one per digest and format.
+	Added   int      `json:"added"`
+	Present int      `json:"present"`
+	Took    Duration `json:"tookSeconds"`
 }
 
 // WithVersion is the ocistow version promotion attestations record.
@@ -60,6 +71,10 @@ func (s *service) Attest(ctx context.Context, req AttestRequest) (*AttestResult,
 	if req.Key == nil || req.Key.Signer == nil {
 		return nil, Errorf(KindInvalidRequest, "no signing key given")
 	}
+	formats := req.Format.Formats()
+	if len(formats) == 0 {
+		return nil, Errorf(KindInvalidRequest, "invalid signature format %q: want legacy, bundle or both", req.Format)
+	}
 	p := req.Predicate
 	if p.PromotedAt == "" {
 		p.PromotedAt = time.Now().UTC().Format(time.RFC3339)
@@ -67,7 +82,7 @@ func (s *service) Attest(ctx context.Context, req AttestRequest) (*AttestResult,
 	if p.Ocistow.Version == "" {
 		p.Ocistow.Version = s.version
 	}
-	res := &AttestResult{Image: req.Image, Key: req.Key.Ref, PredicateType: attest.PredicateType}
+	res := &AttestResult{Image: req.Image, Key: req.Key.Ref, PredicateType: attest.PredicateType, Formats: formats}
 	sst, err := sign.NewStore(ctx, s.registry)
 	if err != nil {
 		return res, &Error{Kind: KindSigningFailed, Err: err}
@@ -88,20 +103,37 @@ func (s *service) Attest(ctx context.Context, req AttestRequest) (*AttestResult,
 		g.Go(func() error {
 			actx, span := s.tracer.Start(gctx, "attest "+d.DigestStr(), trace.WithAttributes(attribute.String("oci.manifest.digest", d.DigestStr())))
 			defer span.End()
-			status, err := attest.Digest(actx, ast, d, p, req.Key)
-			span.SetAttributes(attribute.String("ocistow.attestation", string(status)))
-			if err != nil {
-				span.RecordError(err)
-				span.SetStatus(codes.Error, err.Error())
-				return fmt.Errorf("attesting %s: %w", d, err)
+			// One envelope, signed once, for every format.
+			pr := attest.NewPromotion(d, p, req.Key)
+			done := AttestedDigest{Digest: d.DigestStr(), Status: attest.Present, Formats: map[sign.Format]attest.Status{}}
+			for _, f := range formats {
+				var status attest.Status
+				var err error
+				if f == sign.Bundle {
+					status, err = pr.Bundle(actx, ast)
+				} else {
+					status, err = pr.Legacy(actx, ast)
+				}
+				if err != nil {
+					span.RecordError(err)
+					span.SetStatus(codes.Error, err.Error())
+					return fmt.Errorf("attesting %s: %w", d, err)
+				}
+				done.Formats[f] = status
+				if status == attest.Added {
+					done.Status = attest.Added
+				}
 			}
+			span.SetAttributes(attribute.String("ocistow.attestation", string(done.Status)))
 			mu.Lock()
 			defer mu.Unlock()
-			res.Digests[i] = AttestedDigest{Digest: d.DigestStr(), Status: status}
-			if status == attest.Added {
-				res.Added++
-			} else {
-				res.Present++
+			res.Digests[i] = done
+			for _, status := range done.Formats {
+				if status == attest.Added {
+					res.Added++
+				} else {
+					res.Present++
+				}
 			}
 			return nil
 		})
@@ -138,6 +170,7 @@ func (s *service) verifyAttestations(ctx context.Context, req VerifyRequest, res
 		}
 		res.Attestations = append(res.Attestations, v...)
 	}
+	res.setFormats()
 	res.Took = Duration(time.Since(start))
 	if len(failures) > 0 {
 		return res, &Error{Kind: KindVerificationFailed, Err: fmt.Errorf("%s: %w", req.Image, errors.Join(failures...))}

@@ -21,12 +21,13 @@ type PromoteRequest struct {
 	Copy, Sign bool
 	// Attest records the promotion as a signed in-toto attestation of
 	// every digest signed (the pushed digest and, for an index, every
-	// manifest under it); it needs Copy, which says what was promoted.
+	// manifest under it), stored in SignatureFormat's formats; it needs
+	// Copy, which says what was promoted.
 	Attest bool
 	// Key signs and attests; required when Sign or Attest is set.
 	Key *keys.Key
-	// SignatureFormat is how signatures are stored: legacy (when empty),
-	// bundle or both.
+	// SignatureFormat is how signatures and attestations are stored:
+	// legacy (when empty), bundle or both.
 	SignatureFormat sign.Format
 	// Referrers copies, after the copy and signing, the OCI 1.1 referrers
 	// and cosign legacy tags of every source digest promoted (see
@@ -143,6 +144,7 @@ func attestStep(ctx context.Context, svc Service, req PromoteRequest, sreq SignR
 		Digests:   sreq.Digests,
 		Recursive: sreq.Recursive,
 		Key:       req.Key,
+		Format:    req.SignatureFormat,
 		Predicate: attest.Predicate{
 			Source:      attest.Image{Reference: res.CopyResult.Source, Digest: res.CopyResult.SourceDigest},
 			Destination: attest.Image{Reference: res.CopyResult.Destination, Digest: res.CopyResult.DestinationDigest},

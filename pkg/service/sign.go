@@ -86,8 +86,8 @@ type VerifyResult struct {
 	Key      string          `json:"key"`
 	Digests  []string        `json:"digests"`
 	Verified []sign.Verified `json:"verified"`
-	// Formats are the signature formats found among the verified
-	// signatures, legacy first.
+	// Formats are the formats found among the verified signatures (or
+	// attestations), legacy first.
 	Formats []sign.Format `json:"formats"`
 	// Attestations are the promotion attestations that passed, when
 	// verifying attestations.
@@ -95,13 +95,27 @@ type VerifyResult struct {
 	Took         Duration          `json:"tookSeconds"`
 }
 
-// FormatCounts counts the verified signatures of each format.
+// FormatCounts counts the verified signatures, and promotion
+// attestations, of each format.
 func (r *VerifyResult) FormatCounts() map[sign.Format]int {
 	out := map[sign.Format]int{}
 	for _, v := range r.Verified {
 		out[v.Format]++
 	}
+	for _, a := range r.Attestations {
+		out[a.Format]++
+	}
 	return out
+}
+
+// setFormats lists the formats FormatCounts found, legacy first.
+func (r *VerifyResult) setFormats() {
+	counts := r.FormatCounts()
+	for _, f := range []sign.Format{sign.Legacy, sign.Bundle} {
+		if counts[f] > 0 {
+			r.Formats = append(r.Formats, f)
+		}
+	}
 }
 
 // Duration is a time.Duration that marshals to JSON as seconds.
@@ -214,12 +228,7 @@ func (s *service) Verify(ctx context.Context, req VerifyRequest) (*VerifyResult,
 		}
 		res.Verified = append(res.Verified, v...)
 	}
-	counts := res.FormatCounts()
-	for _, f := range []sign.Format{sign.Legacy, sign.Bundle} {
-		if counts[f] > 0 {
-			res.Formats = append(res.Formats, f)
-		}
-	}
+	res.setFormats()
 	res.Took = Duration(time.Since(start))
 	if len(failures) > 0 {
 		return res, &Error{Kind: KindVerificationFailed, Err: fmt.Errorf("%s: %w", req.Image, errors.Join(failures...))}

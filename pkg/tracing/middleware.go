@@ -91,7 +91,12 @@ func (m *middleware) Attest(ctx context.Context, req service.AttestRequest) (res
 	ctx, span := m.tracer.Start(ctx, "Attest", trace.WithAttributes(attrs...))
 	defer func() {
 		if res != nil {
-			span.SetAttributes(attribute.Int("ocistow.attestations_added", res.Added), attribute.Int("ocistow.attestations_present", res.Present))
+			formats := make([]string, len(res.Formats))
+			for i, f := range res.Formats {
+				formats[i] = string(f)
+			}
+			span.SetAttributes(attribute.Int("ocistow.attestations_added", res.Added), attribute.Int("ocistow.attestations_present", res.Present),
+				attribute.StringSlice("ocistow.attestation_formats", formats))
 		}
 		end(span, err)
 	}()
