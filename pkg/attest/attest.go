@@ -3,18 +3,12 @@ package attest
 import (
 	"context"
 	"errors"
-	"fmt"
-	"math/rand/v2"
-	"net/http"
-	"strings"
 	"sync"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
+	"github.com/ocistow/ocistow/pkg/digesttag"
 	"github.com/ocistow/ocistow/pkg/keys"
-	"github.com/ocistow/ocistow/pkg/registry"
 )
 
 // Status says what attesting one digest did.
@@ -27,9 +21,6 @@ const (
 	// the same key was already there; nothing was written.
 	Present Status = "present"
 )
-
-// maxAttempts bounds the read-modify-write retries of one .att tag.
-const maxAttempts = 10
 
 // Digest attests the promotion p of digest with key and stores the
 // attestation in cosign's .att tag, through st: Promotion.Legacy for one
@@ -96,60 +87,19 @@ func (pr *Promotion) Legacy(ctx context.Context, st *Store) (Status, error) {
 	if key == nil || key.Signer == nil {
 		return "", errors.New("the key cannot sign")
 	}
-	tag := AttestationTag(digest)
-	status := Present
-	for attempt := range maxAttempts {
-		if attempt > 0 {
-			if err := registry.Sleep(ctx, backoff(attempt)); err != nil {
-				return "", err
-			}
-		}
-		start := time.Now()
-		base, existing, err := st.read(ctx, tag)
-		if err != nil {
-			return "", fmt.Errorf("reading attestations %s: %s", tag, registry.Describe(err))
-		}
-		if found := has(existing, digest, p, key); found && status == Present {
-			return Present, nil
-		} else if !found {
-			envelope, err := pr.Envelope(ctx)
-			if err != nil {
-				return "", err
-			}
-			if err := st.write(ctx, tag, base, envelope); err != nil {
-				return "", tagWriteError(tag, err)
-			}
-			status = Added
-		}
-		ok, err := confirm(ctx, st, tag, digest, p, key, max(20*time.Millisecond, 3*time.Since(start)))
-		if err != nil {
-			return "", err
-		}
-		if ok {
-			return status, nil
-		}
+	found := func(layers []digesttag.Layer) bool { return has(envelopesOf(layers), digest, p, key) }
+	envelope := func(ctx context.Context) (digesttag.Layer, error) {
+		env, err := pr.Envelope(ctx)
+		return envelopeLayer(env), err
 	}
-	return "", fmt.Errorf("attestation of %s kept disappearing from %s after %d attempts: too many concurrent writers", digest.DigestStr(), tag, maxAttempts)
-}
-
-// confirm reports whether an attestation of p is in the tag now and still
-// after pause.
-func confirm(ctx context.Context, st *Store, tag name.Tag, digest name.Digest, p Predicate, key *keys.Key, pause time.Duration) (bool, error) {
-	for i := range 2 {
-		if i > 0 {
-			if err := registry.Sleep(ctx, pause+time.Duration(rand.Int64N(int64(pause)))); err != nil {
-				return false, err
-			}
-		}
-		_, envs, err := st.read(ctx, tag)
-		if err != nil {
-			return false, fmt.Errorf("reading back attestations %s: %s", tag, registry.Describe(err))
-		}
-		if !has(envs, digest, p, key) {
-			return false, nil
-		}
+	added, err := attestations().Ensure(ctx, st.rc, st.puller, st.pusher, AttestationTag(digest), found, envelope)
+	switch {
+	case err != nil:
+		return "", err
+	case added:
+		return Added, nil
 	}
-	return true, nil
+	return Present, nil
 }
 
 // has reports whether envs holds an attestation of the promotion p of
@@ -166,21 +116,4 @@ func has(envs [][]byte, digest name.Digest, p Predicate, key *keys.Key) bool {
 		}
 	}
 	return false
-}
-
-// tagWriteError explains a refused write of the .att tag.
-func tagWriteError(tag name.Tag, err error) error {
-	var terr *transport.Error
-	if errors.As(err, &terr) && (terr.StatusCode == http.StatusBadRequest || terr.StatusCode == http.StatusConflict || terr.StatusCode == http.StatusForbidden) {
-		msg := strings.ToLower(err.Error())
-		if strings.Contains(msg, "immutab") || strings.Contains(msg, "already exists") || strings.Contains(msg, "tag_invalid") {
-			return fmt.Errorf("registry refused to overwrite attestation tag %s (tag immutability): make the repository's tags mutable, or exclude *.att with an ECR tag-mutability exclusion filter; %s", tag, registry.Describe(err))
-		}
-	}
-	return fmt.Errorf("writing attestation tag %s: %s", tag, registry.Describe(err))
-}
-
-func backoff(attempt int) time.Duration {
-	d := 100 * time.Millisecond << min(attempt, 5)
-	return d/2 + time.Duration(rand.Int64N(int64(d)))
 }

@@ -1,24 +1,16 @@
 package attest
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/ocistow/ocistow/pkg/bundle"
+	"github.com/ocistow/ocistow/pkg/digesttag"
 	"github.com/ocistow/ocistow/pkg/registry"
 )
 
@@ -49,8 +41,24 @@ const (
 )
 
 // AttestationTag is cosign's tag for the attestations of digest.
-func AttestationTag(digest name.Digest) name.Tag {
-	return digest.Context().Tag(strings.Replace(digest.DigestStr(), ":", "-", 1) + ".att")
+func AttestationTag(digest name.Digest) name.Tag { return digesttag.Tag(digest, "att") }
+
+// attestations is what a .att tag holds and how much of it is read.
+func attestations() digesttag.Kind {
+	return digesttag.Kind{Noun: "attestation", MediaType: EnvelopeMediaType, MaxLayers: maxLayers, MaxLayer: maxEnvelope, MaxTotal: maxEnvelopes}
+}
+
+// envelopeLayer is an attestation layer as cosign writes it.
+func envelopeLayer(envelope []byte) digesttag.Layer {
+	return digesttag.Layer{Data: envelope, Annotations: map[string]string{SignatureAnnotation: "", PredicateTypeAnnotation: PredicateType}}
+}
+
+func envelopesOf(layers []digesttag.Layer) [][]byte {
+	out := make([][]byte, len(layers))
+	for i, l := range layers {
+		out[i] = l.Data
+	}
+	return out
 }
 
 // Store reads and writes .att tags, and bundle referrers, through a registry client's shared
@@ -82,73 +90,16 @@ func NewStore(rc *registry.Client) (*Store, error) {
 // envelopes it holds: the layers of EnvelopeMediaType, other layers left
 // alone.
 func (s *Store) read(ctx context.Context, tag name.Tag) (v1.Image, [][]byte, error) {
-	desc, err := s.puller.Get(ctx, tag)
-	var terr *transport.Error
-	if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
-		return nil, nil, nil
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	img, err := desc.Image()
-	if err != nil {
-		return nil, nil, err
-	}
-	m, err := img.Manifest()
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(m.Layers) > maxLayers {
-		return nil, nil, fmt.Errorf("%s holds %d attestations, over the %d read", tag, len(m.Layers), maxLayers)
-	}
-	var total int64
-	for _, d := range m.Layers {
-		if d.MediaType == EnvelopeMediaType && d.Size <= maxEnvelope {
-			total += d.Size
-		}
-	}
-	if total > maxEnvelopes {
-		return nil, nil, fmt.Errorf("%s declares %d bytes of attestations, over the %d-byte limit", tag, total, maxEnvelopes)
-	}
-	var out [][]byte
-	for _, d := range m.Layers {
-		if d.MediaType != EnvelopeMediaType || d.Size > maxEnvelope {
-			continue
-		}
-		l, err := img.LayerByDigest(d.Digest)
-		if err != nil {
-			return nil, nil, err
-		}
-		rc, err := l.Compressed()
-		if err != nil {
-			return nil, nil, err
-		}
-		b, err := io.ReadAll(io.LimitReader(rc, maxEnvelope+1))
-		rc.Close()
-		if err != nil {
-			return nil, nil, err
-		}
-		if len(b) <= maxEnvelope {
-			out = append(out, b)
-		}
-	}
-	return img, out, nil
+	img, layers, err := attestations().Read(ctx, s.puller, tag)
+	return img, envelopesOf(layers), err
 }
 
 // write stores base (or an empty attestation image) with one more layer,
 // envelope, at tag, retrying as the registry client retries.
 func (s *Store) write(ctx context.Context, tag name.Tag, base v1.Image, envelope []byte) error {
-	if base == nil {
-		base = mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
-	}
-	img, err := mutate.Append(base, mutate.Addendum{
-		Layer:       static.NewLayer(bytes.Clone(envelope), EnvelopeMediaType),
-		Annotations: map[string]string{SignatureAnnotation: "", PredicateTypeAnnotation: PredicateType},
-	})
+	img, err := attestations().Append(base, envelopeLayer(envelope))
 	if err != nil {
 		return err
 	}
-	// The transport retries what it can replay; a blob upload that fails
-	// part-way is started over here.
 	return s.rc.Retry(ctx, func(ctx context.Context, _ int) error { return s.pusher.Push(ctx, tag, img) })
 }

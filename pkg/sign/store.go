@@ -1,21 +1,13 @@
 package sign
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"fmt"
-	"io"
-	"net/http"
-	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/ocistow/ocistow/pkg/digesttag"
 )
 
 // cosign's storage of signatures, as cosign v2 writes and reads it: an OCI
@@ -47,8 +39,11 @@ const (
 )
 
 // SignatureTag is cosign's tag for the signatures of digest.
-func SignatureTag(digest name.Digest) name.Tag {
-	return digest.Context().Tag(strings.Replace(digest.DigestStr(), ":", "-", 1) + ".sig")
+func SignatureTag(digest name.Digest) name.Tag { return digesttag.Tag(digest, "sig") }
+
+// signatures is what a .sig tag holds and how much of it is read.
+func signatures() digesttag.Kind {
+	return digesttag.Kind{Noun: "signature", MediaType: SimpleSigningMediaType, MaxLayers: maxSignatures, MaxLayer: maxPayload, MaxTotal: maxPayloads}
 }
 
 // stored is one signature read from a .sig manifest.
@@ -60,68 +55,24 @@ type stored struct {
 // readSignatures returns the .sig image at tag (nil when there is none)
 // and the signatures it holds.
 func (s *Store) readSignatures(ctx context.Context, tag name.Tag) (v1.Image, []stored, error) {
-	desc, err := s.puller.Get(ctx, tag)
-	var terr *transport.Error
-	if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
-		return nil, nil, nil
+	img, layers, err := signatures().Read(ctx, s.puller, tag)
+	return img, storedOf(layers), err
+}
+
+func storedOf(layers []digesttag.Layer) []stored {
+	out := make([]stored, len(layers))
+	for i, l := range layers {
+		out[i] = stored{payload: l.Data, b64: l.Annotations[SignatureAnnotation]}
 	}
-	if err != nil {
-		return nil, nil, err
-	}
-	img, err := desc.Image()
-	if err != nil {
-		return nil, nil, err
-	}
-	m, err := img.Manifest()
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(m.Layers) > maxSignatures {
-		return nil, nil, fmt.Errorf("%s holds %d signatures, over the %d cosign reads", tag, len(m.Layers), maxSignatures)
-	}
-	var total int64
-	for _, d := range m.Layers {
-		if d.MediaType == SimpleSigningMediaType && d.Size <= maxPayload {
-			total += d.Size
-		}
-	}
-	if total > maxPayloads {
-		return nil, nil, fmt.Errorf("%s declares %d bytes of signature payloads, over the %d-byte limit", tag, total, maxPayloads)
-	}
-	out := make([]stored, 0, len(m.Layers))
-	for _, d := range m.Layers {
-		if d.MediaType != SimpleSigningMediaType || d.Size > maxPayload {
-			continue // not a signature, or one no verifier reads
-		}
-		l, err := img.LayerByDigest(d.Digest)
-		if err != nil {
-			return nil, nil, err
-		}
-		rc, err := l.Compressed()
-		if err != nil {
-			return nil, nil, err
-		}
-		p, err := io.ReadAll(io.LimitReader(rc, maxPayload+1))
-		rc.Close()
-		if err != nil {
-			return nil, nil, err
-		}
-		if len(p) > maxPayload {
-			continue
-		}
-		out = append(out, stored{payload: p, b64: d.Annotations[SignatureAnnotation]})
-	}
-	return img, out, nil
+	return out
 }
 
 // appendSignature returns base (or an empty signature image) with one more
 // signature layer.
 func appendSignature(base v1.Image, payload []byte, b64 string) (v1.Image, error) {
-	if base == nil {
-		base = mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
-	}
-	return mutate.Append(base, mutate.Addendum{
-		Layer:       static.NewLayer(bytes.Clone(payload), SimpleSigningMediaType),
-		Annotations: map[string]string{SignatureAnnotation: b64},
-	})
+	return signatures().Append(base, signatureLayer(payload, b64))
+}
+
+func signatureLayer(payload []byte, b64 string) digesttag.Layer {
+	return digesttag.Layer{Data: payload, Annotations: map[string]string{SignatureAnnotation: b64}}
 }

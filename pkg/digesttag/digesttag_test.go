@@ -1,0 +1,160 @@
+package digesttag_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/ocistow/ocistow/pkg/digesttag"
+	"github.com/ocistow/ocistow/pkg/registry"
+)
+
+var kind = digesttag.Kind{Noun: "note", MediaType: "application/vnd.test.note", MaxLayers: 3, MaxLayer: 8, MaxTotal: 12}
+
+type env struct {
+	c      *registry.Client
+	puller *remote.Puller
+	pusher *remote.Pusher
+	tag    name.Tag
+	refuse bool // answer manifest PUTs as an immutable ECR tag does
+	mu     sync.Mutex
+}
+
+func newEnv(t *testing.T) *env {
+	e := &env{}
+	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.mu.Lock()
+		refuse := e.refuse
+		e.mu.Unlock()
+		if refuse && r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/") {
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprint(w, `{"errors":[{"code":"TAG_INVALID","message":"The image tag already exists and cannot be overwritten because the repository is immutable."}]}`)
+			return
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	e.c = registry.New(registry.WithKeychain(authn.NewMultiKeychain()))
+	var err error
+	if e.puller, err = e.c.Puller(); err != nil {
+		t.Fatal(err)
+	}
+	if e.pusher, err = e.c.Pusher(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := name.NewDigest(strings.TrimPrefix(srv.URL, "http://") + "/app@sha256:" + strings.Repeat("b", 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.tag = digesttag.Tag(d, "note")
+	return e
+}
+
+func (e *env) ensure(ctx context.Context, data string) (bool, error) {
+	has := func(ls []digesttag.Layer) bool {
+		for _, l := range ls {
+			if string(l.Data) == data {
+				return true
+			}
+		}
+		return false
+	}
+	mk := func(context.Context) (digesttag.Layer, error) {
+		return digesttag.Layer{Data: []byte(data), Annotations: map[string]string{"by": data}}, nil
+	}
+	return kind.Ensure(ctx, e.c, e.puller, e.pusher, e.tag, has, mk)
+}
+
+func TestTagNamesTheDigest(t *testing.T) {
+	d, _ := name.NewDigest("r.example/app@sha256:" + strings.Repeat("c", 64))
+	if got := digesttag.Tag(d, "sig").String(); got != "r.example/app:sha256-"+strings.Repeat("c", 64)+".sig" {
+		t.Errorf("tag %s", got)
+	}
+}
+
+// Ensure adds once, finds it the next time, keeps what concurrent writers
+// add, and reads within its bounds.
+func TestEnsure(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	if added, err := e.ensure(ctx, "one"); err != nil || !added {
+		t.Fatalf("first: %v, %v", added, err)
+	}
+	if added, err := e.ensure(ctx, "one"); err != nil || added {
+		t.Fatalf("again: %v, %v; want found", added, err)
+	}
+	var wg sync.WaitGroup
+	for _, d := range []string{"two", "three"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := e.ensure(ctx, d); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	_, layers, err := kind.Read(ctx, e.puller, e.tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, l := range layers {
+		got = append(got, string(l.Data)+"/"+l.Annotations["by"])
+	}
+	if len(got) != 3 {
+		t.Errorf("layers %v, want one, two and three, each once", got)
+	}
+	// A fourth is over MaxLayers: reading the tag fails, naming the bound.
+	if _, err := e.ensure(ctx, "four"); err == nil || !strings.Contains(err.Error(), "over the 3 read") {
+		t.Errorf("fourth layer: %v, want the layer bound named", err)
+	}
+}
+
+func TestReadBoundsSizes(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	img, err := kind.Append(nil, digesttag.Layer{Data: bytes.Repeat([]byte("x"), 9)}) // over MaxLayer: passed over
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.pusher.Push(ctx, e.tag, img); err != nil {
+		t.Fatal(err)
+	}
+	if _, layers, err := kind.Read(ctx, e.puller, e.tag); err != nil || len(layers) != 0 {
+		t.Errorf("an oversized layer: %d read, %v; want none, no error", len(layers), err)
+	}
+	for range 2 {
+		if img, err = kind.Append(img, digesttag.Layer{Data: bytes.Repeat([]byte("y"), 7)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.pusher.Push(ctx, e.tag, img); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := kind.Read(ctx, e.puller, e.tag); err == nil || !strings.Contains(err.Error(), "over the 12-byte limit") {
+		t.Errorf("14 bytes declared: %v, want the total bound named", err)
+	}
+}
+
+func TestEnsureExplainsAnImmutableTag(t *testing.T) {
+	e := newEnv(t)
+	e.refuse = true
+	_, err := e.ensure(t.Context(), "one")
+	if err == nil || !strings.Contains(err.Error(), "tag immutability") || !strings.Contains(err.Error(), "exclude *.note") {
+		t.Errorf("err %v, want the tag immutability explained", err)
+	}
+}
