@@ -482,3 +482,44 @@ func TestCopyStartsFromItsCheck(t *testing.T) {
 		t.Errorf("copy to another tag with the first one's check: %+v, %v; want it written", res, err)
 	}
 }
+
+// Small blobs are bound by round trips, not bandwidth: they do not wait
+// for the -jobs slots that large blobs hold. With -jobs 1, the three
+// small blobs of an image upload at once.
+func TestSmallBlobsDoNotWaitForJobs(t *testing.T) {
+	src, dst := newServer(t), newServer(t)
+	img, err := testenv.Image(testenv.ImageOptions{Layers: 2, LayerSize: 1024, Seed: 31})
+	if err != nil {
+		t.Fatal(err)
+	}
+	push(t, src.Host+"/lib/app:1", img)
+	var inFlight, most atomic.Int32
+	together := make(chan struct{})
+	var once sync.Once
+	dst.edit = func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if !testenv.IsUpload(r) {
+			return false
+		}
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		if n == 3 {
+			once.Do(func() { close(together) })
+		}
+		select { // hold each upload until all three are in flight, or give up
+		case <-together:
+		case <-time.After(5 * time.Second):
+		}
+		next.ServeHTTP(w, r)
+		return true
+	}
+	c := registry.New(registry.WithKeychain(authn.NewMultiKeychain()), registry.WithJobs(1))
+	res, err := promote.Copy(t.Context(), c, promote.Request{Source: ref(t, src.Host+"/lib/app:1"), Destination: ref(t, dst.Host+"/app:1")})
+	if err != nil || res.BlobsCopied != 3 {
+		t.Fatalf("copy: %+v, %v", res, err)
+	}
+	if m := most.Load(); m != 3 {
+		t.Errorf("at most %d small blob uploads at once with -jobs 1, want all 3", m)
+	}
+}
