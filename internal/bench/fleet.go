@@ -202,6 +202,7 @@ func (b *bench) fleet(ctx context.Context, n int, lat *fleetLatency, doSync, doR
 			}
 			first := b.fleetRun(ctx, cmd, tool, imgs, d)
 			first.scenario, first.run = names.sync, run
+			b.timeline(first)
 			if doSync {
 				logRun(first)
 				b.results = append(b.results, first)
@@ -222,6 +223,7 @@ func (b *bench) fleet(ctx context.Context, n int, lat *fleetLatency, doSync, doR
 					again = measurement{tool: tool, images: n, note: "the first sync failed"}
 				}
 				again.scenario, again.run = names.resync, run
+				b.timeline(again)
 				logRun(again)
 				b.results = append(b.results, again)
 			}
@@ -236,7 +238,7 @@ func (b *bench) fleet(ctx context.Context, n int, lat *fleetLatency, doSync, doR
 func (b *bench) fleetRun(ctx context.Context, cmd *exec.Cmd, tool string, imgs []fleetImage, d *destination) measurement {
 	c := b.mark(d)
 	wall, cpu, rss, out, err := measure(cmd, nil)
-	m := measurement{tool: tool, wall: wall, cpu: cpu, rssBytes: rss, images: len(imgs)}
+	m := measurement{tool: tool, wall: wall, cpu: cpu, rssBytes: rss, images: len(imgs), log: b.keepLog(tool, out)}
 	b.count(&m, d, c)
 	if err != nil {
 		err = fmt.Errorf("%v %s", err, lastLine(out))
@@ -304,7 +306,7 @@ func (b *bench) fleetCommand(tool string, imgs []fleetImage, srcHost, dstHost, d
 	}
 	switch tool {
 	case "ocistow":
-		return exec.Command(b.tools["ocistow"], "sync", "-f", file, "-parallel", strconv.Itoa(fleetParallel), "-quiet"), nil
+		return exec.Command(b.tools["ocistow"], append([]string{"sync", "-f", file, "-parallel", strconv.Itoa(fleetParallel), "-quiet"}, b.debugArgs(tool)...)...), nil
 	case "regsync":
 		return exec.Command(b.tools["regsync"], "once", "-c", file), nil
 	default:

@@ -72,6 +72,7 @@ func (b *bench) latency(ctx context.Context) error {
 				}
 				m := b.copyVia(ctx, tool, lat.srcHost, s.tag, d, dstHost, s.tag)
 				m.scenario, m.run = s.name, run
+				b.timeline(m)
 				logRun(m)
 				b.results = append(b.results, m)
 				d.close()
@@ -86,7 +87,7 @@ func (b *bench) latency(ctx context.Context) error {
 func (b *bench) copyVia(ctx context.Context, tool, srcHost, srcTag string, d *destination, dstHost, repoTag string) measurement {
 	c := b.mark(d)
 	wall, cpu, rss, out, err := measure(b.command(tool, srcHost+"/"+srcTag, dstHost+"/"+repoTag), nil)
-	m := measurement{tool: tool, wall: wall, cpu: cpu, rssBytes: rss}
+	m := measurement{tool: tool, wall: wall, cpu: cpu, rssBytes: rss, log: b.keepLog(tool, out)}
 	b.count(&m, d, c)
 	if err == nil {
 		err = b.check(ctx, srcTag, d, repoTag, false)

@@ -58,6 +58,7 @@ type config struct {
 	scenarios                     map[int]bool
 	fleet                         []int           // fleet sizes of scenarios 8 to 11
 	tools                         map[string]bool // the tools compared; empty: all
+	timelines                     string          // where request timelines go ("": none)
 }
 
 // only keeps the tools the run compares (-tools), in their order.
@@ -81,6 +82,7 @@ type measurement struct {
 	images         int // images a fleet run synced (0: not a fleet)
 	ok             bool
 	note           string
+	log            string // the tool's output, kept for -timelines
 }
 
 type bench struct {
@@ -111,6 +113,7 @@ func main() {
 	flag.StringVar(&c.compare, "compare", "", "a git revision whose ocistow scenario 0 measures too")
 	var tools string
 	flag.StringVar(&tools, "tools", "", "compare only these tools (comma-separated, e.g. ocistow,regsync); default all")
+	flag.StringVar(&c.timelines, "timelines", "", "a directory for request timelines of ocistow's runs in scenarios 8 to 13 (runs with -debug: not for the tables)")
 	flag.Parse()
 	c.tools = map[string]bool{}
 	for _, t := range strings.Split(tools, ",") {
@@ -349,7 +352,7 @@ func (d *destination) close() {
 func (b *bench) command(tool, src, dst string) *exec.Cmd {
 	switch tool {
 	case "ocistow":
-		return exec.Command(b.tools[tool], "-source", src, "-destination", dst, "-sign=false", "-quiet")
+		return exec.Command(b.tools[tool], append([]string{"-source", src, "-destination", dst, "-sign=false", "-quiet"}, b.debugArgs(tool)...)...)
 	case "crane":
 		return exec.Command(b.tools[tool], "copy", src, dst)
 	case "regctl":
