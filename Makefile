@@ -10,6 +10,7 @@ MEMORY ?= 1024
 TIMEOUT ?= 900
 TRACING ?= PassThrough
 MAX_CONCURRENCY ?= 8
+SOURCE_KEY_ARNS ?=
 
 .PHONY: build demo test vet fmt-check clean lambda deploy bench fuzz chaos
 
@@ -62,7 +63,8 @@ deploy: lambda
 		--output-template-file dist/packaged.yaml
 	aws cloudformation deploy --template-file dist/packaged.yaml --stack-name $(STACK) --capabilities CAPABILITY_IAM \
 		--parameter-overrides KmsKeyArn=$(AWS_KMS_KEY_ARN) DestinationRepositories=$(REPOSITORIES) \
-		MemorySize=$(MEMORY) Timeout=$(TIMEOUT) Tracing=$(TRACING) MaxConcurrency=$(MAX_CONCURRENCY)
+		MemorySize=$(MEMORY) Timeout=$(TIMEOUT) Tracing=$(TRACING) MaxConcurrency=$(MAX_CONCURRENCY) \
+		SourceKeyArns=$(SOURCE_KEY_ARNS)
 	aws cloudformation describe-stacks --stack-name $(STACK) --query 'Stacks[0].Outputs' --output table
 
 # The reliability scenarios at full scale (CI runs them smaller), printing their figures.

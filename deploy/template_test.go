@@ -40,6 +40,12 @@ const (
 
 func sampleRepositories() []string { return []string{"base/busybox", "team/app"} }
 
+// sampleSourceKeys is what the SourceKeyArns parameter is given: the keys
+// of a source policy, whose public halves the function may read.
+func sampleSourceKeys() []string {
+	return []string{"arn:aws:kms:eu-west-1:222222222222:key/upstream-1", "arn:aws:kms:eu-west-1:222222222222:key/upstream-2"}
+}
+
 // allowedManagedPolicies are the AWS managed policies a role may attach:
 // none, since each grants more than the function needs.
 func allowedManagedPolicies() []string { return nil }
@@ -303,6 +309,7 @@ func (c *checker) readParameters() {
 	}
 	c.params["KmsKeyArn"] = sampleKey
 	c.params["DestinationRepositories"] = sampleRepositories()
+	c.params["SourceKeyArns"] = sampleSourceKeys()
 }
 
 // tracingValues are the values the Tracing parameter may take.
@@ -579,6 +586,10 @@ func ownRepositories() string {
 
 func (c *checker) rules() map[string]rule {
 	key := rule{on: func(r string) bool { return r == sampleKey }, onWhat: "the KmsKeyArn parameter's key"}
+	// The public halves of the source policy's keys may be read, not
+	// used to sign.
+	public := rule{on: func(r string) bool { return r == sampleKey || slices.Contains(sampleSourceKeys(), r) },
+		onWhat: "the KmsKeyArn parameter's key or the SourceKeyArns parameter's keys"}
 	star := rule{on: func(r string) bool { return r == "*" }, onWhat: `"*" (it has no resource-level permissions)`}
 	var repos []string
 	for _, r := range sampleRepositories() {
@@ -600,7 +611,7 @@ func (c *checker) rules() map[string]rule {
 	xray := star
 	xray.tracingOnly = true
 	return map[string]rule{
-		"kms:sign": key, "kms:getpublickey": key, "kms:describekey": key,
+		"kms:sign": key, "kms:getpublickey": public, "kms:describekey": public,
 		"ecr:getauthorizationtoken":       star,
 		"ecr:batchchecklayeravailability": repo, "ecr:batchgetimage": repo, "ecr:getdownloadurlforlayer": repo,
 		"ecr:initiatelayerupload": repo, "ecr:uploadlayerpart": repo, "ecr:completelayerupload": repo, "ecr:putimage": repo,
@@ -1635,6 +1646,11 @@ func violations() []violation {
             PolicyDocument: {Version: "2012-10-17", Statement: [{Effect: Allow, Action: "kms:*", Resource: "*"}]}
 `,
 			want: "wildcard action kms:*",
+		},
+		{
+			name:       "signing with a source policy's key",
+			statements: stmt("Effect: Allow", "Action: kms:Sign", "Resource: !Ref SourceKeyArns"),
+			want:       "kms:Sign on arn:aws:kms:eu-west-1:222222222222:key/upstream-1: only on the KmsKeyArn parameter's key",
 		},
 		{
 			name:       "X-Ray without tracing",
