@@ -402,26 +402,15 @@ func attachBundle(t *testing.T, digest name.Digest, b []byte) {
 	}
 }
 
-// TestSourcePolicyKeyless checks keyless signatures against a trusted root
-// with sigstore-go's virtual Sigstore: a Fulcio-like CA issues the
-// certificate for a GitHub Actions workflow identity, a Rekor-like log
-// records the entry, and the trusted root file names both. The right
-// identity and issuer pass; a wrong identity, a wrong issuer, a tampered
-// bundle and a bundle the trusted root does not know are refused.
-func TestSourcePolicyKeyless(t *testing.T) {
-	const (
-		identity = "https://github.com/example/app/.github/workflows/release.yml@refs/tags/v1.0.0"
-		issuer   = "https://token.actions.githubusercontent.com"
-		idRegexp = `^https://github\.com/example/app/\.github/workflows/release\.yml@refs/tags/v`
-	)
-	vs, err := ca.NewVirtualSigstore()
-	if err != nil {
-		t.Fatal(err)
-	}
+// trustedRootFile writes the trusted root of the virtual Sigstore vs (its
+// CA, timestamping authority and log) and returns its path.
+func trustedRootFile(t *testing.T, vs *ca.VirtualSigstore) string {
+	t.Helper()
 	// The virtual Sigstore names its log by the hex of its key id, which
 	// a trusted root file holds as the raw id.
 	logs := vs.RekorLogs()
 	for _, l := range logs {
+		var err error
 		if l.ID, err = hex.DecodeString(string(l.ID)); err != nil {
 			t.Fatal(err)
 		}
@@ -440,6 +429,26 @@ func TestSourcePolicyKeyless(t *testing.T) {
 	if err := os.WriteFile(trFile, trJSON, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return trFile
+}
+
+// TestSourcePolicyKeyless checks keyless signatures against a trusted root
+// with sigstore-go's virtual Sigstore: a Fulcio-like CA issues the
+// certificate for a GitHub Actions workflow identity, a Rekor-like log
+// records the entry, and the trusted root file names both. The right
+// identity and issuer pass; a wrong identity, a wrong issuer, a tampered
+// bundle and a bundle the trusted root does not know are refused.
+func TestSourcePolicyKeyless(t *testing.T) {
+	const (
+		identity = "https://github.com/example/app/.github/workflows/release.yml@refs/tags/v1.0.0"
+		issuer   = "https://token.actions.githubusercontent.com"
+		idRegexp = `^https://github\.com/example/app/\.github/workflows/release\.yml@refs/tags/v`
+	)
+	vs, err := ca.NewVirtualSigstore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	trFile := trustedRootFile(t, vs)
 	s := &policySource{repo: e2e.src.Host + "/" + testenv.RepoName(t.Name())}
 	signed := s.image(t, "signed", 11)
 	subject := digestRef(t, s.repo+"@"+signed)
