@@ -1,135 +1,14 @@
 package main
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/static"
-	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/testing/ca"
-	"github.com/sigstore/sigstore-go/pkg/tlog"
-	"github.com/sigstore/sigstore/pkg/cryptoutils"
 
 	"github.com/ocistow/ocistow/internal/testenv"
 	"github.com/ocistow/ocistow/pkg/sign"
 )
-
-// legacyKeyless is a keyless signature as cosign v2 stores it in the .sig
-// tag: the simple-signing payload as the layer, and on its descriptor the
-// base64 signature, the Fulcio certificate and chain (PEM) and the Rekor
-// bundle (the log's signed entry timestamp over the entry's body,
-// integrated time, log index and log id).
-type legacyKeyless struct {
-	payload    []byte
-	sig        []byte
-	cert       []byte
-	chain      []byte
-	set        []byte
-	rekor      tlog.RekorPayload
-	noRekorAnn bool // leave the bundle annotation out
-}
-
-// newLegacyKeyless signs digest's simple-signing payload (with
-// annotations) with a certificate the virtual Sigstore fulcio issues to
-// identity and issuer, logs it, and has the log of rekor sign the entry
-// timestamp (rekor is fulcio, but for the forgeries).
-func newLegacyKeyless(t *testing.T, fulcio, rekor *ca.VirtualSigstore, digest name.Digest, identity, issuer string, annotations map[string]string) *legacyKeyless {
-	t.Helper()
-	payload, err := sign.Payload(digest, annotations)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ent, err := fulcio.SignAtTime(identity, issuer, payload, time.Now().Add(time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	vc, err := ent.VerificationContent()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := cryptoutils.MarshalCertificateToPEM(vc.Certificate())
-	if err != nil {
-		t.Fatal(err)
-	}
-	fca := fulcio.FulcioCertificateAuthorities()[0].(*root.FulcioCertificateAuthority)
-	chain, err := cryptoutils.MarshalCertificatesToPEM(append(fca.Intermediates, fca.Root))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc, err := ent.SignatureContent()
-	if err != nil {
-		t.Fatal(err)
-	}
-	entries, err := ent.TlogEntries()
-	if err != nil || len(entries) != 1 {
-		t.Fatalf("tlog entries: %v, %d", err, len(entries))
-	}
-	tle := entries[0].TransparencyLogEntry()
-	logID, err := rekor.RekorLogID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &legacyKeyless{
-		payload: payload,
-		sig:     sc.MessageSignatureContent().Signature(),
-		cert:    cert,
-		chain:   chain,
-		rekor: tlog.RekorPayload{
-			Body:           base64.StdEncoding.EncodeToString(tle.GetCanonicalizedBody()),
-			IntegratedTime: tle.GetIntegratedTime(),
-			LogIndex:       tle.GetLogIndex(),
-			LogID:          logID,
-		},
-	}
-	if l.set, err = rekor.RekorSignPayload(l.rekor); err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
-// push stores l as the only signature in digest's .sig tag, with cosign
-// v2's annotations.
-func (l *legacyKeyless) push(t *testing.T, digest name.Digest) {
-	t.Helper()
-	ann := map[string]string{
-		"dev.cosignproject.cosign/signature": base64.StdEncoding.EncodeToString(l.sig),
-		"dev.sigstore.cosign/certificate":    string(l.cert),
-		"dev.sigstore.cosign/chain":          string(l.chain),
-	}
-	if !l.noRekorAnn {
-		// cosign's RekorBundle: the SET as base64 (a []byte in JSON), the
-		// payload with lower-case keys.
-		rb := map[string]any{"SignedEntryTimestamp": l.set, "Payload": l.rekor}
-		j, err := json.Marshal(rb)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ann["dev.sigstore.cosign/bundle"] = string(j)
-	}
-	base := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
-	img, err := mutate.Append(base, mutate.Addendum{
-		Layer:       static.NewLayer(l.payload, "application/vnd.dev.cosign.simplesigning.v1+json"),
-		Annotations: ann,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tag, err := name.NewTag(digest.Context().String() + ":" + strings.Replace(digest.DigestStr(), ":", "-", 1) + ".sig")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(tag, img, remote.WithContext(t.Context())); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestSourcePolicyKeylessLegacy checks cosign v2's keyless signatures in
 // the .sig tag against a trusted root, with sigstore-go's virtual
@@ -158,14 +37,23 @@ func TestSourcePolicyKeylessLegacy(t *testing.T) {
 	team := map[string]string{"team": "upstream"}
 	// signAs pushes an image as tag with a legacy keyless signature made
 	// by fulcio's certificate and rekor's log, changed by change.
-	signAs := func(tag string, seed int64, fulcio, rekor *ca.VirtualSigstore, change func(*legacyKeyless)) string {
+	signAs := func(tag string, seed int64, fulcio, rekor *ca.VirtualSigstore, change func(*testenv.LegacyKeyless)) string {
 		d := s.image(t, tag, seed)
 		ref := digestRef(t, s.repo+"@"+d)
-		l := newLegacyKeyless(t, fulcio, rekor, ref, identity, issuer, team)
+		payload, err := sign.Payload(ref, team)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := testenv.NewLegacyKeyless(fulcio, rekor, payload, identity, issuer)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if change != nil {
 			change(l)
 		}
-		l.push(t, ref)
+		if err := l.Push(t.Context(), ref); err != nil {
+			t.Fatal(err)
+		}
 		return d
 	}
 	signed := signAs("signed", 31, vs, vs, nil)
@@ -188,23 +76,23 @@ func TestSourcePolicyKeylessLegacy(t *testing.T) {
 		t.Errorf("cosign v2 verify of the legacy keyless signature: exit %d\n%s", cr.code, cr.stderr)
 	}
 
-	tampered := signAs("tampered", 32, vs, vs, func(l *legacyKeyless) {
-		l.payload = []byte(strings.Replace(string(l.payload), `"team":"upstream"`, `"team":"attacker"`, 1))
+	tampered := signAs("tampered", 32, vs, vs, func(l *testenv.LegacyKeyless) {
+		l.Payload = []byte(strings.Replace(string(l.Payload), `"team":"upstream"`, `"team":"attacker"`, 1))
 	})
 	untrustedCA := signAs("untrusted-ca", 33, rogue, vs, nil)
-	noSET := signAs("no-set", 34, vs, vs, func(l *legacyKeyless) { l.set = nil })
-	forgedSET := signAs("forged-set", 35, vs, rogue, func(l *legacyKeyless) {
+	noSET := signAs("no-set", 34, vs, vs, func(l *testenv.LegacyKeyless) { l.SET = nil })
+	forgedSET := signAs("forged-set", 35, vs, rogue, func(l *testenv.LegacyKeyless) {
 		// rogue's log signs the entry under the trusted log's id.
 		logID, err := vs.RekorLogID()
 		if err != nil {
 			t.Fatal(err)
 		}
-		l.rekor.LogID = logID
-		if l.set, err = rogue.RekorSignPayload(l.rekor); err != nil {
+		l.Rekor.LogID = logID
+		if l.SET, err = rogue.RekorSignPayload(l.Rekor); err != nil {
 			t.Fatal(err)
 		}
 	})
-	unlogged := signAs("unlogged", 36, vs, vs, func(l *legacyKeyless) { l.noRekorAnn = true })
+	unlogged := signAs("unlogged", 36, vs, vs, func(l *testenv.LegacyKeyless) { l.NoRekorBundle = true })
 
 	for _, tc := range []struct {
 		name, tag string

@@ -23,7 +23,6 @@ import (
 	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
 	protodsse "github.com/sigstore/protobuf-specs/gen/pb-go/dsse"
 	protorekor "github.com/sigstore/protobuf-specs/gen/pb-go/rekor/v1"
-	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/testing/ca"
 	"github.com/sigstore/sigstore-go/pkg/tlog"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -406,18 +405,9 @@ func attachBundle(t *testing.T, digest name.Digest, b []byte) {
 // CA, timestamping authority and log) and returns its path.
 func trustedRootFile(t *testing.T, vs *ca.VirtualSigstore) string {
 	t.Helper()
-	// The virtual Sigstore names its log by the hex of its key id, which
-	// a trusted root file holds as the raw id.
-	logs := vs.RekorLogs()
-	for _, l := range logs {
-		var err error
-		if l.ID, err = hex.DecodeString(string(l.ID)); err != nil {
-			t.Fatal(err)
-		}
-	}
 	// No CT logs: the virtual CA's certificates carry no SCTs (with CT
 	// logs in the root, ocistow requires them, as cosign does).
-	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, vs.FulcioCertificateAuthorities(), nil, vs.TimestampingAuthorities(), logs)
+	tr, err := testenv.VirtualTrustedRoot(vs)
 	if err != nil {
 		t.Fatal(err)
 	}
