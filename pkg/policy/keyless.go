@@ -152,7 +152,7 @@ func payloadReason(reason string) string {
 	return reason
 }
 
-// keylessReason says why sigstore-go refused a keyless bundle, in the
+// keylessReason says why sigstore-go refused a keyless signature, in the
 // policy's words.
 func keylessReason(err error) string {
 	var san *verify.ErrValueRegexMismatch

@@ -68,9 +68,6 @@ type Candidates struct {
 // Len is the number of signatures found, in both formats.
 func (c *Candidates) Len() int { return len(c.legacy) + len(c.Bundles) }
 
-// Legacy is the number of legacy (.sig) signatures found.
-func (c *Candidates) Legacy() int { return len(c.legacy) }
-
 // LegacyKeyless is one keyless signature in the legacy .sig format, as
 // cosign v2 stores it: the layer's payload and its descriptor's
 // annotations, none of them checked.
