@@ -36,7 +36,8 @@ test: fmt-check vet
 # go.dev/issue/75804, fixed in Go 1.27).
 FUZZTIME ?= 30s
 FUZZ_TARGETS = ./pkg/registry:FuzzParseReference ./internal/app:FuzzKeyValues \
-	./cmd/ocistow-lambda/internal/payload:FuzzDecodePayload ./pkg/sign:FuzzCheckPayload
+	./cmd/ocistow-lambda/internal/payload:FuzzDecodePayload ./pkg/sign:FuzzCheckPayload \
+	./pkg/policy:FuzzLegacyBundle
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t#*:}; echo "fuzz $$fn ($$pkg) for $(FUZZTIME)"; \

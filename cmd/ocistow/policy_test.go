@@ -23,7 +23,6 @@ import (
 	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
 	protodsse "github.com/sigstore/protobuf-specs/gen/pb-go/dsse"
 	protorekor "github.com/sigstore/protobuf-specs/gen/pb-go/rekor/v1"
-	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/testing/ca"
 	"github.com/sigstore/sigstore-go/pkg/tlog"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -402,6 +401,27 @@ func attachBundle(t *testing.T, digest name.Digest, b []byte) {
 	}
 }
 
+// trustedRootFile writes the trusted root of the virtual Sigstore vs (its
+// CA, timestamping authority and log) and returns its path.
+func trustedRootFile(t *testing.T, vs *ca.VirtualSigstore) string {
+	t.Helper()
+	// No CT logs: the virtual CA's certificates carry no SCTs (with CT
+	// logs in the root, ocistow requires them, as cosign does).
+	tr, err := testenv.VirtualTrustedRoot(vs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trJSON, err := tr.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	trFile := filepath.Join(t.TempDir(), "trusted_root.json")
+	if err := os.WriteFile(trFile, trJSON, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return trFile
+}
+
 // TestSourcePolicyKeyless checks keyless signatures against a trusted root
 // with sigstore-go's virtual Sigstore: a Fulcio-like CA issues the
 // certificate for a GitHub Actions workflow identity, a Rekor-like log
@@ -418,28 +438,7 @@ func TestSourcePolicyKeyless(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The virtual Sigstore names its log by the hex of its key id, which
-	// a trusted root file holds as the raw id.
-	logs := vs.RekorLogs()
-	for _, l := range logs {
-		if l.ID, err = hex.DecodeString(string(l.ID)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// No CT logs: the virtual CA's certificates carry no SCTs (with CT
-	// logs in the root, ocistow requires them, as cosign does).
-	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, vs.FulcioCertificateAuthorities(), nil, vs.TimestampingAuthorities(), logs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	trJSON, err := tr.MarshalJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	trFile := filepath.Join(t.TempDir(), "trusted_root.json")
-	if err := os.WriteFile(trFile, trJSON, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	trFile := trustedRootFile(t, vs)
 	s := &policySource{repo: e2e.src.Host + "/" + testenv.RepoName(t.Name())}
 	signed := s.image(t, "signed", 11)
 	subject := digestRef(t, s.repo+"@"+signed)

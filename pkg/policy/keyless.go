@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -47,9 +48,9 @@ func newVerifier(p *Policy) (verifier, error) {
 	return v, nil
 }
 
-// check looks among c's bundles for a keyless signature of c's digest by
-// p's identity and issuer, carrying p's annotations. It returns the one
-// that passes, or why none does.
+// check looks among c's bundles and keyless legacy signatures for a
+// keyless signature of c's digest by p's identity and issuer, carrying p's
+// annotations. It returns the one that passes, or why none does.
 func (kl *keyless) check(ctx context.Context, p *Policy, c *sign.Candidates) (*Satisfied, []string, error) {
 	kl.once.Do(func() { kl.v, kl.err = newVerifier(p) })
 	if kl.err != nil {
@@ -97,30 +98,61 @@ func (kl *keyless) check(ctx context.Context, p *Policy, c *sign.Candidates) (*S
 			continue
 		}
 		if _, reason := sign.CheckStatement(payload, digest, p.Annotations); reason != "" {
-			if strings.HasPrefix(reason, "annotation ") {
-				reason = missingAnnotation(reason)
-			}
-			reasons = append(reasons, reason)
+			reasons = append(reasons, payloadReason(reason))
 			continue
 		}
-		sat := &Satisfied{Digest: digest, Format: sign.Bundle}
-		if res.Signature != nil && res.Signature.Certificate != nil {
-			sat.Identity = res.Signature.Certificate.SubjectAlternativeName
-			sat.Issuer = res.Signature.Certificate.Issuer
+		return satisfied(digest, sign.Bundle, res), nil, nil
+	}
+	// cosign v2's keyless signatures in the .sig tag: the same verifier
+	// and policy, over the simple-signing payload the signature is of.
+	for _, s := range c.LegacyKeyless() {
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
 		}
-		return sat, nil, nil
+		keyless++
+		b, err := legacyBundle(s)
+		if err != nil {
+			reasons = append(reasons, "keyless: a legacy .sig signature with a certificate: "+err.Error())
+			continue
+		}
+		res, err := kl.v.Verify(b, verify.NewPolicy(verify.WithArtifact(bytes.NewReader(s.Payload)), verify.WithCertificateIdentity(id)))
+		if err != nil {
+			reasons = append(reasons, keylessReason(err))
+			continue
+		}
+		if _, reason := sign.CheckPayload(s.Payload, digest, p.Annotations); reason != "" {
+			reasons = append(reasons, payloadReason(reason))
+			continue
+		}
+		return satisfied(digest, sign.Legacy, res), nil, nil
 	}
 	if keyless == 0 {
-		what := "no keyless Sigstore bundle"
-		if c.Legacy() > 0 {
-			what += " (keyless signatures in the legacy .sig format are not checked: only bundles, cosign v3's format)"
-		}
-		reasons = append(reasons, what)
+		reasons = append(reasons, "no keyless signature (neither a Sigstore bundle nor a .sig signature with a certificate)")
 	}
 	return nil, reasons, nil
 }
 
-// keylessReason says why sigstore-go refused a keyless bundle, in the
+// satisfied names the certificate identity and issuer sigstore-go verified
+// for digest's signature in format.
+func satisfied(digest string, format sign.Format, res *verify.VerificationResult) *Satisfied {
+	sat := &Satisfied{Digest: digest, Format: format}
+	if res.Signature != nil && res.Signature.Certificate != nil {
+		sat.Identity = res.Signature.Certificate.SubjectAlternativeName
+		sat.Issuer = res.Signature.Certificate.Issuer
+	}
+	return sat
+}
+
+// payloadReason words pkg/sign's reason a verified payload does not pass
+// as the policy's.
+func payloadReason(reason string) string {
+	if strings.HasPrefix(reason, "annotation ") {
+		return missingAnnotation(reason)
+	}
+	return reason
+}
+
+// keylessReason says why sigstore-go refused a keyless signature, in the
 // policy's words.
 func keylessReason(err error) string {
 	var san *verify.ErrValueRegexMismatch

@@ -12,8 +12,10 @@
 // promote.WithApproval).
 //
 // Key signatures are checked with the keys themselves, through pkg/sign
-// (the code that checks ocistow's own signatures). Keyless bundles are
-// checked with sigstore-go's verify package against the trusted root:
+// (the code that checks ocistow's own signatures). Keyless signatures,
+// bundles and cosign v2's keyless .sig signatures (turned into the bundles
+// they amount to, see legacyBundle), are checked with sigstore-go's verify
+// package against the trusted root:
 // certificate chain, transparency-log entry (inclusion proof and signed
 // entry timestamp), SCTs when the root names certificate-transparency logs,
 // and the certificate's identity and issuer. ocistow does not verify
@@ -222,15 +224,15 @@ func (p *Policy) check(ctx context.Context, st *sign.Store, kl *keyless, digest 
 		reasons = append(reasons, keyReasons(ctx, c, k, ve.Reason)...)
 	}
 	if p.Identity != "" {
-		if c.BundlesErr != nil {
-			return nil, c.BundlesErr // keyless signatures are bundles: they could not be listed
-		}
 		s, why, err := kl.check(ctx, p, c)
 		if err != nil {
 			return nil, err
 		}
 		if s != nil {
 			return s, nil
+		}
+		if c.BundlesErr != nil {
+			return nil, c.BundlesErr // the bundles that might pass could not be listed
 		}
 		reasons = append(reasons, why...)
 	}

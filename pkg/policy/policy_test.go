@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"log"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -54,8 +55,14 @@ type bed struct {
 
 func newBed(t *testing.T) *bed {
 	t.Helper()
+	return newBedWith(t, func(h http.Handler) http.Handler { return h })
+}
+
+// newBedWith is newBed with the registry's handler wrapped by wrap.
+func newBedWith(t *testing.T, wrap func(http.Handler) http.Handler) *bed {
+	t.Helper()
 	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)), ggcrregistry.WithReferrersSupport(true))
-	srv := httptest.NewServer(reg)
+	srv := httptest.NewServer(wrap(reg))
 	t.Cleanup(srv.Close)
 	st, err := sign.NewStore(t.Context(), registry.New())
 	if err != nil {

@@ -27,6 +27,17 @@ const (
 	// SignatureAnnotation holds the base64 signature on the layer's
 	// descriptor.
 	SignatureAnnotation = "dev.cosignproject.cosign/signature"
+	// CertificateAnnotation holds, for a keyless signature, the PEM
+	// certificate the signature was made with (cosign's Fulcio leaf).
+	CertificateAnnotation = "dev.sigstore.cosign/certificate"
+	// ChainAnnotation holds the PEM chain of that certificate, up to its
+	// root.
+	ChainAnnotation = "dev.sigstore.cosign/chain"
+	// RekorBundleAnnotation holds the transparency-log entry of the
+	// signature as cosign v2 records it: the entry's body, integrated
+	// time, log index and log id, and the log's signed entry timestamp
+	// over them.
+	RekorBundleAnnotation = "dev.sigstore.cosign/bundle"
 	// maxSignatures bounds the layers read from one .sig manifest, as
 	// cosign bounds them.
 	maxSignatures = 1000
@@ -50,6 +61,8 @@ func signatures() digesttag.Kind {
 type stored struct {
 	payload []byte
 	b64     string
+	// cert, chain and rekor are the keyless annotations, when present.
+	cert, chain, rekor string
 }
 
 // readSignatures returns the .sig image at tag (nil when there is none)
@@ -62,7 +75,8 @@ func (s *Store) readSignatures(ctx context.Context, tag name.Tag) (v1.Image, []s
 func storedOf(layers []digesttag.Layer) []stored {
 	out := make([]stored, len(layers))
 	for i, l := range layers {
-		out[i] = stored{payload: l.Data, b64: l.Annotations[SignatureAnnotation]}
+		a := l.Annotations
+		out[i] = stored{payload: l.Data, b64: a[SignatureAnnotation], cert: a[CertificateAnnotation], chain: a[ChainAnnotation], rekor: a[RekorBundleAnnotation]}
 	}
 	return out
 }

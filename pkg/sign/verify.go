@@ -68,8 +68,34 @@ type Candidates struct {
 // Len is the number of signatures found, in both formats.
 func (c *Candidates) Len() int { return len(c.legacy) + len(c.Bundles) }
 
-// Legacy is the number of legacy (.sig) signatures found.
-func (c *Candidates) Legacy() int { return len(c.legacy) }
+// LegacyKeyless is one keyless signature in the legacy .sig format, as
+// cosign v2 stores it: the layer's payload and its descriptor's
+// annotations, none of them checked.
+type LegacyKeyless struct {
+	// Payload is the simple-signing payload the signature is over.
+	Payload []byte
+	// Signature is the base64 signature (SignatureAnnotation).
+	Signature string
+	// Certificate is the PEM signing certificate (CertificateAnnotation),
+	// Chain its PEM chain (ChainAnnotation).
+	Certificate, Chain string
+	// RekorBundle is the JSON transparency-log entry with its signed entry
+	// timestamp (RekorBundleAnnotation); empty when the signature was not
+	// logged.
+	RekorBundle string
+}
+
+// LegacyKeyless returns the legacy signatures that carry a certificate:
+// cosign v2's keyless signatures.
+func (c *Candidates) LegacyKeyless() []LegacyKeyless {
+	var out []LegacyKeyless
+	for _, s := range c.legacy {
+		if s.cert != "" {
+			out = append(out, LegacyKeyless{Payload: s.payload, Signature: s.b64, Certificate: s.cert, Chain: s.chain, RekorBundle: s.rekor})
+		}
+	}
+	return out
+}
 
 // Candidates reads the signatures stored for digest: the .sig tag's, and
 // the bundles among its referrers.
