@@ -82,6 +82,9 @@ func TestTracedPromotionShowsTheBlobTree(t *testing.T) {
 			t.Errorf("want one %s span under the root, got %v", method, spans)
 		}
 	}
+	if signs := tree.named("Sign"); len(signs) == 1 && !strings.Contains(signs[0].Attributes["ocistow.signature_formats"], "legacy") {
+		t.Errorf("Sign span attributes %v: want ocistow.signature_formats naming legacy", signs[0].Attributes)
+	}
 	blobs := tree.named("blob sha256:")
 	if len(blobs) != 6 {
 		t.Errorf("want 6 blob spans (2 images x 2 layers + config), got %d", len(blobs))
