@@ -108,9 +108,16 @@ type gateWatch struct {
 	mu                        sync.Mutex
 	inFlight, writing         int
 	mostInFlight, mostWriting int
+	priorities                map[string]int // destination -> the priority its requests had
 }
 
 func (g *gateWatch) Copy(ctx context.Context, req service.CopyRequest) (*service.CopyResult, error) {
+	g.mu.Lock()
+	if g.priorities == nil {
+		g.priorities = map[string]int{}
+	}
+	g.priorities[req.Destination] = registry.PriorityOf(ctx)
+	g.mu.Unlock()
 	g.add(&g.inFlight, &g.mostInFlight, 1)
 	defer g.add(&g.inFlight, &g.mostInFlight, -1)
 	if inner := req.Gate; inner != nil {
@@ -165,5 +172,11 @@ func TestRunReadsAheadWritesParallel(t *testing.T) {
 	}
 	if g.mostWriting != 2 || g.mostInFlight <= 2 {
 		t.Errorf("at most %d promotions in flight and %d writing, want more than 2 and 2", g.mostInFlight, g.mostWriting)
+	}
+	// Capped requests wait by the image's place in the file.
+	for i, it := range items {
+		if p := g.priorities[it.DstImageRef]; p != i {
+			t.Errorf("%s promoted with priority %d, want its place %d", it.DstImageRef, p, i)
+		}
 	}
 }

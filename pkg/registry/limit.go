@@ -35,7 +35,8 @@ func WithPriority(ctx context.Context, p int) context.Context {
 	return context.WithValue(ctx, priorityKey{}, p)
 }
 
-func priorityOf(ctx context.Context) int {
+// PriorityOf returns the priority WithPriority gave ctx (0 when none).
+func PriorityOf(ctx context.Context) int {
 	p, _ := ctx.Value(priorityKey{}).(int)
 	return p
 }
@@ -97,7 +98,7 @@ func (l *hostLimit) acquire(ctx context.Context, host string) error {
 		return nil
 	}
 	l.seq++
-	w := &waiter{priority: priorityOf(ctx), seq: l.seq, ready: make(chan struct{})}
+	w := &waiter{priority: PriorityOf(ctx), seq: l.seq, ready: make(chan struct{})}
 	heap.Push(&h.waiting, w)
 	l.mu.Unlock()
 	select {
