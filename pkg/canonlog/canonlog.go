@@ -90,10 +90,7 @@ func (m *middleware) Sign(ctx context.Context, req service.SignRequest) (*servic
 				digests = append(digests, d.Digest)
 			}
 		}
-		formats := make([]string, len(res.Formats))
-		for i, f := range res.Formats {
-			formats[i] = string(f)
-		}
+		formats := sign.Names(res.Formats)
 		attrs = append(attrs,
 			slog.Any("digests", digests),
 			slog.String("formats", strings.Join(formats, ",")),
@@ -156,10 +153,7 @@ func (m *middleware) Attest(ctx context.Context, req service.AttestRequest) (*se
 				digests = append(digests, d.Digest)
 			}
 		}
-		formats := make([]string, len(res.Formats))
-		for i, f := range res.Formats {
-			formats[i] = string(f)
-		}
+		formats := sign.Names(res.Formats)
 		attrs = append(attrs,
 			slog.String("predicate_type", res.PredicateType),
 			slog.Any("digests", digests),

@@ -49,3 +49,12 @@ func (f Format) Formats() []Format {
 	}
 	return out
 }
+
+// Names returns the formats as strings, for logs and spans.
+func Names(formats []Format) []string {
+	out := make([]string, len(formats))
+	for i, f := range formats {
+		out[i] = string(f)
+	}
+	return out
+}

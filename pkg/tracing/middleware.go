@@ -7,6 +7,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ocistow/ocistow/pkg/service"
+	"github.com/ocistow/ocistow/pkg/sign"
 )
 
 // NewService wraps next so that each method call is a span named for the
@@ -51,10 +52,7 @@ func (m *middleware) Sign(ctx context.Context, req service.SignRequest) (res *se
 	ctx, span := m.tracer.Start(ctx, "Sign", trace.WithAttributes(attrs...))
 	defer func() {
 		if res != nil {
-			formats := make([]string, len(res.Formats))
-			for i, f := range res.Formats {
-				formats[i] = string(f)
-			}
+			formats := sign.Names(res.Formats)
 			span.SetAttributes(attribute.Int("ocistow.signatures_added", res.Added), attribute.Int("ocistow.signatures_present", res.Present),
 				attribute.StringSlice("ocistow.signature_formats", formats))
 		}
@@ -91,10 +89,7 @@ func (m *middleware) Attest(ctx context.Context, req service.AttestRequest) (res
 	ctx, span := m.tracer.Start(ctx, "Attest", trace.WithAttributes(attrs...))
 	defer func() {
 		if res != nil {
-			formats := make([]string, len(res.Formats))
-			for i, f := range res.Formats {
-				formats[i] = string(f)
-			}
+			formats := sign.Names(res.Formats)
 			span.SetAttributes(attribute.Int("ocistow.attestations_added", res.Added), attribute.Int("ocistow.attestations_present", res.Present),
 				attribute.StringSlice("ocistow.attestation_formats", formats))
 		}
