@@ -160,6 +160,7 @@ func TestValidate(t *testing.T) {
 		{"list with deny", Selector{List: []string{"a"}, Deny: []string{"1"}}, "cannot be combined"},
 		{"list with a bad tag", Selector{List: []string{"a", "-a"}}, `invalid tag "-a"`},
 		{"list with an empty tag", Selector{List: []string{""}}, `invalid tag ""`},
+		{"list with a 128-character tag", Selector{List: []string{strings.Repeat("a", 128)}}, ""},
 		{"list with a long tag", Selector{List: []string{strings.Repeat("a", 129)}}, `invalid tag "aaaa`},
 		{"list with a repeated tag", Selector{List: []string{"a", "b", "a"}}, `tag "a" is listed twice`},
 	} {
