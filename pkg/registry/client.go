@@ -57,6 +57,7 @@ type Client struct {
 	limits    *rateLimits
 	shared    shared
 	writers   writers
+	pings     pings
 }
 
 // DefaultStallTimeout is how long a response body may deliver nothing
@@ -201,7 +202,8 @@ func stripParsePrefix(err error) error {
 }
 
 // roundTripper is the transport under every request the Client makes:
-// each attempt logged and guarded on its own, the retries ocistow's (see
+// registry pings answered once per registry (see pingcache.go), each
+// attempt logged and guarded on its own, the retries ocistow's (see
 // retry.go).
 func (c *Client) roundTripper() http.RoundTripper {
 	base := c.base
@@ -217,11 +219,11 @@ func (c *Client) roundTripper() http.RoundTripper {
 	if c.limit != nil {
 		base = &limited{next: base, limit: c.limit}
 	}
-	return &headFirst{next: &retryTransport{
+	return &pingCache{pings: &c.pings, insecure: c.insecure, next: &headFirst{next: &retryTransport{
 		next:    &debugLog{next: &manifestBody{next: &stallGuard{next: &observe{next: &rateLimitWatch{next: base, limits: c.limits}}, timeout: c.stall}}, logger: c.logger},
 		backoff: c.backoff,
 		logger:  c.logger,
-	}}
+	}}}
 }
 
 // RemoteOptions returns the go-containerregistry options for operations
