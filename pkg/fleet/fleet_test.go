@@ -180,3 +180,72 @@ func TestRunReadsAheadWritesParallel(t *testing.T) {
 		}
 	}
 }
+
+// checkWatch is a Service whose check of one image waits for the first
+// promotion to start, and which records the priority of each check.
+type checkWatch struct {
+	service.Service
+	last       string        // the source whose check waits
+	copying    chan struct{} // closed when the first promotion starts
+	once       sync.Once
+	waited     chan bool // whether the check saw a promotion start
+	mu         sync.Mutex
+	priorities map[string]int // source -> its check's priority
+}
+
+func (c *checkWatch) Check(ctx context.Context, req service.CopyRequest) (*service.CheckResult, error) {
+	c.mu.Lock()
+	c.priorities[req.Source] = registry.PriorityOf(ctx)
+	c.mu.Unlock()
+	if req.Source == c.last {
+		select {
+		case <-c.copying:
+			c.waited <- true
+		case <-time.After(10 * time.Second):
+			c.waited <- false
+		}
+	}
+	return c.Service.Check(ctx, req)
+}
+
+func (c *checkWatch) Copy(ctx context.Context, req service.CopyRequest) (*service.CopyResult, error) {
+	c.once.Do(func() { close(c.copying) })
+	return c.Service.Copy(ctx, req)
+}
+
+// An image is promoted as soon as its own check is in, not once every
+// image's is; checks wait behind earlier images' requests like the rest.
+func TestRunPromotesBeforeEveryCheckIsIn(t *testing.T) {
+	src, dst := newRegistry(t), newRegistry(t)
+	var items []fleet.Item
+	for i := range 3 {
+		img, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 256, Seed: int64(200 + i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tag := fmt.Sprintf("v%d", i)
+		if err := testenv.Push(t.Context(), src+"/lib/app:"+tag, img); err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, fleet.Item{Request: fleet.Request{SrcImageRef: src + "/lib/app:" + tag, DstImageRef: dst + "/app:" + tag}})
+	}
+	c := &checkWatch{
+		Service:    service.New(registry.New(registry.WithKeychain(authn.NewMultiKeychain()))),
+		last:       items[2].SrcImageRef,
+		copying:    make(chan struct{}),
+		waited:     make(chan bool, 1),
+		priorities: map[string]int{},
+	}
+	fleet.Run(t.Context(), c, items, fleet.RunOptions{Parallel: 1, Checks: 4})
+	if s := fleet.Summarize(items); s.Statuses[fleet.Promoted] != 3 {
+		t.Fatalf("run: %+v", s)
+	}
+	if !<-c.waited {
+		t.Error("no promotion started before the last image's check was in")
+	}
+	for i, it := range items {
+		if p := c.priorities[it.SrcImageRef]; p != i {
+			t.Errorf("%s checked with priority %d, want its place %d", it.SrcImageRef, p, i)
+		}
+	}
+}

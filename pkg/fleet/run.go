@@ -135,26 +135,23 @@ type PullCounter interface {
 //
 // Every image is checked first (service.Check: a HEAD at the source, which
 // costs no pull, and a GET of the destination tag), opts.Checks at once.
-// Then the images are promoted, each starting from its check instead of
-// asking again: opts.Checks of them read their manifests at once (round
-// trips), and opts.Parallel of those write at once (bandwidth). An
-// unchanged fleet thus costs about one round trip per opts.Checks images,
-// and images are read while others are written. An image whose check
-// failed is promoted as if it had not been checked, so that its failure is
-// the promotion's. When a source registry has said that fewer than
-// opts.MinPulls pulls are left, an image that is not up to date is
-// deferred.
+// Each image is then promoted as soon as its own check is in, starting
+// from it instead of asking again: opts.Checks of them read their
+// manifests at once (round trips), and opts.Parallel of those write at
+// once (bandwidth). An unchanged fleet thus costs about one round trip per
+// opts.Checks images, and images are read while others are written. An
+// image whose check failed is promoted as if it had not been checked, so
+// that its failure is the promotion's. When a source registry has said
+// that fewer than opts.MinPulls pulls are left, an image that is not up to
+// date is deferred.
+//
+// Where a registry's requests are capped, an image's requests (its check
+// included) wait behind those of the images before it in the file: the
+// images being written are not held up by the next ones' reads.
 func Run(ctx context.Context, svc service.Service, items []Item, opts RunOptions) {
 	ahead := max(opts.Checks, opts.Parallel)
-	parallel(ctx, items, ahead, func(ctx context.Context, it *Item) {
-		if it.Status != "" {
-			return
-		}
-		res, err := svc.Check(ctx, it.copyRequest())
-		if err == nil {
-			it.Check = res
-		}
-	})
+	budget := newPullBudget(opts, items)
+	checked, checking := checkAll(ctx, svc, items, ahead, budget.order)
 	writing := make(chan struct{}, max(1, opts.Parallel))
 	gate := func(ctx context.Context) (func(), error) {
 		select {
@@ -164,12 +161,10 @@ func Run(ctx context.Context, svc service.Service, items []Item, opts RunOptions
 			return nil, ctx.Err()
 		}
 	}
-	budget := newPullBudget(opts, items)
 	parallel(ctx, items, ahead, func(ctx context.Context, it *Item) {
-		// Where a registry's requests are capped, an image's requests
-		// wait behind those of the images before it in the file: the
-		// images being written are not held up by the next ones' reads.
-		ctx = registry.WithPriority(ctx, budget.order[it])
+		i := budget.order[it]
+		ctx = registry.WithPriority(ctx, i)
+		<-checked[i]
 		if it.Status == "" && opts.Started != nil {
 			opts.Started(it)
 		}
@@ -181,7 +176,42 @@ func Run(ctx context.Context, svc service.Service, items []Item, opts RunOptions
 			opts.Done(it)
 		}
 	})
+	<-checking
 	notStarted(ctx, items)
+}
+
+// checkAll checks every item that has no status yet, n at once, in the
+// background, each with its place in the file as its requests' priority.
+// The channel at an item's index is closed once its check is in (or was
+// not made: the item has a status, or ctx ended); the last one is closed
+// when every check is.
+func checkAll(ctx context.Context, svc service.Service, items []Item, n int, order map[*Item]int) ([]chan struct{}, chan struct{}) {
+	checked := make([]chan struct{}, len(items))
+	for i := range checked {
+		checked[i] = make(chan struct{})
+	}
+	all := make(chan struct{})
+	go func() {
+		defer close(all)
+		sem := make(chan struct{}, max(1, n))
+		var wg sync.WaitGroup
+		for i := range items {
+			sem <- struct{}{} // a check ends promptly once ctx has
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; close(checked[i]); wg.Done() }()
+				it := &items[i]
+				if it.Status != "" || ctx.Err() != nil {
+					return
+				}
+				if res, err := svc.Check(registry.WithPriority(ctx, order[it]), it.copyRequest()); err == nil {
+					it.Check = res
+				}
+			}()
+		}
+		wg.Wait()
+	}()
+	return checked, all
 }
 
 // notStarted marks the items a cancelled or expired ctx kept from
