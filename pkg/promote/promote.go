@@ -208,8 +208,17 @@ func (p *promotion) run(ctx context.Context) (*Result, error) {
 		return res, fmt.Errorf("%w: %s is %s, the promotion would make it %s (-immutable)", ErrTagWouldMove, p.req.Destination, dst.Digest, res.DestinationDigest)
 	}
 	w := newWriter(p)
-	if idx, ok := pushed.(v1.ImageIndex); ok {
-		w.lookAhead(ctx, idx)
+	// Blobs are looked for ahead only by a promotion that will wait for
+	// its turn to write: without one, a small blob is looked for while its
+	// upload opens, which is a round trip sooner.
+	ahead := p.o.gate != nil
+	switch m := pushed.(type) {
+	case v1.ImageIndex:
+		w.lookAhead(ctx, m, ahead)
+	case v1.Image:
+		if ahead {
+			w.lookAheadBlobs(ctx, m)
+		}
 	}
 	if p.o.gate != nil {
 		release, err := p.o.gate(ctx)

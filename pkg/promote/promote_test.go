@@ -1,6 +1,7 @@
 package promote_test
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log"
@@ -521,5 +522,78 @@ func TestSmallBlobsDoNotWaitForJobs(t *testing.T) {
 	}
 	if m := most.Load(); m != 3 {
 		t.Errorf("at most %d small blob uploads at once with -jobs 1, want all 3", m)
+	}
+}
+
+// A promotion that waits for its turn to write (WithGate) looks for its
+// blobs while it waits, and writing asks no more: the blobs of an index's
+// missing children, and of a single image. A blob found then is not
+// uploaded.
+func TestGatedCopyLooksForBlobsWhileWaiting(t *testing.T) {
+	src, dst := newServer(t), newServer(t)
+	a, err := testenv.Image(testenv.ImageOptions{Layers: 2, LayerSize: 512, Seed: 41})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 512, Seed: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := testenv.Index(false, a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	push(t, src.Host+"/lib/app:idx", idx)
+	push(t, src.Host+"/lib/app:one", b)
+	// The destination has one of a's layers already.
+	la, err := a.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dstRepo, err := name.NewRepository(dst.Host + "/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteLayer(dstRepo, la[0]); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		tag             string
+		heads, up, skip int
+	}{
+		{"idx", 5, 4, 1}, // a: config and 2 layers, b: config and 1 layer
+		{"one", 2, 0, 2}, // b's blobs, written by the index before
+	} {
+		t.Run(tc.tag, func(t *testing.T) {
+			dst.reset()
+			var before int
+			gate := func(context.Context) (func(), error) {
+				before = dst.count(http.MethodHead, "/blobs/")
+				return func() {}, nil
+			}
+			req := promote.Request{Source: ref(t, src.Host+"/lib/app:"+tc.tag), Destination: ref(t, dst.Host+"/app:"+tc.tag)}
+			res, err := promote.Copy(t.Context(), newClient(), req, promote.WithGate(gate))
+			if err != nil {
+				t.Fatalf("copy: %v", err)
+			}
+			if before != tc.heads {
+				t.Errorf("blobs looked for before the gate: %d, want %d", before, tc.heads)
+			}
+			if after := dst.count(http.MethodHead, "/blobs/"); after != before {
+				t.Errorf("blobs looked for after the gate: %d, want none", after-before)
+			}
+			if res.BlobsCopied != tc.up || res.BlobsSkipped != tc.skip {
+				t.Errorf("copied %d blobs and skipped %d, want %d and %d", res.BlobsCopied, res.BlobsSkipped, tc.up, tc.skip)
+			}
+		})
+	}
+	// Without a gate, small blobs are looked for while their uploads open.
+	dst.reset()
+	req := promote.Request{Source: ref(t, src.Host+"/lib/app:one"), Destination: ref(t, dst.Host+"/app:two")}
+	if _, err := promote.Copy(t.Context(), newClient(), req); err != nil {
+		t.Fatal(err)
+	}
+	if n := dst.count(http.MethodHead, "/blobs/"); n != 2 {
+		t.Errorf("ungated copy looked for %d blobs, want 2", n)
 	}
 }

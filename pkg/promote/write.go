@@ -133,6 +133,7 @@ type writer struct {
 
 	mu       sync.Mutex
 	present  map[v1.Hash]bool // child manifests looked for ahead (lookAhead)
+	found    map[v1.Hash]bool // blobs looked for ahead (lookAheadBlobs)
 	blobs    map[v1.Hash]*blobOnce
 	outcomes map[v1.Hash]Outcome
 	sizes    map[v1.Hash]int64
@@ -149,7 +150,7 @@ func newWriter(p *promotion) *writer {
 	return &writer{
 		src: p.req.Source, pusher: p.pusher, reg: p.reg, puller: p.puller, repo: p.req.Destination.Context(),
 		sem: make(chan struct{}, p.jobs), small: make(chan struct{}, smallJobs*p.jobs), jobs: p.jobs, tracer: p.o.tracer, progress: p.o.progress,
-		present: map[v1.Hash]bool{}, blobs: map[v1.Hash]*blobOnce{}, outcomes: map[v1.Hash]Outcome{}, sizes: map[v1.Hash]int64{},
+		present: map[v1.Hash]bool{}, found: map[v1.Hash]bool{}, blobs: map[v1.Hash]*blobOnce{}, outcomes: map[v1.Hash]Outcome{}, sizes: map[v1.Hash]int64{},
 	}
 }
 
@@ -253,9 +254,10 @@ func mustHash(ref name.Digest) v1.Hash {
 
 // lookAhead asks the destination for every child manifest of idx (at any
 // depth) at once, and reads from the source the ones it lacks, so that
-// writing can start with its blobs. What it cannot tell is asked again
-// when writing.
-func (w *writer) lookAhead(ctx context.Context, idx v1.ImageIndex) {
+// writing can start with its blobs; with blobs, it also asks for the blobs
+// of those (lookAheadBlobs). What it cannot tell is asked again when
+// writing.
+func (w *writer) lookAhead(ctx context.Context, idx v1.ImageIndex, blobs bool) {
 	im, err := idx.IndexManifest()
 	if err != nil {
 		return
@@ -280,13 +282,59 @@ func (w *writer) lookAhead(ctx context.Context, idx v1.ImageIndex) {
 				return
 			}
 			if ci, ok := child.(v1.ImageIndex); ok {
-				w.lookAhead(ctx, ci)
+				w.lookAhead(ctx, ci, blobs)
 			} else if img, ok := child.(v1.Image); ok {
-				_, _ = img.Manifest() // read now, not when writing
+				if _, err := img.Manifest(); err == nil && blobs { // read now, not when writing
+					w.lookAheadBlobs(ctx, img)
+				}
 			}
 		}()
 	}
 	wg.Wait()
+}
+
+// lookAheadBlobs asks the destination for every blob of img at once (HEADs,
+// which no registry meters). A promotion that waits for its turn to write
+// (WithGate) asks while it waits: writing then uploads the missing blobs
+// without asking again, and fewer requests compete for each registry's
+// places while images are written. What it cannot tell is asked again when
+// writing.
+func (w *writer) lookAheadBlobs(ctx context.Context, img v1.Image) {
+	m, err := img.Manifest()
+	if err != nil {
+		return
+	}
+	dst, err := w.reg.Writer(ctx, w.repo)
+	if err != nil {
+		return
+	}
+	var wg sync.WaitGroup
+	for _, desc := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+		if !desc.MediaType.IsDistributable() {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ok, err := dst.HasBlob(ctx, desc.Digest)
+			if err != nil {
+				return
+			}
+			w.mu.Lock()
+			w.found[desc.Digest] = ok
+			w.mu.Unlock()
+		}()
+	}
+	wg.Wait()
+}
+
+// foundAhead reports what lookAheadBlobs learnt of blob d: whether the
+// destination has it, and whether it was asked at all.
+func (w *writer) foundAhead(d v1.Hash) (has, known bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	has, known = w.found[d]
+	return has, known
 }
 
 // warmChildren reads every child of idx (at any depth) from the source,
@@ -456,7 +504,11 @@ func (w *writer) put(ctx context.Context, l v1.Layer, d v1.Hash) (Outcome, int, 
 		return Failed, 0, err
 	}
 	blob := registry.Blob{Digest: d, Size: size, Open: counted.Compressed, MountFrom: from}
-	if from == nil && size <= smallBlob {
+	if has, known := w.foundAhead(d); known {
+		if has {
+			return Skipped, 0, nil
+		}
+	} else if from == nil && size <= smallBlob {
 		blob.Check = true
 	} else if ok, err := dst.HasBlob(ctx, d); err != nil || ok {
 		if err != nil {
