@@ -28,6 +28,10 @@ const DefaultParallel = 4
 // during a sync, across all its images.
 const DefaultRegistryRequests = 16
 
+// readAheadBytes is the memory a sync may hold in small blobs made ready
+// for the images waiting for their turn to write (promote.ReadAhead).
+const readAheadBytes = 4 << 20
+
 // DefaultMinPulls is how many pulls a registry that meters them must have
 // left for a sync to start an image that needs some: enough for an index
 // of eight platforms.

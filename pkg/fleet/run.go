@@ -152,6 +152,7 @@ func Run(ctx context.Context, svc service.Service, items []Item, opts RunOptions
 	ahead := max(opts.Checks, opts.Parallel)
 	budget := newPullBudget(opts, items)
 	checked, checking := checkAll(ctx, svc, items, ahead, budget.order)
+	readAhead := promote.NewReadAhead(readAheadBytes)
 	writing := make(chan struct{}, max(1, opts.Parallel))
 	gate := func(ctx context.Context) (func(), error) {
 		select {
@@ -169,7 +170,7 @@ func Run(ctx context.Context, svc service.Service, items []Item, opts RunOptions
 			opts.Started(it)
 		}
 		if release, ok := budget.reserve(ctx, svc, it); ok {
-			it.promote(ctx, svc, opts.Keys[it.Key], gate)
+			it.promote(ctx, svc, opts.Keys[it.Key], gate, readAhead)
 			release()
 		}
 		if opts.Done != nil {
@@ -342,9 +343,9 @@ func (b *pullBudget) wake() {
 	b.changed = make(chan struct{})
 }
 
-func (it *Item) promote(ctx context.Context, svc service.Service, key *keys.Key, gate promote.Gate) {
+func (it *Item) promote(ctx context.Context, svc service.Service, key *keys.Key, gate promote.Gate, ra *promote.ReadAhead) {
 	req := it.copyRequest()
-	req.Checked, req.Gate, req.Policy = it.Check, gate, it.policy
+	req.Checked, req.Gate, req.ReadAhead, req.Policy = it.Check, gate, ra, it.policy
 	res, err := service.Promote(ctx, svc, service.PromoteRequest{CopyRequest: req, Copy: true, Sign: it.Sign, Attest: it.Attest, Key: key,
 		SignatureFormat: sign.Format(it.SignatureFormat), Referrers: it.Referrers, ReferrersTypes: it.ReferrersTypes})
 	it.Result = res

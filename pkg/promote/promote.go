@@ -208,6 +208,7 @@ func (p *promotion) run(ctx context.Context) (*Result, error) {
 		return res, fmt.Errorf("%w: %s is %s, the promotion would make it %s (-immutable)", ErrTagWouldMove, p.req.Destination, dst.Digest, res.DestinationDigest)
 	}
 	w := newWriter(p)
+	defer w.discard()
 	// Blobs are looked for ahead only by a promotion that will wait for
 	// its turn to write: without one, a small blob is looked for while its
 	// upload opens, which is a round trip sooner.

@@ -597,3 +597,113 @@ func TestGatedCopyLooksForBlobsWhileWaiting(t *testing.T) {
 		t.Errorf("ungated copy looked for %d blobs, want 2", n)
 	}
 }
+
+// readAheadCase copies a 2-layer image with a gate and a ReadAhead of
+// budget bytes, and reports the destination's requests before the gate
+// and after it, and the source's blob reads.
+type readAheadCase struct {
+	src, dst *server
+	req      promote.Request
+}
+
+func newReadAheadCase(t *testing.T, seed int64) *readAheadCase {
+	src, dst := newServer(t), newServer(t)
+	img, err := testenv.Image(testenv.ImageOptions{Layers: 2, LayerSize: 2048, Seed: seed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	push(t, src.Host+"/lib/app:1", img)
+	src.reset()
+	return &readAheadCase{src: src, dst: dst, req: promote.Request{Source: ref(t, src.Host+"/lib/app:1"), Destination: ref(t, dst.Host+"/app:1")}}
+}
+
+// copy runs the copy; before holds the destination's POSTs and PUTs of
+// blobs counted when the gate was passed, and the source's blob GETs.
+func (c *readAheadCase) copy(t *testing.T, ra *promote.ReadAhead, gateErr error) (res *promote.Result, err error, before [3]int) {
+	gate := func(context.Context) (func(), error) {
+		before = [3]int{c.dst.count(http.MethodPost, "/blobs/uploads/"), c.dst.count(http.MethodPut, "/blobs/uploads/"), c.src.count(http.MethodGet, "/blobs/")}
+		return func() {}, gateErr
+	}
+	res, err = promote.Copy(t.Context(), newClient(), c.req, promote.WithGate(gate), promote.WithReadAhead(ra))
+	return res, err, before
+}
+
+// A gated promotion with a ReadAhead reads its small missing blobs and
+// opens their uploads while it waits: writing then sends each with one
+// request, and reads nothing more from the source.
+func TestReadAheadMakesBlobsReady(t *testing.T) {
+	c := newReadAheadCase(t, 51)
+	res, err, before := c.copy(t, promote.NewReadAhead(1<<20), nil)
+	if err != nil || res.BlobsCopied != 3 {
+		t.Fatalf("copy: %+v, %v", res, err)
+	}
+	if before != [3]int{3, 0, 3} {
+		t.Errorf("before the gate: %d uploads opened, %d sent, %d source reads; want 3, 0, 3", before[0], before[1], before[2])
+	}
+	if posts, puts, gets := c.dst.count(http.MethodPost, "/blobs/uploads/"), c.dst.count(http.MethodPut, "/blobs/uploads/"), c.src.count(http.MethodGet, "/blobs/"); posts != 3 || puts != 3 || gets != 3 {
+		t.Errorf("in all: %d uploads opened, %d sent, %d source reads; want 3 each", posts, puts, gets)
+	}
+	if _, err := testenv.Get(t.Context(), c.req.Destination.String()); err != nil {
+		t.Errorf("the copy is not readable: %v", err)
+	}
+}
+
+// Blobs that do not fit in the budget are read when written.
+func TestReadAheadWithinBudget(t *testing.T) {
+	c := newReadAheadCase(t, 52)
+	res, err, before := c.copy(t, promote.NewReadAhead(100), nil)
+	if err != nil || res.BlobsCopied != 3 {
+		t.Fatalf("copy: %+v, %v", res, err)
+	}
+	// The config (a few hundred bytes) may fit; the 2 KiB layers do not.
+	if before[0] > 1 || before[2] > 1 {
+		t.Errorf("before the gate: %d uploads opened and %d source reads with a 100-byte budget, want at most the config's", before[0], before[2])
+	}
+}
+
+// An upload opened ahead that the registry no longer knows (expired) is
+// sent again in a fresh one, from memory: the source is not read again.
+func TestReadAheadExpiredUpload(t *testing.T) {
+	c := newReadAheadCase(t, 53)
+	var refused atomic.Int32
+	c.dst.edit = func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if testenv.IsUpload(r) && refused.Add(1) <= 3 {
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = io.WriteString(w, `{"errors":[{"code":"BLOB_UPLOAD_UNKNOWN","message":"blob upload unknown to registry"}]}`)
+			return true
+		}
+		return false
+	}
+	res, err, _ := c.copy(t, promote.NewReadAhead(1<<20), nil)
+	if err != nil || res.BlobsCopied != 3 {
+		t.Fatalf("copy: %+v, %v", res, err)
+	}
+	if gets := c.src.count(http.MethodGet, "/blobs/"); gets != 3 {
+		t.Errorf("source read %d times, want 3 (once per blob)", gets)
+	}
+	if posts := c.dst.count(http.MethodPost, "/blobs/uploads/"); posts != 6 {
+		t.Errorf("%d uploads opened, want 6 (3 ahead, 3 again)", posts)
+	}
+}
+
+// A promotion that ends before writing abandons the uploads it opened and
+// gives the memory back: the next one can use the whole budget again.
+func TestReadAheadDiscarded(t *testing.T) {
+	c := newReadAheadCase(t, 54)
+	ra := promote.NewReadAhead(8 << 10) // the blobs of one image, not two
+	if _, err, _ := c.copy(t, ra, errors.New("no turn to write")); err == nil {
+		t.Fatal("copy passed a gate that failed")
+	}
+	for deadline := time.Now().Add(5 * time.Second); c.dst.count(http.MethodDelete, "/blobs/uploads/") < 3 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := c.dst.count(http.MethodDelete, "/blobs/uploads/"); n != 3 {
+		t.Errorf("%d uploads abandoned, want the 3 opened", n)
+	}
+	c.dst.reset()
+	c.src.reset()
+	res, err, before := c.copy(t, ra, nil)
+	if err != nil || res.BlobsCopied != 3 || before[0] != 3 {
+		t.Errorf("second copy: %+v, %v, %d uploads opened before the gate; want 3 blobs, all made ready", res, err, before[0])
+	}
+}

@@ -60,11 +60,12 @@ func (noProgress) Finish()                   {}
 type Option func(*options)
 
 type options struct {
-	tracer   trace.Tracer
-	progress Progress
-	checked  *look
-	gate     Gate
-	approval Approval
+	tracer    trace.Tracer
+	progress  Progress
+	checked   *look
+	gate      Gate
+	approval  Approval
+	readAhead *ReadAhead
 }
 
 // A Gate is passed before anything is written: it returns once writing may
@@ -131,14 +132,16 @@ type writer struct {
 	tracer   trace.Tracer
 	progress Progress
 
-	mu       sync.Mutex
-	present  map[v1.Hash]bool // child manifests looked for ahead (lookAhead)
-	found    map[v1.Hash]bool // blobs looked for ahead (lookAheadBlobs)
-	blobs    map[v1.Hash]*blobOnce
-	outcomes map[v1.Hash]Outcome
-	sizes    map[v1.Hash]int64
-	written  int // manifests and indexes
-	skipped  int // child manifests the destination had
+	mu        sync.Mutex
+	present   map[v1.Hash]bool   // child manifests looked for ahead (lookAhead)
+	found     map[v1.Hash]bool   // blobs looked for ahead (lookAheadBlobs)
+	ready     map[v1.Hash]*ready // blobs made ready ahead (prepare); nil while being made
+	readAhead *ReadAhead
+	blobs     map[v1.Hash]*blobOnce
+	outcomes  map[v1.Hash]Outcome
+	sizes     map[v1.Hash]int64
+	written   int // manifests and indexes
+	skipped   int // child manifests the destination had
 }
 
 type blobOnce struct {
@@ -150,7 +153,7 @@ func newWriter(p *promotion) *writer {
 	return &writer{
 		src: p.req.Source, pusher: p.pusher, reg: p.reg, puller: p.puller, repo: p.req.Destination.Context(),
 		sem: make(chan struct{}, p.jobs), small: make(chan struct{}, smallJobs*p.jobs), jobs: p.jobs, tracer: p.o.tracer, progress: p.o.progress,
-		present: map[v1.Hash]bool{}, found: map[v1.Hash]bool{}, blobs: map[v1.Hash]*blobOnce{}, outcomes: map[v1.Hash]Outcome{}, sizes: map[v1.Hash]int64{},
+		present: map[v1.Hash]bool{}, found: map[v1.Hash]bool{}, ready: map[v1.Hash]*ready{}, readAhead: p.o.readAhead, blobs: map[v1.Hash]*blobOnce{}, outcomes: map[v1.Hash]Outcome{}, sizes: map[v1.Hash]int64{},
 	}
 }
 
@@ -294,11 +297,12 @@ func (w *writer) lookAhead(ctx context.Context, idx v1.ImageIndex, blobs bool) {
 }
 
 // lookAheadBlobs asks the destination for every blob of img at once (HEADs,
-// which no registry meters). A promotion that waits for its turn to write
-// (WithGate) asks while it waits: writing then uploads the missing blobs
-// without asking again, and fewer requests compete for each registry's
-// places while images are written. What it cannot tell is asked again when
-// writing.
+// which no registry meters), and makes the small ones it lacks ready to
+// send, within the ReadAhead's budget (prepare). A promotion that waits
+// for its turn to write (WithGate) does this while it waits: writing then
+// uploads the missing blobs without asking again, and fewer requests
+// compete for each registry's places while images are written. What it
+// cannot tell is asked again when writing.
 func (w *writer) lookAheadBlobs(ctx context.Context, img v1.Image) {
 	m, err := img.Manifest()
 	if err != nil {
@@ -323,9 +327,23 @@ func (w *writer) lookAheadBlobs(ctx context.Context, img v1.Image) {
 			w.mu.Lock()
 			w.found[desc.Digest] = ok
 			w.mu.Unlock()
+			if ok {
+				return
+			}
+			if l, err := blobOf(img, m.Config.Digest, desc.Digest); err == nil {
+				w.prepare(ctx, dst, l, desc.Digest, desc.Size)
+			}
 		}()
 	}
 	wg.Wait()
+}
+
+// blobOf returns img's blob d: its config when d is config, else a layer.
+func blobOf(img v1.Image, config, d v1.Hash) (v1.Layer, error) {
+	if d == config {
+		return partial.ConfigLayer(img)
+	}
+	return img.LayerByDigest(d)
 }
 
 // foundAhead reports what lookAheadBlobs learnt of blob d: whether the
@@ -504,6 +522,12 @@ func (w *writer) put(ctx context.Context, l v1.Layer, d v1.Hash) (Outcome, int, 
 		return Failed, 0, err
 	}
 	blob := registry.Blob{Digest: d, Size: size, Open: counted.Compressed, MountFrom: from}
+	if r := w.take(d); r != nil {
+		if err := w.sendReady(ctx, dst, r, blob); err != nil {
+			return Failed, 1, err
+		}
+		return Uploaded, 1, nil
+	}
 	if has, known := w.foundAhead(d); known {
 		if has {
 			return Skipped, 0, nil

@@ -235,6 +235,40 @@ func (w *Writer) Upload(ctx context.Context, b Blob) (Stored, error) {
 	return Sent, w.putBody(ctx, b, s.loc, body)
 }
 
+// An Upload is an upload opened before its blob is sent (Writer.Open): a
+// promotion that waits for its turn to write opens the uploads of the blobs
+// it will send, so that sending each costs one round trip, the PUT with the
+// bytes. An Upload is sent or abandoned, once.
+type Upload struct {
+	w   *Writer
+	loc *url.URL
+}
+
+// Open opens an upload (POST) for a blob to send later.
+func (w *Writer) Open(ctx context.Context) (*Upload, error) {
+	loc, _, err := w.start(ctx, Blob{})
+	if err != nil {
+		return nil, err
+	}
+	return &Upload{w: w, loc: loc}, nil
+}
+
+// Send sends b to the upload: with the PUT that commits it, or, for a
+// registry that refuses the bytes that way, as Writer.Upload falls back.
+// b.MountFrom and b.Check are ignored. A failure is returned as is: the
+// upload may be gone (expired), and trying again is Writer.Upload's.
+func (u *Upload) Send(ctx context.Context, b Blob) error {
+	body, err := b.Open()
+	if err != nil {
+		u.Abandon()
+		return err
+	}
+	return u.w.putBody(ctx, b, u.loc, body)
+}
+
+// Abandon cancels the upload, in the background (best effort).
+func (u *Upload) Abandon() { u.w.abandon(u.loc) }
+
 // start opens an upload (POST), asking for a mount when b says where
 // from. It returns the upload's location, or mounted when the registry
 // mounted the blob instead. A registry that fails the request with the

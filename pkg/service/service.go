@@ -88,6 +88,9 @@ type CopyRequest struct {
 	// Gate, when set, is passed once the source is read and before
 	// anything is written (promote.WithGate).
 	Gate promote.Gate `json:"-"`
+	// ReadAhead, with a Gate, is the memory the promotion may hold in
+	// small blobs made ready while it waits (promote.WithReadAhead).
+	ReadAhead *promote.ReadAhead `json:"-"`
 	// Policy, when it asks for anything, is what the source must carry:
 	// checked before anything is written (also when the destination is up
 	// to date), from the digests the copy reads anyway; a source it
@@ -150,7 +153,7 @@ func (s *service) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error
 		popts = append(popts, promote.FromCheck(&req.Checked.State))
 	}
 	if req.Gate != nil {
-		popts = append(popts, promote.WithGate(req.Gate))
+		popts = append(popts, promote.WithGate(req.Gate), promote.WithReadAhead(req.ReadAhead))
 	}
 	if s.progress != nil {
 		popts = append(popts, promote.WithProgress(s.progress))
