@@ -80,6 +80,7 @@ type measurement struct {
 	srcRequests    int // to the source
 	pulls          int // manifest GETs at the source: metered pulls
 	images         int // images a fleet run synced (0: not a fleet)
+	sequential     int // round trips in sequence (latency scenarios; 0: not measured)
 	ok             bool
 	note           string
 	log            string // the tool's output, kept for -timelines
@@ -890,6 +891,7 @@ type summary struct {
 	requests, runs, fail int
 	srcRequests, pulls   int
 	images               int // images per run of a fleet scenario (0: not a fleet)
+	sequential           int // median round trips in sequence (0: not measured)
 	note                 string
 }
 
@@ -930,7 +932,7 @@ func (b *bench) summaries() []summary {
 	for _, k := range order {
 		ms := groups[k]
 		var walls, cpus []time.Duration
-		var rss, up, req, srcReq, pulls []int64
+		var rss, up, req, srcReq, pulls, seq []int64
 		s := summary{scenario: k.s, tool: k.t, runs: len(ms)}
 		for _, m := range ms {
 			s.images = max(s.images, m.images)
@@ -942,6 +944,9 @@ func (b *bench) summaries() []summary {
 			walls, cpus = append(walls, m.wall), append(cpus, m.cpu)
 			rss, up, req = append(rss, m.rssBytes), append(up, m.uploaded), append(req, int64(m.requests))
 			srcReq, pulls = append(srcReq, int64(m.srcRequests)), append(pulls, int64(m.pulls))
+			if m.sequential > 0 {
+				seq = append(seq, int64(m.sequential))
+			}
 			if s.note == "" {
 				s.note = m.note
 			}
@@ -951,6 +956,7 @@ func (b *bench) summaries() []summary {
 			s.wallMin, s.wallMax = slices.Min(walls), slices.Max(walls)
 		}
 		s.rss, s.uploaded, s.requests, s.srcRequests, s.pulls = medianInt(rss), medianInt(up), int(medianInt(req)), int(medianInt(srcReq)), int(medianInt(pulls))
+		s.sequential = int(medianInt(seq))
 		out = append(out, s)
 	}
 	return out
@@ -1005,6 +1011,9 @@ func (b *bench) report() error {
 		fmt.Fprintf(&table, "| scenario | tool | wall (median, min-max) | vs best peer | CPU | peak RSS | uploaded | requests (source + destination) | runs ok | note |\n")
 		fmt.Fprintf(&table, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 		table.WriteString(rows.String())
+		if t := latencyRoundTrips(sums); t != "" {
+			table.WriteString("\n" + t)
+		}
 		if t := latencyTargets(sums, bestPeer); t != "" {
 			table.WriteString("\n" + t)
 		}
@@ -1030,11 +1039,11 @@ func (b *bench) report() error {
 		return err
 	}
 	w := csv.NewWriter(f)
-	_ = w.Write([]string{"scenario", "tool", "run", "wall_s", "cpu_s", "peak_rss_bytes", "uploaded_bytes", "requests", "source_requests", "source_manifest_gets", "images", "ok", "note"})
+	_ = w.Write([]string{"scenario", "tool", "run", "wall_s", "cpu_s", "peak_rss_bytes", "uploaded_bytes", "requests", "source_requests", "source_manifest_gets", "images", "sequential_round_trips", "ok", "note"})
 	for _, m := range b.results {
 		_ = w.Write([]string{m.scenario, m.tool, strconv.Itoa(m.run), fmt.Sprintf("%.3f", m.wall.Seconds()), fmt.Sprintf("%.3f", m.cpu.Seconds()),
 			strconv.FormatInt(m.rssBytes, 10), strconv.FormatInt(m.uploaded, 10), strconv.Itoa(m.requests), strconv.Itoa(m.srcRequests),
-			strconv.Itoa(m.pulls), strconv.Itoa(m.images), strconv.FormatBool(m.ok), m.note})
+			strconv.Itoa(m.pulls), strconv.Itoa(m.images), strconv.Itoa(m.sequential), strconv.FormatBool(m.ok), m.note})
 	}
 	w.Flush()
 	if err := errors.Join(w.Error(), f.Close()); err != nil {
