@@ -218,7 +218,7 @@ func (p *promotion) run(ctx context.Context) (*Result, error) {
 		w.lookAhead(ctx, m, ahead)
 	case v1.Image:
 		if ahead {
-			w.lookAheadBlobs(ctx, m)
+			w.lookAheadBlobs(ctx, m, false)
 		}
 	}
 	if p.o.gate != nil {

@@ -561,7 +561,7 @@ func TestGatedCopyLooksForBlobsWhileWaiting(t *testing.T) {
 		tag             string
 		heads, up, skip int
 	}{
-		{"idx", 5, 4, 1}, // a: config and 2 layers, b: config and 1 layer
+		{"idx", 3, 4, 1}, // a's 2 layers, b's layer: a missing child's config is not asked for
 		{"one", 2, 0, 2}, // b's blobs, written by the index before
 	} {
 		t.Run(tc.tag, func(t *testing.T) {

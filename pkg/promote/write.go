@@ -288,7 +288,7 @@ func (w *writer) lookAhead(ctx context.Context, idx v1.ImageIndex, blobs bool) {
 				w.lookAhead(ctx, ci, blobs)
 			} else if img, ok := child.(v1.Image); ok {
 				if _, err := img.Manifest(); err == nil && blobs { // read now, not when writing
-					w.lookAheadBlobs(ctx, img)
+					w.lookAheadBlobs(ctx, img, true)
 				}
 			}
 		}()
@@ -303,7 +303,14 @@ func (w *writer) lookAhead(ctx context.Context, idx v1.ImageIndex, blobs bool) {
 // uploads the missing blobs without asking again, and fewer requests
 // compete for each registry's places while images are written. What it
 // cannot tell is asked again when writing.
-func (w *writer) lookAheadBlobs(ctx context.Context, img v1.Image) {
+//
+// When the destination is known to lack img's manifest (absent, a child
+// the destination answered 404 for), its config (if small) is taken to be
+// missing without asking: a config belongs to one image (it names the
+// image's layers and history), so it is there only if the image is or a
+// copy of it was cut short, and sending one that is there after all costs
+// a few KiB, where asking costs a request on every image a fleet writes.
+func (w *writer) lookAheadBlobs(ctx context.Context, img v1.Image, absent bool) {
 	m, err := img.Manifest()
 	if err != nil {
 		return
@@ -320,9 +327,13 @@ func (w *writer) lookAheadBlobs(ctx context.Context, img v1.Image) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ok, err := dst.HasBlob(ctx, desc.Digest)
-			if err != nil {
-				return
+			ok := false
+			if !absent || desc.Digest != m.Config.Digest || desc.Size > smallBlob {
+				has, err := dst.HasBlob(ctx, desc.Digest)
+				if err != nil {
+					return
+				}
+				ok = has
 			}
 			w.mu.Lock()
 			w.found[desc.Digest] = ok
