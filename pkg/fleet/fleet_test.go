@@ -101,6 +101,25 @@ func TestItemsATimeoutKeptFromStartingFail(t *testing.T) {
 	}
 }
 
+// appItems pushes n distinct one-layer images to src as lib/app:v0 and
+// on, and returns their promotions to dst's app repository.
+func appItems(t *testing.T, src, dst string, n int, seed int64) []fleet.Item {
+	t.Helper()
+	var items []fleet.Item
+	for i := range n {
+		img, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 256, Seed: seed + int64(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tag := fmt.Sprintf("v%d", i)
+		if err := testenv.Push(t.Context(), src+"/lib/app:"+tag, img); err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, fleet.Item{Request: fleet.Request{SrcImageRef: src + "/lib/app:" + tag, DstImageRef: dst + "/app:" + tag}})
+	}
+	return items
+}
+
 // gateWatch is a Service that counts the promotions in flight, and of
 // those, the ones past their gate (writing).
 type gateWatch struct {
@@ -152,19 +171,7 @@ func TestRunReadsAheadWritesParallel(t *testing.T) {
 		reg.ServeHTTP(w, r)
 	}))
 	t.Cleanup(slow.Close)
-	src := strings.TrimPrefix(slow.URL, "http://")
-	var items []fleet.Item
-	for i := range 8 {
-		img, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 256, Seed: int64(100 + i)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		tag := fmt.Sprintf("v%d", i)
-		if err := testenv.Push(t.Context(), src+"/lib/app:"+tag, img); err != nil {
-			t.Fatal(err)
-		}
-		items = append(items, fleet.Item{Request: fleet.Request{SrcImageRef: src + "/lib/app:" + tag, DstImageRef: dst + "/app:" + tag}})
-	}
+	items := appItems(t, strings.TrimPrefix(slow.URL, "http://"), dst, 8, 100)
 	g := &gateWatch{Service: service.New(registry.New(registry.WithKeychain(authn.NewMultiKeychain())))}
 	fleet.Run(t.Context(), g, items, fleet.RunOptions{Parallel: 2, Checks: 8})
 	if s := fleet.Summarize(items); s.Statuses[fleet.Promoted] != 8 {
@@ -216,19 +223,7 @@ func (c *checkWatch) Copy(ctx context.Context, req service.CopyRequest) (*servic
 // An image is promoted as soon as its own check is in, not once every
 // image's is; checks wait behind earlier images' requests like the rest.
 func TestRunPromotesBeforeEveryCheckIsIn(t *testing.T) {
-	src, dst := newRegistry(t), newRegistry(t)
-	var items []fleet.Item
-	for i := range 3 {
-		img, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 256, Seed: int64(200 + i)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		tag := fmt.Sprintf("v%d", i)
-		if err := testenv.Push(t.Context(), src+"/lib/app:"+tag, img); err != nil {
-			t.Fatal(err)
-		}
-		items = append(items, fleet.Item{Request: fleet.Request{SrcImageRef: src + "/lib/app:" + tag, DstImageRef: dst + "/app:" + tag}})
-	}
+	items := appItems(t, newRegistry(t), newRegistry(t), 3, 200)
 	c := &checkWatch{
 		Service:    service.New(registry.New(registry.WithKeychain(authn.NewMultiKeychain()))),
 		last:       items[2].SrcImageRef,

@@ -56,8 +56,8 @@ type Client struct {
 	limit     *hostLimit // nil: no cap
 	limits    *rateLimits
 	shared    shared
-	writers   writers
-	pings     pings
+	writers   onceMap[*Writer]     // one per repository
+	pings     onceMap[*pingAnswer] // one per registry and scheme (see pingcache.go)
 }
 
 // DefaultStallTimeout is how long a response body may deliver nothing

@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 )
@@ -14,8 +13,16 @@ import (
 // Registries answer /v2/ with "{}" or a short error document.
 const maxPingBody = 64 << 10
 
-// pings are a Client's registry pings (GET /v2/), one per registry and
-// scheme, shared by every transport the Client makes.
+// pingAnswer is a kept answer to a ping.
+type pingAnswer struct {
+	code   int
+	status string
+	header http.Header
+	body   []byte
+}
+
+// pingCache answers a Client's registry pings (GET /v2/) once per registry
+// and scheme (Client.pings), for every transport the Client makes.
 //
 // go-containerregistry pings a registry to learn how it authenticates each
 // time it builds a transport: once per repository for the shared Puller
@@ -29,24 +36,9 @@ const maxPingBody = 64 << 10
 // and plain HTTP once HTTPS has failed: two round trips in sequence. Here
 // the plain-HTTP ping starts alongside the HTTPS one, so the fallback
 // finds its answer waiting; HTTPS is still preferred when it answers.
-type pings struct {
-	mu sync.Mutex
-	m  map[string]*pingEntry // by scheme://host
-}
-
-type pingEntry struct {
-	done   chan struct{}
-	code   int
-	status string
-	header http.Header
-	body   []byte
-	err    error
-}
-
-// pingCache is the transport side of pings.
 type pingCache struct {
 	next     http.RoundTripper
-	pings    *pings
+	pings    *onceMap[*pingAnswer]
 	insecure map[string]bool
 }
 
@@ -86,61 +78,36 @@ func (t *pingCache) RoundTrip(req *http.Request) (*http.Response, error) {
 // exception: an HTTPS failure of a registry that answered over plain HTTP
 // (go-containerregistry falls back to plain HTTP there anyway).
 func (t *pingCache) answer(req *http.Request) (*http.Response, error) {
-	key := req.URL.Scheme + "://" + req.URL.Host
-	t.pings.mu.Lock()
-	if t.pings.m == nil {
-		t.pings.m = map[string]*pingEntry{}
-	}
-	e, ok := t.pings.m[key]
-	if !ok {
-		e = &pingEntry{done: make(chan struct{})}
-		t.pings.m[key] = e
-	}
-	t.pings.mu.Unlock()
-	if !ok {
-		t.ping(req, e)
-		if e.err != nil && !t.keepFailure(req) {
-			t.pings.mu.Lock()
-			delete(t.pings.m, key)
-			t.pings.mu.Unlock()
-		}
-		close(e.done)
-	}
-	select {
-	case <-e.done:
-	case <-req.Context().Done():
-		return nil, req.Context().Err()
-	}
-	if e.err != nil {
-		return nil, e.err
+	keep := func(error) bool { return t.keepFailure(req) }
+	a, err := t.pings.get(req.Context(), req.URL.Scheme+"://"+req.URL.Host, func() (*pingAnswer, error) { return t.ping(req) }, keep)
+	if err != nil {
+		return nil, err
 	}
 	return &http.Response{
-		Status:        e.status,
-		StatusCode:    e.code,
+		Status:        a.status,
+		StatusCode:    a.code,
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
-		Header:        e.header.Clone(),
-		Body:          io.NopCloser(bytes.NewReader(e.body)),
-		ContentLength: int64(len(e.body)),
+		Header:        a.header.Clone(),
+		Body:          io.NopCloser(bytes.NewReader(a.body)),
+		ContentLength: int64(len(a.body)),
 		Request:       req,
 	}, nil
 }
 
-// ping makes the request and keeps its answer in e.
-func (t *pingCache) ping(req *http.Request, e *pingEntry) {
+// ping makes the request and keeps its answer.
+func (t *pingCache) ping(req *http.Request) (*pingAnswer, error) {
 	resp, err := t.next.RoundTrip(req)
 	if err != nil {
-		e.err = err
-		return
+		return nil, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxPingBody))
 	if err != nil {
-		e.err = err
-		return
+		return nil, err
 	}
-	e.code, e.status, e.header, e.body = resp.StatusCode, resp.Status, resp.Header.Clone(), body
+	return &pingAnswer{code: resp.StatusCode, status: resp.Status, header: resp.Header.Clone(), body: body}, nil
 }
 
 // keepFailure reports whether the failed ping req is kept: an HTTPS ping
@@ -149,16 +116,5 @@ func (t *pingCache) keepFailure(req *http.Request) bool {
 	if req.URL.Scheme != "https" || !t.plainHTTPAllowed(req.URL.Host) {
 		return false
 	}
-	t.pings.mu.Lock()
-	plain, ok := t.pings.m["http://"+req.URL.Host]
-	t.pings.mu.Unlock()
-	if !ok {
-		return false
-	}
-	select {
-	case <-plain.done:
-		return plain.err == nil
-	case <-req.Context().Done():
-		return false
-	}
+	return t.pings.made(req.Context(), "http://"+req.URL.Host)
 }

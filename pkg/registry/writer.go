@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"sync"
 	"sync/atomic"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -39,50 +38,13 @@ type Writer struct {
 	chunked atomic.Bool // the registry refused a monolithic upload
 }
 
-// writers are a Client's Writers, one per repository, made the first time
-// one is asked for: the registry is pinged and a push token fetched once.
-type writers struct {
-	mu sync.Mutex
-	m  map[string]*writerEntry
-}
-
-type writerEntry struct {
-	done chan struct{}
-	w    *Writer
-	err  error
-}
-
 // Writer returns the Writer for repo, authenticated for pushing (and
-// pulling, which mounting needs). The first call for a repository pings
-// its registry and fetches a token; concurrent callers wait for that one,
-// later callers reuse it. A failure is not kept: the next call tries again.
+// pulling, which mounting needs). The first call for a repository fetches
+// a token (the registry's ping is the Client's, once per registry);
+// concurrent callers wait for that one, later callers reuse it. A failure
+// is not kept: the next call tries again.
 func (c *Client) Writer(ctx context.Context, repo name.Repository) (*Writer, error) {
-	key := repo.String()
-	c.writers.mu.Lock()
-	if c.writers.m == nil {
-		c.writers.m = map[string]*writerEntry{}
-	}
-	e, ok := c.writers.m[key]
-	if !ok {
-		e = &writerEntry{done: make(chan struct{})}
-		c.writers.m[key] = e
-	}
-	c.writers.mu.Unlock()
-	if !ok {
-		e.w, e.err = c.newWriter(ctx, repo)
-		if e.err != nil {
-			c.writers.mu.Lock()
-			delete(c.writers.m, key)
-			c.writers.mu.Unlock()
-		}
-		close(e.done)
-	}
-	select {
-	case <-e.done:
-		return e.w, e.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	return c.writers.get(ctx, repo.String(), func() (*Writer, error) { return c.newWriter(ctx, repo) }, nil)
 }
 
 func (c *Client) newWriter(ctx context.Context, repo name.Repository) (*Writer, error) {
