@@ -7,6 +7,7 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -665,9 +666,25 @@ func TestReadAheadWithinBudget(t *testing.T) {
 // sent again in a fresh one, from memory: the source is not read again.
 func TestReadAheadExpiredUpload(t *testing.T) {
 	c := newReadAheadCase(t, 53)
-	var refused atomic.Int32
+	// The uploads opened ahead (the first three) are forgotten by the time
+	// their bytes come; the ones opened again are not.
+	var mu sync.Mutex
+	opened, expired := 0, map[string]bool{}
 	c.dst.edit = func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
-		if testenv.IsUpload(r) && refused.Add(1) <= 3 {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/blobs/uploads/"):
+			opened++
+			if opened > 3 {
+				return false
+			}
+			next.ServeHTTP(w, r)
+			if loc, err := url.Parse(w.Header().Get("Location")); err == nil {
+				expired[loc.Path] = true
+			}
+			return true
+		case testenv.IsUpload(r) && expired[r.URL.Path]:
 			w.WriteHeader(http.StatusNotFound)
 			_, _ = io.WriteString(w, `{"errors":[{"code":"BLOB_UPLOAD_UNKNOWN","message":"blob upload unknown to registry"}]}`)
 			return true
