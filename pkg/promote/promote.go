@@ -364,9 +364,11 @@ func Check(ctx context.Context, c *registry.Client, req Request) (*State, error)
 }
 
 // resolveSource finds the source's digest and media type with a HEAD, or
-// with a GET when the registry answers HEAD without them.
+// with a GET when the registry answers HEAD without them. The HEAD goes
+// out alongside the registry's ping when there is one to make
+// (registry.WithEarlyRead).
 func (p *promotion) resolveSource(ctx context.Context) (*v1.Descriptor, error) {
-	desc, err := p.puller.Head(ctx, p.req.Source)
+	desc, err := p.puller.Head(registry.WithEarlyRead(ctx, http.MethodHead, p.req.Source), p.req.Source)
 	if err == nil {
 		return desc, nil
 	}
@@ -385,9 +387,10 @@ func (p *promotion) resolveSource(ctx context.Context) (*v1.Descriptor, error) {
 }
 
 // destination reads what the destination tag holds: nil, with a nil
-// error, when it holds nothing (404).
+// error, when it holds nothing (404). The GET goes out alongside the
+// registry's ping when there is one to make (registry.WithEarlyRead).
 func (p *promotion) destination(ctx context.Context) (*remote.Descriptor, error) {
-	got, err := p.puller.Get(ctx, p.req.Destination)
+	got, err := p.puller.Get(registry.WithEarlyRead(ctx, http.MethodGet, p.req.Destination), p.req.Destination)
 	if registry.StatusCode(err) == http.StatusNotFound {
 		return nil, nil
 	}

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -44,20 +45,21 @@ func DefaultBackoff() remote.Backoff {
 // ocistow process: credentials, the connection pool, insecure hosts, and
 // concurrency. A Client is safe for concurrent use.
 type Client struct {
-	keychain  authn.Keychain
-	base      http.RoundTripper
-	insecure  map[string]bool
-	jobs      int
-	backoff   remote.Backoff
-	userAgent string
-	logger    *slog.Logger
-	tp        trace.TracerProvider
-	stall     time.Duration
-	limit     *hostLimit // nil: no cap
-	limits    *rateLimits
-	shared    shared
-	writers   onceMap[*Writer]     // one per repository
-	pings     onceMap[*pingAnswer] // one per registry and scheme (see pingcache.go)
+	keychain   authn.Keychain
+	base       http.RoundTripper
+	insecure   map[string]bool
+	jobs       int
+	backoff    remote.Backoff
+	userAgent  string
+	logger     *slog.Logger
+	tp         trace.TracerProvider
+	stall      time.Duration
+	limit      *hostLimit // nil: no cap
+	limits     *rateLimits
+	shared     shared
+	writers    onceMap[*Writer]     // one per repository
+	pings      onceMap[*keptAnswer] // one per registry and scheme (see pingcache.go)
+	earlyHosts sync.Map             // registries sent an early read (see early.go)
 }
 
 // DefaultStallTimeout is how long a response body may deliver nothing
@@ -219,7 +221,7 @@ func (c *Client) roundTripper() http.RoundTripper {
 	if c.limit != nil {
 		base = &limited{next: base, limit: c.limit}
 	}
-	return &pingCache{pings: &c.pings, insecure: c.insecure, next: &headFirst{next: &retryTransport{
+	return &pingCache{pings: &c.pings, insecure: c.insecure, keychain: c.keychain, earlyHosts: &c.earlyHosts, next: &headFirst{next: &retryTransport{
 		next:    &debugLog{next: &manifestBody{next: &stallGuard{next: &observe{next: &rateLimitWatch{next: base, limits: c.limits}}, timeout: c.stall}}, logger: c.logger},
 		backoff: c.backoff,
 		logger:  c.logger,

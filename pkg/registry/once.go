@@ -69,3 +69,20 @@ func (o *onceMap[V]) made(ctx context.Context, key string) bool {
 		return false
 	}
 }
+
+// ready reports whether the value for key has been made without a
+// failure, without waiting for a caller making it.
+func (o *onceMap[V]) ready(key string) bool {
+	o.mu.Lock()
+	e, found := o.m[key]
+	o.mu.Unlock()
+	if !found {
+		return false
+	}
+	select {
+	case <-e.done:
+		return e.err == nil
+	default:
+		return false
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"sync"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 )
 
@@ -13,12 +15,43 @@ import (
 // Registries answer /v2/ with "{}" or a short error document.
 const maxPingBody = 64 << 10
 
-// pingAnswer is a kept answer to a ping.
-type pingAnswer struct {
+// keptAnswer is a registry's answer kept to be given again: to a ping,
+// or to a request sent early (see early.go).
+type keptAnswer struct {
 	code   int
 	status string
 	header http.Header
 	body   []byte
+	length int64 // Content-Length as answered (a HEAD's has no body)
+}
+
+// keep reads resp's body, at most limit bytes of it, and closes it.
+func keep(resp *http.Response, limit int64) (*keptAnswer, error) {
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	if err != nil {
+		return nil, err
+	}
+	return &keptAnswer{code: resp.StatusCode, status: resp.Status, header: resp.Header.Clone(), body: body, length: resp.ContentLength}, nil
+}
+
+// response returns the kept answer as the response to req.
+func (a *keptAnswer) response(req *http.Request) *http.Response {
+	length := int64(len(a.body))
+	if req.Method == http.MethodHead {
+		length = a.length
+	}
+	return &http.Response{
+		Status:        a.status,
+		StatusCode:    a.code,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        a.header.Clone(),
+		Body:          io.NopCloser(bytes.NewReader(a.body)),
+		ContentLength: length,
+		Request:       req,
+	}
 }
 
 // pingCache answers a Client's registry pings (GET /v2/) once per registry
@@ -36,10 +69,16 @@ type pingAnswer struct {
 // and plain HTTP once HTTPS has failed: two round trips in sequence. Here
 // the plain-HTTP ping starts alongside the HTTPS one, so the fallback
 // finds its answer waiting; HTTPS is still preferred when it answers.
+//
+// A call that is about to read a manifest can have its read sent
+// alongside the ping (WithEarlyRead, early.go).
 type pingCache struct {
 	next     http.RoundTripper
-	pings    *onceMap[*pingAnswer]
+	pings    *onceMap[*keptAnswer]
 	insecure map[string]bool
+	keychain authn.Keychain
+	// earlyHosts holds the registries an early read has been sent to.
+	earlyHosts *sync.Map
 }
 
 func isPing(req *http.Request) bool {
@@ -58,8 +97,15 @@ func (t *pingCache) plainHTTPAllowed(host string) bool {
 }
 
 func (t *pingCache) RoundTrip(req *http.Request) (*http.Response, error) {
+	early, _ := req.Context().Value(earlyKey{}).(*earlyRead)
 	if !isPing(req) {
+		if resp := early.take(req); resp != nil {
+			return resp, nil
+		}
 		return t.next.RoundTrip(req)
+	}
+	if early != nil && !t.answered(req.URL.Host) {
+		t.sendEarly(req, early)
 	}
 	if req.URL.Scheme == "https" && t.plainHTTPAllowed(req.URL.Host) {
 		plain := req.Clone(context.WithoutCancel(req.Context()))
@@ -79,35 +125,26 @@ func (t *pingCache) RoundTrip(req *http.Request) (*http.Response, error) {
 // (go-containerregistry falls back to plain HTTP there anyway).
 func (t *pingCache) answer(req *http.Request) (*http.Response, error) {
 	keep := func(error) bool { return t.keepFailure(req) }
-	a, err := t.pings.get(req.Context(), req.URL.Scheme+"://"+req.URL.Host, func() (*pingAnswer, error) { return t.ping(req) }, keep)
+	a, err := t.pings.get(req.Context(), req.URL.Scheme+"://"+req.URL.Host, func() (*keptAnswer, error) { return t.ping(req) }, keep)
 	if err != nil {
 		return nil, err
 	}
-	return &http.Response{
-		Status:        a.status,
-		StatusCode:    a.code,
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        a.header.Clone(),
-		Body:          io.NopCloser(bytes.NewReader(a.body)),
-		ContentLength: int64(len(a.body)),
-		Request:       req,
-	}, nil
+	return a.response(req), nil
+}
+
+// answered reports whether a ping of host has an answer kept, on a scheme
+// go-containerregistry goes on with at once.
+func (t *pingCache) answered(host string) bool {
+	return t.pings.ready("https://"+host) || (t.plainHTTPAllowed(host) && t.pings.ready("http://"+host))
 }
 
 // ping makes the request and keeps its answer.
-func (t *pingCache) ping(req *http.Request) (*pingAnswer, error) {
+func (t *pingCache) ping(req *http.Request) (*keptAnswer, error) {
 	resp, err := t.next.RoundTrip(req)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxPingBody))
-	if err != nil {
-		return nil, err
-	}
-	return &pingAnswer{code: resp.StatusCode, status: resp.Status, header: resp.Header.Clone(), body: body}, nil
+	return keep(resp, maxPingBody)
 }
 
 // keepFailure reports whether the failed ping req is kept: an HTTPS ping

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -128,16 +129,50 @@ func TestPingFailureNotKept(t *testing.T) {
 // authentication: one ping, a token per repository and scope, and the
 // requests made with the right token.
 func TestPingBearer(t *testing.T) {
-	inner := newWriterServer(t)
+	host, tokens := newBearerFront(t, newWriterServer(t).host)
+	sent := &sentLog{next: http.DefaultTransport}
+	c := registry.New(registry.WithBaseTransport(sent))
+	useRepositories(t, c, host)
+	if got := sent.count("GET http://" + host + "/v2/"); got != 1 {
+		t.Errorf("pings sent: %d, want 1\n%s", got, strings.Join(sent.sent, "\n"))
+	}
+	asked := tokens()
+	for _, want := range []string{"repository:a:push,pull", "repository:b:push,pull", "repository:c:pull", "repository:d:pull"} {
+		found := false
+		for _, s := range asked {
+			found = found || s == want
+		}
+		if !found {
+			t.Errorf("no token asked for %q; asked: %q", want, asked)
+		}
+	}
+	// The Writer's requests carry its token: a HEAD of a blob reaches the
+	// registry (404 from the registry, not 401 or 403 from the front).
+	repo, _ := name.NewRepository(host + "/a")
+	w, err := c.Writer(t.Context(), repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := w.HasBlob(t.Context(), testBlob("x").Digest); err != nil || ok {
+		t.Errorf("HasBlob = %v, %v; want false, nil", ok, err)
+	}
+}
+
+// newBearerFront starts a front for the registry at inner that asks for a
+// bearer token, as Docker Hub does: /v2/ and any request without a token
+// get a 401 challenge, tokens are handed out to anyone at /token and name
+// the repository they were asked for, and a token for another repository
+// gets a 403. It returns the front's host and the scopes tokens were asked
+// for so far.
+func newBearerFront(t *testing.T, inner string) (host string, tokens func() []string) {
 	var mu sync.Mutex
-	var tokens []string
-	var host string
-	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: inner.host})
+	var asked []string
+	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: inner})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/token" {
 			scope := r.URL.Query().Get("scope")
 			mu.Lock()
-			tokens = append(tokens, scope)
+			asked = append(asked, scope)
 			mu.Unlock()
 			_ = json.NewEncoder(w).Encode(map[string]string{"token": "t:" + scope})
 			return
@@ -158,33 +193,10 @@ func TestPingBearer(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	host = strings.TrimPrefix(srv.URL, "http://")
-
-	sent := &sentLog{next: http.DefaultTransport}
-	c := registry.New(registry.WithBaseTransport(sent))
-	useRepositories(t, c, host)
-	if got := sent.count("GET http://" + host + "/v2/"); got != 1 {
-		t.Errorf("pings sent: %d, want 1\n%s", got, strings.Join(sent.sent, "\n"))
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	for _, want := range []string{"repository:a:push,pull", "repository:b:push,pull", "repository:c:pull", "repository:d:pull"} {
-		found := false
-		for _, s := range tokens {
-			found = found || s == want
-		}
-		if !found {
-			t.Errorf("no token asked for %q; asked: %q", want, tokens)
-		}
-	}
-	// The Writer's requests carry its token: a HEAD of a blob reaches the
-	// registry (404 from the registry, not 401 or 403 from the front).
-	repo, _ := name.NewRepository(host + "/a")
-	w, err := c.Writer(t.Context(), repo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := w.HasBlob(t.Context(), testBlob("x").Digest); err != nil || ok {
-		t.Errorf("HasBlob = %v, %v; want false, nil", ok, err)
+	return host, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(asked)
 	}
 }
 

@@ -1,0 +1,271 @@
+package registry_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/ocistow/ocistow/pkg/registry"
+)
+
+// pingHold holds every plain-HTTP ping until a manifest request has been
+// sent (or wait has passed), and records the order of what was sent and
+// answered. Early reads are sent during the hold; reads that wait for the
+// ping are sent after it.
+type pingHold struct {
+	next      http.RoundTripper
+	wait      time.Duration
+	manifests chan struct{}
+
+	mu     sync.Mutex
+	events []string // "ping answered", "<METHOD> manifest [auth]"
+}
+
+func newPingHold(wait time.Duration) *pingHold {
+	return &pingHold{next: http.DefaultTransport, wait: wait, manifests: make(chan struct{}, 64)}
+}
+
+func (h *pingHold) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "https" {
+		return nil, &tlsRefused{}
+	}
+	if req.URL.Path == "/v2/" {
+		select {
+		case <-h.manifests:
+		case <-time.After(h.wait):
+		}
+		resp, err := h.next.RoundTrip(req)
+		h.record("ping answered")
+		return resp, err
+	}
+	if strings.Contains(req.URL.Path, "/manifests/") {
+		event := req.Method + " manifest"
+		if req.Header.Get("Authorization") != "" {
+			event += " auth"
+		}
+		h.record(event)
+		h.manifests <- struct{}{}
+	}
+	return h.next.RoundTrip(req)
+}
+
+func (h *pingHold) record(e string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.events = append(h.events, e)
+}
+
+func (h *pingHold) log() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.events...)
+}
+
+// tlsRefused is what a plain-HTTP registry answers an HTTPS request with.
+type tlsRefused struct{}
+
+func (*tlsRefused) Error() string { return "tls: first record does not look like a TLS handshake" }
+
+// pushRandom pushes a random image to ref and returns its digest.
+func pushRandom(t *testing.T, ref string) string {
+	t.Helper()
+	img, err := random.Image(256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(r, img); err != nil {
+		t.Fatal(err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.String()
+}
+
+// staticKeychain has the same credentials for every registry.
+type staticKeychain struct{}
+
+func (staticKeychain) Resolve(authn.Resource) (authn.Authenticator, error) {
+	return authn.FromConfig(authn.AuthConfig{Username: "u", Password: "p"}), nil
+}
+
+// TestEarlyRead checks that a manifest read made with WithEarlyRead goes
+// out alongside the registry's ping, and answers the call, on a registry
+// that asks for no credentials; and that it is left out, or left unused,
+// where credentials are involved.
+func TestEarlyRead(t *testing.T) {
+	for _, method := range []string{http.MethodHead, http.MethodGet} {
+		t.Run(method+" open registry", func(t *testing.T) {
+			s := newWriterServer(t)
+			want := pushRandom(t, s.host+"/app:v1")
+			h := newPingHold(5 * time.Second)
+			c := registry.New(registry.WithBaseTransport(h))
+			got := readManifest(t, c, method, s.host+"/app:v1")
+			if got != want {
+				t.Errorf("digest %s, want %s", got, want)
+			}
+			wantLog := []string{method + " manifest", "ping answered"}
+			if log := h.log(); strings.Join(log, "; ") != strings.Join(wantLog, "; ") {
+				t.Errorf("sent and answered: %q, want %q (the read sent alongside the ping, and not again)", log, wantLog)
+			}
+		})
+	}
+
+	t.Run("credentials in the keychain", func(t *testing.T) {
+		s := newWriterServer(t)
+		want := pushRandom(t, s.host+"/app:v1")
+		h := newPingHold(200 * time.Millisecond)
+		c := registry.New(registry.WithBaseTransport(h), registry.WithKeychain(staticKeychain{}))
+		if got := readManifest(t, c, http.MethodHead, s.host+"/app:v1"); got != want {
+			t.Errorf("digest %s, want %s", got, want)
+		}
+		wantLog := []string{"ping answered", "HEAD manifest auth"}
+		if log := h.log(); strings.Join(log, "; ") != strings.Join(wantLog, "; ") {
+			t.Errorf("sent and answered: %q, want %q (no read sent early with credentials to send)", log, wantLog)
+		}
+	})
+
+	t.Run("registry asking for a token", func(t *testing.T) {
+		s := newWriterServer(t)
+		want := pushRandom(t, s.host+"/app:v1")
+		front, tokens := newBearerFront(t, s.host)
+		h := newPingHold(5 * time.Second)
+		c := registry.New(registry.WithBaseTransport(h))
+		if got := readManifest(t, c, http.MethodHead, front+"/app:v1"); got != want {
+			t.Errorf("digest %s, want %s", got, want)
+		}
+		wantLog := []string{"HEAD manifest", "ping answered", "HEAD manifest auth"}
+		if log := h.log(); strings.Join(log, "; ") != strings.Join(wantLog, "; ") {
+			t.Errorf("sent and answered: %q, want %q (the early read's 401 left unused)", log, wantLog)
+		}
+		// Given the early 401, the bearer transport would have asked for
+		// its token again.
+		if got := tokens(); len(got) != 1 {
+			t.Errorf("tokens asked for: %q, want one", got)
+		}
+	})
+
+	t.Run("one early read per registry", func(t *testing.T) {
+		s := newWriterServer(t)
+		pushRandom(t, s.host+"/a:v1")
+		pushRandom(t, s.host+"/b:v1")
+		front, _ := newBearerFront(t, s.host)
+		// Both calls wait on one ping, held long enough for both to
+		// have sent an early read if each did.
+		h := newPingHold(300 * time.Millisecond)
+		hold := &pingHoldFor{pingHold: h, reads: 2}
+		c := registry.New(registry.WithBaseTransport(hold))
+		var wg sync.WaitGroup
+		for _, repo := range []string{"a", "b"} {
+			wg.Go(func() {
+				if _, err := earlyRead(t.Context(), c, http.MethodHead, front+"/"+repo+":v1"); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		early := 0
+		for _, e := range h.log() {
+			if e == "HEAD manifest" {
+				early++
+			}
+		}
+		if early != 1 {
+			t.Errorf("reads sent early without credentials: %d, want 1: %q", early, h.log())
+		}
+	})
+
+	t.Run("answers once", func(t *testing.T) {
+		s := newWriterServer(t)
+		pushRandom(t, s.host+"/app:v1")
+		h := newPingHold(5 * time.Second)
+		c := registry.New(registry.WithBaseTransport(h))
+		p, err := c.Puller()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref, _ := name.ParseReference(s.host + "/app:v1")
+		ctx := registry.WithEarlyRead(t.Context(), http.MethodHead, ref)
+		for range 2 {
+			if _, err := p.Head(ctx, ref); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wantLog := []string{"HEAD manifest", "ping answered", "HEAD manifest"}
+		if log := h.log(); strings.Join(log, "; ") != strings.Join(wantLog, "; ") {
+			t.Errorf("sent and answered: %q, want %q (a second read with the same context asks the registry)", log, wantLog)
+		}
+	})
+}
+
+// pingHoldFor is a pingHold whose pings wait for reads manifest requests
+// (or the wait) rather than one.
+type pingHoldFor struct {
+	*pingHold
+	reads int
+}
+
+func (h *pingHoldFor) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "http" && req.URL.Path == "/v2/" {
+		deadline := time.After(h.wait)
+		for range h.reads {
+			select {
+			case <-h.manifests:
+			case <-deadline:
+			}
+		}
+		resp, err := h.next.RoundTrip(req)
+		h.record("ping answered")
+		return resp, err
+	}
+	return h.pingHold.RoundTrip(req)
+}
+
+// readManifest reads ref's manifest with method through the Client's
+// shared Puller, with WithEarlyRead, and returns its digest.
+func readManifest(t *testing.T, c *registry.Client, method, ref string) string {
+	t.Helper()
+	d, err := earlyRead(t.Context(), c, method, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func earlyRead(ctx context.Context, c *registry.Client, method, ref string) (string, error) {
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		return "", err
+	}
+	p, err := c.Puller()
+	if err != nil {
+		return "", err
+	}
+	ctx = registry.WithEarlyRead(ctx, method, r)
+	if method == http.MethodHead {
+		d, err := p.Head(ctx, r)
+		if err != nil {
+			return "", fmt.Errorf("HEAD %s: %w", ref, err)
+		}
+		return d.Digest.String(), nil
+	}
+	d, err := p.Get(ctx, r)
+	if err != nil {
+		return "", fmt.Errorf("GET %s: %w", ref, err)
+	}
+	return d.Digest.String(), nil
+}
