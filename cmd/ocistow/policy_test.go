@@ -173,6 +173,15 @@ func TestSourcePolicyKeys(t *testing.T) {
 		if p := r.policy(t); !p.UpToDate || imageGETs() != before {
 			t.Errorf("up-to-date re-run: upToDate %v, %d image manifest GETs", p.UpToDate, imageGETs()-before)
 		}
+		// The signature artifacts are looked for with a HEAD first: the
+		// referrers tag, which this source lacks (its registry has no
+		// referrers API and it has no bundles), is never pulled.
+		if head, get := digestTagReads(front, s.index, ""); head != 2 || get != 0 {
+			t.Errorf("the referrers tag of %s: %d HEADs and %d GETs in two runs, want 2 and 0", s.index, head, get)
+		}
+		if head, get := digestTagReads(front, s.index, ".sig"); head != 2 || get != 2 {
+			t.Errorf("the .sig tag of %s: %d HEADs and %d GETs in two runs, want 2 of each", s.index, head, get)
+		}
 	})
 
 	refusals := []struct {
@@ -237,10 +246,17 @@ func TestSourcePolicyKeys(t *testing.T) {
 		if r.code != 0 {
 			t.Fatalf("cosign v3 sign: %s", r.stderr)
 		}
-		out := ocistow(t, nil, "-source", s.repo+":bundle", "-destination", dst+":bundle", "-sign=false", "-o", "json",
+		front := testenv.NewFront(e2e.src.Host)
+		defer front.Close()
+		src := front.Host + strings.TrimPrefix(s.repo, e2e.src.Host) + ":bundle"
+		out := ocistow(t, nil, "-source", src, "-destination", dst+":bundle", "-sign=false", "-o", "json",
 			"-source-key", s.pub(), "-source-annotations", "team=upstream").mustSucceed(t)
 		if got := out.policy(t).Policy.Digests[0]; got.Format != "bundle" || got.Digest != d {
 			t.Errorf("policy satisfied by %+v, want cosign v3's bundle", got)
+		}
+		// No .sig tag: looked for with a HEAD, never pulled.
+		if head, get := digestTagReads(front, d, ".sig"); head != 1 || get != 0 {
+			t.Errorf("the .sig tag of %s: %d HEADs and %d GETs, want 1 and 0", d, head, get)
 		}
 		repo := dstRepo(t, e2e.dstFront.Host)
 		other := ocistow(t, nil, "-source", s.repo+":bundle", "-destination", repo+":v1", "-sign=false", "-source-key", filepath.Join(s.keyDir, "other.pub"))
@@ -261,6 +277,24 @@ func TestSourcePolicyKeys(t *testing.T) {
 		}
 		r.refused(t, []string{d, "does not verify", "tampered"}, repo)
 	})
+}
+
+// digestTagReads counts the HEADs and GETs f served of digest's digest tag
+// with suffix ("" for the referrers tag, ".sig" for cosign's signatures).
+func digestTagReads(f *testenv.Front, digest, suffix string) (head, get int) {
+	path := "/manifests/" + strings.Replace(digest, ":", "-", 1) + suffix
+	for _, q := range f.Requests() {
+		if !strings.HasSuffix(q.Path, path) {
+			continue
+		}
+		switch q.Method {
+		case http.MethodHead:
+			head++
+		case http.MethodGet:
+			get++
+		}
+	}
+	return head, get
 }
 
 // tamper rewrites the payload of digest's cosign .sig signature (the

@@ -40,6 +40,7 @@ import (
 
 	"github.com/ocistow/ocistow/pkg/bundle"
 	"github.com/ocistow/ocistow/pkg/keys"
+	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/sign"
 )
 
@@ -198,9 +199,12 @@ func Check(ctx context.Context, st *sign.Store, p *Policy, source name.Digest, c
 	return &Result{Digests: out}, nil
 }
 
-// check finds a signature of digest that satisfies p.
+// check finds a signature of digest that satisfies p. The signature
+// artifacts are looked for with a HEAD first (registry.WithHeadFirst): a
+// source without a .sig tag, or without a referrers tag, costs no pull
+// for it on a registry that meters them.
 func (p *Policy) check(ctx context.Context, st *sign.Store, kl *keyless, digest name.Digest) (*Satisfied, error) {
-	c, err := st.Candidates(ctx, digest)
+	c, err := st.Candidates(registry.WithHeadFirst(ctx), digest)
 	if err != nil {
 		return nil, err
 	}

@@ -8,14 +8,14 @@ import (
 	"testing"
 )
 
-func TestHeadFirstSparesTheGetOfAMissingReferrersTag(t *testing.T) {
+func TestHeadFirstSparesTheGetOfAMissingDigestTag(t *testing.T) {
 	var mu sync.Mutex
 	var seen []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		seen = append(seen, r.Method+" "+r.URL.Path)
 		mu.Unlock()
-		if strings.HasSuffix(r.URL.Path, "/sha256-"+strings.Repeat("a", 64)) {
+		if strings.HasSuffix(r.URL.Path, "/sha256-"+strings.Repeat("a", 64)) || strings.HasSuffix(r.URL.Path, "/sha256-"+strings.Repeat("a", 64)+".sig") {
 			w.WriteHeader(http.StatusOK)
 			return
 		}
@@ -46,6 +46,10 @@ func TestHeadFirstSparesTheGetOfAMissingReferrersTag(t *testing.T) {
 		{true, present, 200, []string{"HEAD " + present, "GET " + present}},
 		{false, missing, 404, []string{"GET " + missing}},
 		{true, "/v2/r/manifests/v1", 404, []string{"GET /v2/r/manifests/v1"}},
+		{true, missing + ".sig", 404, []string{"HEAD " + missing + ".sig"}},
+		{true, present + ".sig", 200, []string{"HEAD " + present + ".sig", "GET " + present + ".sig"}},
+		{true, missing + ".att", 404, []string{"HEAD " + missing + ".att"}},
+		{true, missing + ".other", 404, []string{"GET " + missing + ".other"}},
 	} {
 		mu.Lock()
 		seen = nil
