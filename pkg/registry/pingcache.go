@@ -66,7 +66,8 @@ func (a *keptAnswer) response(req *http.Request) *http.Response {
 //
 // For a registry that may be reached over plain HTTP (loopback, private
 // addresses, -insecure-registry), go-containerregistry tries HTTPS first
-// and plain HTTP once HTTPS has failed: two round trips in sequence. Here
+// and plain HTTP once HTTPS has failed (or 300 ms have passed): two round
+// trips in sequence. Here
 // the plain-HTTP ping starts alongside the HTTPS one, so the fallback
 // finds its answer waiting; HTTPS is still preferred when it answers.
 //
