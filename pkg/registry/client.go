@@ -221,11 +221,12 @@ func (c *Client) roundTripper() http.RoundTripper {
 	if c.limit != nil {
 		base = &limited{next: base, limit: c.limit}
 	}
-	return &pingCache{pings: &c.pings, insecure: c.insecure, keychain: c.keychain, earlyHosts: &c.earlyHosts, next: &headFirst{next: &retryTransport{
-		next:    &debugLog{next: &manifestBody{next: &stallGuard{next: &observe{next: &rateLimitWatch{next: base, limits: c.limits}}, timeout: c.stall}}, logger: c.logger},
-		backoff: c.backoff,
-		logger:  c.logger,
-	}}}
+	attempt := &debugLog{next: &manifestBody{next: &stallGuard{next: &observe{next: &rateLimitWatch{next: base, limits: c.limits}}, timeout: c.stall}}, logger: c.logger}
+	return &pingCache{
+		pings: &c.pings, insecure: c.insecure,
+		keychain: c.keychain, earlyHosts: &c.earlyHosts, single: attempt, userAgent: c.userAgent,
+		next: &headFirst{next: &retryTransport{next: attempt, backoff: c.backoff, logger: c.logger}},
+	}
 }
 
 // RemoteOptions returns the go-containerregistry options for operations

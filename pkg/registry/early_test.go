@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -28,6 +29,7 @@ type pingHold struct {
 
 	mu     sync.Mutex
 	events []string // "ping answered", "<METHOD> manifest [auth]"
+	agents []string // the User-Agent of each manifest request
 }
 
 func newPingHold(wait time.Duration) *pingHold {
@@ -53,6 +55,9 @@ func (h *pingHold) RoundTrip(req *http.Request) (*http.Response, error) {
 			event += " auth"
 		}
 		h.record(event)
+		h.mu.Lock()
+		h.agents = append(h.agents, req.Header.Get("User-Agent"))
+		h.mu.Unlock()
 		h.manifests <- struct{}{}
 	}
 	return h.next.RoundTrip(req)
@@ -69,6 +74,11 @@ func (h *pingHold) log() []string {
 	defer h.mu.Unlock()
 	return append([]string(nil), h.events...)
 }
+
+// roundTripFunc is a RoundTripper made of a function.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
 // tlsRefused is what a plain-HTTP registry answers an HTTPS request with.
 type tlsRefused struct{}
@@ -157,6 +167,14 @@ func TestEarlyRead(t *testing.T) {
 		if got := tokens(); len(got) != 1 {
 			t.Errorf("tokens asked for: %q, want one", got)
 		}
+		// The early read is the request go-containerregistry sends, down
+		// to its User-Agent.
+		h.mu.Lock()
+		agents := slices.Clone(h.agents)
+		h.mu.Unlock()
+		if len(agents) != 2 || agents[0] != agents[1] || !strings.Contains(agents[0], "go-containerregistry") {
+			t.Errorf("User-Agents of the early and the real read: %q, want go-containerregistry's, twice", agents)
+		}
 	})
 
 	t.Run("one early read per registry", func(t *testing.T) {
@@ -166,7 +184,7 @@ func TestEarlyRead(t *testing.T) {
 		front, _ := newBearerFront(t, s.host)
 		// Both calls wait on one ping, held long enough for both to
 		// have sent an early read if each did.
-		h := newPingHold(300 * time.Millisecond)
+		h := newPingHold(time.Second)
 		hold := &pingHoldFor{pingHold: h, reads: 2}
 		c := registry.New(registry.WithBaseTransport(hold))
 		var wg sync.WaitGroup
@@ -186,6 +204,36 @@ func TestEarlyRead(t *testing.T) {
 		}
 		if early != 1 {
 			t.Errorf("reads sent early without credentials: %d, want 1: %q", early, h.log())
+		}
+	})
+
+	t.Run("unused early read cancelled", func(t *testing.T) {
+		s := newWriterServer(t)
+		want := pushRandom(t, s.host+"/app:v1")
+		front, _ := newBearerFront(t, s.host)
+		// The early read (no credentials) hangs until it is cancelled;
+		// the call's own read, with its token, is answered.
+		cancelled := make(chan bool, 1)
+		c := registry.New(registry.WithBaseTransport(roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			if req.URL.Scheme == "https" {
+				return nil, &tlsRefused{}
+			}
+			if strings.Contains(req.URL.Path, "/manifests/") && req.Header.Get("Authorization") == "" {
+				select {
+				case <-req.Context().Done():
+					cancelled <- true
+				case <-time.After(5 * time.Second):
+					cancelled <- false
+				}
+				return nil, req.Context().Err()
+			}
+			return http.DefaultTransport.RoundTrip(req)
+		})))
+		if got := readManifest(t, c, http.MethodHead, front+"/app:v1"); got != want {
+			t.Errorf("digest %s, want %s", got, want)
+		}
+		if !<-cancelled {
+			t.Error("the early read went on after the call's own read was answered")
 		}
 	})
 

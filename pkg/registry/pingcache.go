@@ -80,6 +80,10 @@ type pingCache struct {
 	keychain authn.Keychain
 	// earlyHosts holds the registries an early read has been sent to.
 	earlyHosts *sync.Map
+	// single is the transport under the retries, for early reads (sent
+	// once); userAgent is the Client's, as go-containerregistry sends it.
+	single    http.RoundTripper
+	userAgent string
 }
 
 func isPing(req *http.Request) bool {
@@ -125,8 +129,8 @@ func (t *pingCache) RoundTrip(req *http.Request) (*http.Response, error) {
 // exception: an HTTPS failure of a registry that answered over plain HTTP
 // (go-containerregistry falls back to plain HTTP there anyway).
 func (t *pingCache) answer(req *http.Request) (*http.Response, error) {
-	keep := func(error) bool { return t.keepFailure(req) }
-	a, err := t.pings.get(req.Context(), req.URL.Scheme+"://"+req.URL.Host, func() (*keptAnswer, error) { return t.ping(req) }, keep)
+	keepFailure := func(error) bool { return t.keepFailure(req) }
+	a, err := t.pings.get(req.Context(), req.URL.Scheme+"://"+req.URL.Host, func() (*keptAnswer, error) { return t.ping(req) }, keepFailure)
 	if err != nil {
 		return nil, err
 	}
