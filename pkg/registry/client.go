@@ -224,7 +224,7 @@ func (c *Client) roundTripper() http.RoundTripper {
 	attempt := &debugLog{next: &manifestBody{next: &stallGuard{next: &observe{next: &rateLimitWatch{next: base, limits: c.limits}}, timeout: c.stall}}, logger: c.logger}
 	return &pingCache{
 		pings: &c.pings, insecure: c.insecure,
-		keychain: c.keychain, earlyHosts: &c.earlyHosts, single: attempt, userAgent: c.userAgent,
+		keychain: c.keychain, earlyHosts: &c.earlyHosts, userAgent: c.userAgent,
 		next: &headFirst{next: &retryTransport{next: attempt, backoff: c.backoff, logger: c.logger}},
 	}
 }

@@ -24,8 +24,9 @@ type earlyKey struct{}
 // the first answer from such a registry is one round trip nearer.
 //
 // The early read is sent without credentials, only when the Client's
-// keychain has none for the repository, and once: no retries, cancelled as
-// soon as the call's own read is answered otherwise. A registry that asks
+// keychain has none for the repository, with the retries of any request
+// (a Retry-After is waited for, the call's read waiting with it), and it
+// is cancelled as soon as the call's own read is answered otherwise. A registry that asks
 // for credentials anyway (Docker Hub) gets one request it answers with a
 // 401. At most one call per registry and Client sends its read early (the
 // first to find the registry not yet pinged), so that many calls waiting on
@@ -129,8 +130,8 @@ func (t *pingCache) anonymous(ctx context.Context, repo name.Repository) bool {
 	return err == nil && auth == authn.Anonymous
 }
 
-// readEarly sends one early request, once (not through the retries), with
-// the User-Agent go-containerregistry gives the call's own, and keeps its
+// readEarly sends one early request, through the retries, with the
+// User-Agent go-containerregistry gives the call's own, and keeps its
 // answer in a.
 func (t *pingCache) readEarly(ctx context.Context, method string, u *url.URL, a *earlyAnswer) {
 	defer close(a.done)
@@ -139,11 +140,11 @@ func (t *pingCache) readEarly(ctx context.Context, method string, u *url.URL, a 
 		return
 	}
 	req.Header.Set("Accept", manifestAccept)
-	resp, err := transport.NewUserAgent(t.single, t.userAgent).RoundTrip(req)
+	resp, err := transport.NewUserAgent(t.next, t.userAgent).RoundTrip(req)
 	if err != nil {
 		return
 	}
-	// manifestBody (under t.single) has read and bounded a manifest GET's body.
+	// manifestBody (under t.next) has read and bounded a manifest GET's body.
 	a.answer, _ = keep(resp, MaxManifestSize+1)
 }
 

@@ -237,6 +237,43 @@ func TestEarlyRead(t *testing.T) {
 		}
 	})
 
+	t.Run("early read retried", func(t *testing.T) {
+		s := newWriterServer(t)
+		want := pushRandom(t, s.host+"/app:v1")
+		// The first manifest read (the early one) is answered 503 with
+		// Retry-After: 1; it is retried no sooner, and the call's read
+		// waits for it rather than asking at once.
+		var mu sync.Mutex
+		var at []time.Time
+		c := registry.New(registry.WithBaseTransport(roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			if req.URL.Scheme == "https" {
+				return nil, &tlsRefused{}
+			}
+			if strings.Contains(req.URL.Path, "/manifests/") {
+				mu.Lock()
+				at = append(at, time.Now())
+				first := len(at) == 1
+				mu.Unlock()
+				if first {
+					return &http.Response{StatusCode: http.StatusServiceUnavailable, Status: "503 Service Unavailable",
+						Header: http.Header{"Retry-After": {"1"}}, Body: http.NoBody, Request: req}, nil
+				}
+			}
+			return http.DefaultTransport.RoundTrip(req)
+		})))
+		if got := readManifest(t, c, http.MethodHead, s.host+"/app:v1"); got != want {
+			t.Errorf("digest %s, want %s", got, want)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(at) != 2 {
+			t.Fatalf("manifest reads sent: %d, want 2 (the early one and its retry)", len(at))
+		}
+		if d := at[1].Sub(at[0]); d < time.Second {
+			t.Errorf("the read after a 503 with Retry-After: 1 went out %v later", d)
+		}
+	})
+
 	t.Run("answers once", func(t *testing.T) {
 		s := newWriterServer(t)
 		pushRandom(t, s.host+"/app:v1")

@@ -56,23 +56,20 @@ func (o *onceMap[V]) get(ctx context.Context, key string, build func() (V, error
 // waiting for a caller making it; false when there is none, it failed,
 // or ctx ended first.
 func (o *onceMap[V]) made(ctx context.Context, key string) bool {
-	o.mu.Lock()
-	e, found := o.m[key]
-	o.mu.Unlock()
-	if !found {
-		return false
-	}
-	select {
-	case <-e.done:
-		return e.err == nil
-	case <-ctx.Done():
-		return false
-	}
+	return o.succeeded(key, ctx.Done())
 }
 
 // ready reports whether the value for key has been made without a
 // failure, without waiting for a caller making it.
 func (o *onceMap[V]) ready(key string) bool {
+	now := make(chan struct{})
+	close(now)
+	return o.succeeded(key, now)
+}
+
+// succeeded reports whether the value for key was made without a
+// failure, waiting for a caller making it until stop is closed.
+func (o *onceMap[V]) succeeded(key string, stop <-chan struct{}) bool {
 	o.mu.Lock()
 	e, found := o.m[key]
 	o.mu.Unlock()
@@ -80,9 +77,14 @@ func (o *onceMap[V]) ready(key string) bool {
 		return false
 	}
 	select {
-	case <-e.done:
+	case <-e.done: // before stop, when both are ready
 		return e.err == nil
 	default:
+	}
+	select {
+	case <-e.done:
+		return e.err == nil
+	case <-stop:
 		return false
 	}
 }

@@ -80,9 +80,8 @@ type pingCache struct {
 	keychain authn.Keychain
 	// earlyHosts holds the registries an early read has been sent to.
 	earlyHosts *sync.Map
-	// single is the transport under the retries, for early reads (sent
-	// once); userAgent is the Client's, as go-containerregistry sends it.
-	single    http.RoundTripper
+	// userAgent is the Client's, for early reads (as go-containerregistry
+	// sends it).
 	userAgent string
 }
 
