@@ -14,6 +14,7 @@
 //	go run ./internal/bench -layers 6 -layer-mib 128 -runs 3
 //	go run ./internal/bench -scenarios 0 -compare a6cd58e   # program figures, also of ocistow at a6cd58e
 //	go run ./internal/bench -scenarios 8,9,10,11 -fleet 20,50  # the fleet scenarios alone
+//	go run ./internal/bench -scenarios 0,1,2 -tools ocistow,crane,ocistow-copy -docs ''  # and the copy path alone
 //
 // It prints tables of medians, writes bench/results/results.csv,
 // bench/results/programs.csv and bench/results/chart.svg, and rewrites the
@@ -113,7 +114,7 @@ func main() {
 	flag.StringVar(&fleetSizes, "fleet", "20,50", "images per fleet in scenarios 8 to 11")
 	flag.StringVar(&c.compare, "compare", "", "a git revision whose ocistow scenario 0 measures too")
 	var tools string
-	flag.StringVar(&tools, "tools", "", "compare only these tools (comma-separated, e.g. ocistow,regsync); default all")
+	flag.StringVar(&tools, "tools", "", "compare only these tools (comma-separated, e.g. ocistow,regsync); default all but ocistow-copy (ocistow's copy path alone, scenarios 0 to 2), measured only when named")
 	flag.StringVar(&c.timelines, "timelines", "", "a directory for request timelines of ocistow's runs in scenarios 8 to 13 (runs with -debug: not for the tables)")
 	flag.Parse()
 	c.tools = map[string]bool{}
@@ -199,13 +200,20 @@ func run(ctx context.Context, c config) error {
 		}
 	}
 	peers := c.only([]string{"ocistow", "crane", "regctl", "skopeo"})
+	if c.tools["ocistow-copy"] {
+		// Asked for by name only: ocistow's copy path alone (see
+		// internal/bench/copyonly), for scenarios 0 to 2.
+		peers = append(peers, "ocistow-copy")
+	}
+	full := peers
+	peers = slices.DeleteFunc(slices.Clone(peers), func(t string) bool { return t == "ocistow-copy" })
 	if c.scenarios[1] {
-		if err := b.fullCopy(ctx, "1 full copy", "big:v1", peers); err != nil {
+		if err := b.fullCopy(ctx, "1 full copy", "big:v1", full); err != nil {
 			return err
 		}
 	}
 	if c.scenarios[2] {
-		if err := b.fullCopy(ctx, "2 full copy 1GiB", "one:v1", peers); err != nil {
+		if err := b.fullCopy(ctx, "2 full copy 1GiB", "one:v1", full); err != nil {
 			return err
 		}
 	}
@@ -295,6 +303,15 @@ func (b *bench) setupTools() error {
 			return err
 		}
 	}
+	if b.cfg.tools["ocistow-copy"] {
+		copyOnly := filepath.Join(b.dir, "ocistow-copy")
+		cmd := exec.Command("go", "build", "-trimpath", "-o", copyOnly, "./internal/bench/copyonly")
+		cmd.Dir = b.root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("building the copy path alone: %v\n%s", err, out)
+		}
+		b.tools["ocistow-copy"] = copyOnly
+	}
 	return nil
 }
 
@@ -354,6 +371,8 @@ func (b *bench) command(tool, src, dst string) *exec.Cmd {
 	switch tool {
 	case "ocistow":
 		return exec.Command(b.tools[tool], append([]string{"-source", src, "-destination", dst, "-sign=false", "-quiet"}, b.debugArgs(tool)...)...)
+	case "ocistow-copy":
+		return exec.Command(b.tools[tool], src, dst)
 	case "crane":
 		return exec.Command(b.tools[tool], "copy", src, dst)
 	case "regctl":
@@ -720,6 +739,12 @@ func (b *bench) measurePrograms() error {
 			tool string
 			args []string
 		}{{"ocistow@" + b.cfg.compare, []string{"-version"}}}, versions[1:]...)...)
+	}
+	if b.cfg.tools["ocistow-copy"] {
+		versions = append(versions[:1], append([]struct {
+			tool string
+			args []string
+		}{{"ocistow-copy", []string{"-version"}}}, versions[1:]...)...)
 	}
 	runs := max(3, b.cfg.runs)
 	for _, v := range versions {

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"log"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// TestCopy checks that the program copies an image byte for byte, as the
+// benchmark counts on.
+func TestCopy(t *testing.T) {
+	srv := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	img, err := random.Image(1024, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, _ := name.ParseReference(host + "/src:v1")
+	if err := remote.Write(src, img); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	t.Setenv("HOME", t.TempDir()) // no Docker config
+	if err := run(t.Context(), []string{host + "/src:v1", host + "/dst:v1"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := img.Digest()
+	if got := strings.TrimSpace(out.String()); got != want.String() {
+		t.Errorf("printed %q, want %s", got, want)
+	}
+	dst, _ := name.ParseReference(host + "/dst:v1")
+	d, err := remote.Head(dst)
+	if err != nil || d.Digest != want {
+		t.Errorf("destination %v, %v; want %s", d, err, want)
+	}
+	if err := run(t.Context(), []string{"only-one"}, &out); err == nil {
+		t.Error("one argument accepted")
+	}
+}
