@@ -200,13 +200,12 @@ func run(ctx context.Context, c config) error {
 		}
 	}
 	peers := c.only([]string{"ocistow", "crane", "regctl", "skopeo"})
+	full := peers // the full copies' tools
 	if c.tools["ocistow-copy"] {
 		// Asked for by name only: ocistow's copy path alone (see
 		// internal/bench/copyonly), for scenarios 0 to 2.
-		peers = append(peers, "ocistow-copy")
+		full = append(slices.Clone(peers), "ocistow-copy")
 	}
-	full := peers
-	peers = slices.DeleteFunc(slices.Clone(peers), func(t string) bool { return t == "ocistow-copy" })
 	if c.scenarios[1] {
 		if err := b.fullCopy(ctx, "1 full copy", "big:v1", full); err != nil {
 			return err
@@ -727,25 +726,19 @@ type program struct {
 
 // measurePrograms fills b.programs.
 func (b *bench) measurePrograms() error {
-	versions := []struct {
+	type version struct {
 		tool string
 		args []string
-	}{
-		{"ocistow", []string{"-version"}}, {"bootstrap", nil}, {"crane", []string{"version"}},
-		{"regctl", []string{"version"}}, {"skopeo", []string{"--version"}},
 	}
+	versions := []version{{"ocistow", []string{"-version"}}}
 	if b.cfg.compare != "" {
-		versions = append(versions[:1], append([]struct {
-			tool string
-			args []string
-		}{{"ocistow@" + b.cfg.compare, []string{"-version"}}}, versions[1:]...)...)
+		versions = append(versions, version{"ocistow@" + b.cfg.compare, []string{"-version"}})
 	}
 	if b.cfg.tools["ocistow-copy"] {
-		versions = append(versions[:1], append([]struct {
-			tool string
-			args []string
-		}{{"ocistow-copy", []string{"-version"}}}, versions[1:]...)...)
+		versions = append(versions, version{"ocistow-copy", []string{"-version"}})
 	}
+	versions = append(versions, version{"bootstrap", nil}, version{"crane", []string{"version"}},
+		version{"regctl", []string{"version"}}, version{"skopeo", []string{"--version"}})
 	runs := max(3, b.cfg.runs)
 	for _, v := range versions {
 		exe := b.tools[v.tool]
