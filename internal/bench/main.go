@@ -254,14 +254,22 @@ func log(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
 }
 
-func (b *bench) setupTools() error {
-	ocistow := filepath.Join(b.dir, "ocistow")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", ocistow, "./cmd/ocistow")
-	cmd.Dir = b.root
+// goBuild builds the package pkg of the module at dir into b.dir/name.
+func (b *bench) goBuild(dir, pkg, name string) (string, error) {
+	exe := filepath.Join(b.dir, name)
+	cmd := exec.Command("go", "build", "-trimpath", "-o", exe, pkg)
+	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("building ocistow: %v\n%s", err, out)
+		return "", fmt.Errorf("building %s in %s: %v\n%s", pkg, dir, err, out)
 	}
-	b.tools["ocistow"] = ocistow
+	return exe, nil
+}
+
+func (b *bench) setupTools() error {
+	var err error
+	if b.tools["ocistow"], err = b.goBuild(b.root, "./cmd/ocistow", "ocistow"); err != nil {
+		return err
+	}
 	for _, t := range []string{"crane", "regctl", "regsync", "cosign", "aws-lambda-rie"} {
 		p, err := testenv.Tool(t)
 		if err != nil {
@@ -269,7 +277,6 @@ func (b *bench) setupTools() error {
 		}
 		b.tools[t] = p
 	}
-	var err error
 	p, err := exec.LookPath("skopeo")
 	if err != nil {
 		log("skopeo is missing: installing Debian's package")
@@ -303,13 +310,9 @@ func (b *bench) setupTools() error {
 		}
 	}
 	if b.cfg.tools["ocistow-copy"] {
-		copyOnly := filepath.Join(b.dir, "ocistow-copy")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", copyOnly, "./internal/bench/copyonly")
-		cmd.Dir = b.root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("building the copy path alone: %v\n%s", err, out)
+		if b.tools["ocistow-copy"], err = b.goBuild(b.root, "./internal/bench/copyonly", "ocistow-copy"); err != nil {
+			return err
 		}
-		b.tools["ocistow-copy"] = copyOnly
 	}
 	return nil
 }
@@ -325,13 +328,7 @@ func (b *bench) buildAt(rev string) (string, error) {
 	if out, err := archive.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("extracting %s: %v\n%s", rev, err, out)
 	}
-	exe := filepath.Join(b.dir, "ocistow-"+rev)
-	build := exec.Command("go", "build", "-trimpath", "-o", exe, "./cmd/ocistow")
-	build.Dir = src
-	if out, err := build.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building ocistow at %s: %v\n%s", rev, err, out)
-	}
-	return exe, nil
+	return b.goBuild(src, "./cmd/ocistow", "ocistow-"+rev)
 }
 
 // push writes an image of n incompressible layers to the source.
