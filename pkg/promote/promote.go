@@ -368,7 +368,9 @@ func Check(ctx context.Context, c *registry.Client, req Request) (*State, error)
 // out alongside the registry's ping when there is one to make
 // (registry.WithEarlyRead).
 func (p *promotion) resolveSource(ctx context.Context) (*v1.Descriptor, error) {
-	desc, err := p.puller.Head(registry.WithEarlyRead(ctx, http.MethodHead, p.req.Source), p.req.Source)
+	early, release := registry.WithEarlyRead(ctx, http.MethodHead, p.req.Source)
+	desc, err := p.puller.Head(early, p.req.Source)
+	release()
 	if err == nil {
 		return desc, nil
 	}
@@ -390,7 +392,9 @@ func (p *promotion) resolveSource(ctx context.Context) (*v1.Descriptor, error) {
 // error, when it holds nothing (404). The GET goes out alongside the
 // registry's ping when there is one to make (registry.WithEarlyRead).
 func (p *promotion) destination(ctx context.Context) (*remote.Descriptor, error) {
-	got, err := p.puller.Get(registry.WithEarlyRead(ctx, http.MethodGet, p.req.Destination), p.req.Destination)
+	early, release := registry.WithEarlyRead(ctx, http.MethodGet, p.req.Destination)
+	defer release()
+	got, err := p.puller.Get(early, p.req.Destination)
 	if registry.StatusCode(err) == http.StatusNotFound {
 		return nil, nil
 	}

@@ -2,9 +2,11 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -33,12 +35,18 @@ type earlyKey struct{}
 // one ping (a fleet's checks) cost at most that one request. It answers only
 // the call's own read, once: the same method, URL and Accept header, and no
 // Authorization header, so that it is the request go-containerregistry
-// would have sent.
-func WithEarlyRead(ctx context.Context, method string, ref name.Reference) context.Context {
+// would have sent. An early read that fails fails the call's read as the
+// read itself would have (after the same retries), rather than sending it
+// again.
+//
+// release ends the early read, if it is still under way: call it when
+// the call returns, as with context.WithCancel.
+func WithEarlyRead(ctx context.Context, method string, ref name.Reference) (_ context.Context, release func()) {
 	if method != http.MethodHead && method != http.MethodGet {
-		return ctx
+		return ctx, func() {}
 	}
-	return context.WithValue(ctx, earlyKey{}, &earlyRead{ctx: ctx, method: method, ref: ref, sent: map[string]*earlyAnswer{}})
+	e := &earlyRead{ctx: ctx, method: method, ref: ref, sent: map[string]*earlyAnswer{}}
+	return context.WithValue(ctx, earlyKey{}, e), e.release
 }
 
 // manifestAccept is the Accept header of go-containerregistry's manifest
@@ -69,8 +77,10 @@ type earlyRead struct {
 
 // earlyAnswer is the answer to one early request.
 type earlyAnswer struct {
+	sent   atomic.Bool // the request has gone out (the keychain said so)
 	done   chan struct{}
-	answer *keptAnswer // nil when the request failed
+	answer *keptAnswer // or err
+	err    error
 }
 
 // sendEarly sends early's read alongside ping, once per call and at most
@@ -137,46 +147,61 @@ func (t *pingCache) readEarly(ctx context.Context, method string, u *url.URL, a 
 	defer close(a.done)
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
 	if err != nil {
+		a.err = err
 		return
 	}
 	req.Header.Set("Accept", manifestAccept)
+	a.sent.Store(true)
 	resp, err := transport.NewUserAgent(t.next, t.userAgent).RoundTrip(req)
 	if err != nil {
+		a.err = err
 		return
 	}
 	// manifestBody (under t.next) has read and bounded a manifest GET's body.
-	a.answer, _ = keep(resp, MaxManifestSize+1)
+	a.answer, a.err = keep(resp, MaxManifestSize+1)
 }
 
-// take returns the early answer to req, the call's first request after
-// the ping, or nil when req is not the read sent early (or the early one
-// failed). Either way the early requests are done with: those still
-// under way are cancelled, and a later request of the call is sent.
-func (e *earlyRead) take(req *http.Request) *http.Response {
+// take answers req, the call's first request after the ping, with the
+// early read's outcome (its answer, or the error it ended with after the
+// retries), and reports whether it did. It does not when req is not the
+// read sent early, when the early one has not gone out yet (the keychain
+// still being asked), or when it ended with its context. Either way the
+// early requests are done with: those still under way are cancelled, and
+// a later request of the call is sent.
+func (e *earlyRead) take(req *http.Request) (taken bool, resp *http.Response, err error) {
 	if e == nil {
-		return nil
+		return false, nil, nil
 	}
-	e.mu.Lock()
-	cancel := e.cancel
 	key := (&url.URL{Scheme: req.URL.Scheme, Host: req.URL.Host, Path: req.URL.Path}).String()
+	e.mu.Lock()
 	a := e.sent[key]
-	e.sent = nil // answers once
 	e.mu.Unlock()
-	if cancel == nil {
-		return nil
-	}
-	defer cancel()
-	if a == nil || req.Method != e.method || req.URL.RawQuery != "" ||
+	defer e.release()
+	if a == nil || !a.sent.Load() || req.Method != e.method || req.URL.RawQuery != "" ||
 		req.Header.Get("Authorization") != "" || req.Header.Get("Accept") != manifestAccept {
-		return nil
+		return false, nil, nil
 	}
 	select {
 	case <-a.done:
 	case <-req.Context().Done():
-		return nil
+		return false, nil, nil
 	}
-	if a.answer == nil {
-		return nil
+	switch {
+	case a.err != nil && (errors.Is(a.err, context.Canceled) || errors.Is(a.err, context.DeadlineExceeded)):
+		return false, nil, nil
+	case a.err != nil:
+		return true, nil, a.err
 	}
-	return a.answer.response(req)
+	return true, a.answer.response(req), nil
+}
+
+// release is done with the early requests: those under way are
+// cancelled, and no answer is given from then on.
+func (e *earlyRead) release() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.sent = nil
+	if e.cancel != nil {
+		e.cancel()
+	}
 }

@@ -1,12 +1,15 @@
 package registry_test
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,6 +76,25 @@ func (h *pingHold) log() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return append([]string(nil), h.events...)
+}
+
+// slowSecondLookup is an anonymous keychain whose second lookup waits for
+// release.
+type slowSecondLookup struct {
+	mu      sync.Mutex
+	n       int
+	release chan struct{}
+}
+
+func (k *slowSecondLookup) Resolve(authn.Resource) (authn.Authenticator, error) {
+	k.mu.Lock()
+	k.n++
+	n := k.n
+	k.mu.Unlock()
+	if n == 2 {
+		<-k.release
+	}
+	return authn.Anonymous, nil
 }
 
 // roundTripFunc is a RoundTripper made of a function.
@@ -225,7 +247,7 @@ func TestEarlyRead(t *testing.T) {
 				case <-time.After(5 * time.Second):
 					cancelled <- false
 				}
-				return nil, req.Context().Err()
+				return nil, cmp.Or(req.Context().Err(), errors.New("held for 5 s"))
 			}
 			return http.DefaultTransport.RoundTrip(req)
 		})))
@@ -274,6 +296,94 @@ func TestEarlyRead(t *testing.T) {
 		}
 	})
 
+	t.Run("early read failing", func(t *testing.T) {
+		s := newWriterServer(t)
+		pushRandom(t, s.host+"/app:v1")
+		// Every manifest read is reset: the early one goes through the
+		// retries and its failure is the call's, not sent again.
+		var mu sync.Mutex
+		reads := 0
+		c := registry.New(registry.WithRetryBackoff(remote.Backoff{Duration: time.Millisecond, Factor: 1, Steps: 3}),
+			registry.WithBaseTransport(roundTripFunc(func(req *http.Request) (*http.Response, error) {
+				if req.URL.Scheme == "https" {
+					return nil, &tlsRefused{}
+				}
+				if strings.Contains(req.URL.Path, "/manifests/") {
+					mu.Lock()
+					reads++
+					mu.Unlock()
+					return nil, syscall.ECONNRESET
+				}
+				return http.DefaultTransport.RoundTrip(req)
+			})))
+		if _, err := earlyRead(t.Context(), c, http.MethodHead, s.host+"/app:v1"); err == nil || !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("read error %v, want the connection reset", err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if reads != 3 {
+			t.Errorf("manifest reads sent: %d, want 3 (one schedule of retries, not two)", reads)
+		}
+	})
+
+	t.Run("released when the call fails first", func(t *testing.T) {
+		// The registry cannot be pinged; the early read hangs until it is
+		// cancelled.
+		cancelled := make(chan bool, 1)
+		c := registry.New(registry.WithRetryBackoff(remote.Backoff{Steps: 1}),
+			registry.WithBaseTransport(roundTripFunc(func(req *http.Request) (*http.Response, error) {
+				if strings.Contains(req.URL.Path, "/manifests/") && req.URL.Scheme == "http" {
+					select {
+					case <-req.Context().Done():
+						cancelled <- true
+					case <-time.After(5 * time.Second):
+						cancelled <- false
+					}
+					return nil, cmp.Or(req.Context().Err(), errors.New("held for 5 s"))
+				}
+				return nil, &tlsRefused{}
+			})))
+		if _, err := earlyRead(t.Context(), c, http.MethodHead, "127.0.0.1:9/app:v1"); err == nil {
+			t.Fatal("a registry that cannot be pinged was read")
+		}
+		if !<-cancelled {
+			t.Error("the early read went on after its call had returned")
+		}
+	})
+
+	t.Run("keychain slower than the ping", func(t *testing.T) {
+		s := newWriterServer(t)
+		want := pushRandom(t, s.host+"/app:v1")
+		// go-containerregistry's own lookup (the first) answers at once;
+		// the early read's (the second) only once the call is over: the
+		// call's read does not wait for an early read not yet sent.
+		kc := &slowSecondLookup{release: make(chan struct{})}
+		sent := &sentLog{next: http.DefaultTransport}
+		c := registry.New(registry.WithKeychain(kc), registry.WithBaseTransport(sent))
+		read := make(chan string, 1)
+		go func() {
+			d, err := earlyRead(t.Context(), c, http.MethodHead, s.host+"/app:v1")
+			if err != nil {
+				t.Error(err)
+			}
+			read <- d
+		}()
+		select {
+		case got := <-read:
+			close(kc.release)
+			if got != want {
+				t.Errorf("digest %s, want %s", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("the call's read waited for an early read the keychain held back")
+			close(kc.release)
+			<-read
+		}
+		if n := sent.count("HEAD http://" + s.host + "/v2/app/manifests/v1"); n != 1 {
+			t.Errorf("manifest HEADs sent: %d, want the call's own", n)
+		}
+	})
+
 	t.Run("answers once", func(t *testing.T) {
 		s := newWriterServer(t)
 		pushRandom(t, s.host+"/app:v1")
@@ -284,7 +394,8 @@ func TestEarlyRead(t *testing.T) {
 			t.Fatal(err)
 		}
 		ref, _ := name.ParseReference(s.host + "/app:v1")
-		ctx := registry.WithEarlyRead(t.Context(), http.MethodHead, ref)
+		ctx, release := registry.WithEarlyRead(t.Context(), http.MethodHead, ref)
+		defer release()
 		for range 2 {
 			if _, err := p.Head(ctx, ref); err != nil {
 				t.Fatal(err)
@@ -340,7 +451,8 @@ func earlyRead(ctx context.Context, c *registry.Client, method, ref string) (str
 	if err != nil {
 		return "", err
 	}
-	ctx = registry.WithEarlyRead(ctx, method, r)
+	ctx, release := registry.WithEarlyRead(ctx, method, r)
+	defer release()
 	if method == http.MethodHead {
 		d, err := p.Head(ctx, r)
 		if err != nil {

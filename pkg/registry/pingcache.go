@@ -103,8 +103,8 @@ func (t *pingCache) plainHTTPAllowed(host string) bool {
 func (t *pingCache) RoundTrip(req *http.Request) (*http.Response, error) {
 	early, _ := req.Context().Value(earlyKey{}).(*earlyRead)
 	if !isPing(req) {
-		if resp := early.take(req); resp != nil {
-			return resp, nil
+		if taken, resp, err := early.take(req); taken {
+			return resp, err
 		}
 		return t.next.RoundTrip(req)
 	}

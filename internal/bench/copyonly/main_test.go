@@ -29,7 +29,10 @@ func TestCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	t.Setenv("HOME", t.TempDir()) // no Docker config
+	// No Docker config, wherever the keychain would look for one.
+	for _, v := range []string{"HOME", "DOCKER_CONFIG", "XDG_CONFIG_HOME"} {
+		t.Setenv(v, t.TempDir())
+	}
 	if err := run(t.Context(), []string{host + "/src:v1", host + "/dst:v1"}, &out); err != nil {
 		t.Fatal(err)
 	}
