@@ -97,6 +97,19 @@ func (k *slowSecondLookup) Resolve(authn.Resource) (authn.Authenticator, error) 
 	return authn.Anonymous, nil
 }
 
+// holdUntilCancelled holds req until its context ends, or five seconds
+// pass, says on cancelled which came first, and returns the error to fail
+// req with.
+func holdUntilCancelled(req *http.Request, cancelled chan<- bool) error {
+	select {
+	case <-req.Context().Done():
+		cancelled <- true
+	case <-time.After(5 * time.Second):
+		cancelled <- false
+	}
+	return cmp.Or(req.Context().Err(), errors.New("held for 5 s"))
+}
+
 // roundTripFunc is a RoundTripper made of a function.
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
@@ -241,13 +254,7 @@ func TestEarlyRead(t *testing.T) {
 				return nil, &tlsRefused{}
 			}
 			if strings.Contains(req.URL.Path, "/manifests/") && req.Header.Get("Authorization") == "" {
-				select {
-				case <-req.Context().Done():
-					cancelled <- true
-				case <-time.After(5 * time.Second):
-					cancelled <- false
-				}
-				return nil, cmp.Or(req.Context().Err(), errors.New("held for 5 s"))
+				return nil, holdUntilCancelled(req, cancelled)
 			}
 			return http.DefaultTransport.RoundTrip(req)
 		})))
@@ -333,13 +340,7 @@ func TestEarlyRead(t *testing.T) {
 		c := registry.New(registry.WithRetryBackoff(remote.Backoff{Steps: 1}),
 			registry.WithBaseTransport(roundTripFunc(func(req *http.Request) (*http.Response, error) {
 				if strings.Contains(req.URL.Path, "/manifests/") && req.URL.Scheme == "http" {
-					select {
-					case <-req.Context().Done():
-						cancelled <- true
-					case <-time.After(5 * time.Second):
-						cancelled <- false
-					}
-					return nil, cmp.Or(req.Context().Err(), errors.New("held for 5 s"))
+					return nil, holdUntilCancelled(req, cancelled)
 				}
 				return nil, &tlsRefused{}
 			})))
