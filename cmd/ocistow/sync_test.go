@@ -6,6 +6,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,8 +14,11 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/creack/pty"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/ocistow/ocistow/internal/testenv"
 )
@@ -367,5 +371,81 @@ func TestSyncShowsProgressOnATerminal(t *testing.T) {
 	piped := ocistow(t, nil, "sync", "-f", file)
 	if strings.Contains(piped.stderr, "images ") || strings.Contains(piped.stderr, "\x1b[") {
 		t.Errorf("piped stderr has progress lines:\n%q", piped.stderr)
+	}
+}
+
+// TestSyncUploadsASharedLayerOnce checks, through the binary, that two
+// images of a sync that share a layer and go into one repository upload
+// it once, even when both have found it missing and write it at the same
+// time: the front holds the layer's first upload until both images have
+// asked for it.
+func TestSyncUploadsASharedLayerOnce(t *testing.T) {
+	base, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 3 << 20, Seed: 700})
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := base.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared, err := layers[0].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 4 << 10, Seed: 701})
+	if err != nil {
+		t.Fatal(err)
+	}
+	topLayers, err := top.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	derived, err := mutate.AppendLayers(base, topLayers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := testenv.RepoName(t.Name())
+	for tag, img := range map[string]v1.Image{"base": base, "derived": derived} {
+		if err := testenv.Push(t.Context(), e2e.src.Host+"/"+repo+":"+tag, img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dst := testenv.NewFront(e2e.dst.Host)
+	defer dst.Close()
+	layerPath := "/blobs/" + shared.String()
+	var asked atomic.Int32
+	bothAsked := make(chan struct{})
+	dst.SetHook(func(_ http.ResponseWriter, r *http.Request) bool {
+		switch {
+		case r.Method == http.MethodHead && strings.HasSuffix(r.URL.Path, layerPath):
+			if asked.Add(1) == 2 {
+				close(bothAsked)
+			}
+		case r.Method == http.MethodPut && strings.Contains(r.URL.RawQuery, url.QueryEscape(shared.String())):
+			select {
+			case <-bothAsked:
+			case <-time.After(5 * time.Second):
+			}
+		}
+		return false
+	})
+	file := promotionFile(t, `promotions:
+  - source: SRC/`+repo+`
+    destination: DST/`+repo+`
+    tags: [base, derived]
+    sign: false
+`, e2e.src.Host, dst.Host)
+	ocistow(t, nil, "sync", "-f", file).mustSucceed(t)
+	var bytes int64
+	for _, q := range dst.Requests() {
+		if q.Method == http.MethodPut || q.Method == http.MethodPatch {
+			bytes += q.BodyBytes
+		}
+	}
+	if n := asked.Load(); n < 2 {
+		t.Fatalf("the shared layer was asked for %d times at the destination: the two images did not both find it missing", n)
+	}
+	if size, _ := layers[0].Size(); bytes >= 2*size {
+		t.Errorf("%d bytes uploaded: the %d-byte shared layer went up twice", bytes, size)
 	}
 }

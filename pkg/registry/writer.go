@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"sync"
 	"sync/atomic"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -31,11 +32,52 @@ import (
 // transport (its ping and token exchange) and its errors are
 // go-containerregistry's transport.Error, as for every other request.
 //
+// Uploads of one blob under way at once (two images of a sync that share
+// a layer, written into one repository together) share one: the later
+// ones wait for the first, and report the blob Found when it succeeds; if
+// it fails, they upload it themselves.
+//
 // A Writer is safe for concurrent use.
 type Writer struct {
 	repo    name.Repository
 	client  *http.Client
 	chunked atomic.Bool // the registry refused a monolithic upload
+
+	mu       sync.Mutex
+	inflight map[v1.Hash]*flight // uploads under way, by digest
+}
+
+// flight is an upload under way, which later uploads of its blob wait for.
+type flight struct {
+	done    chan struct{}
+	err     error
+	waiters int
+}
+
+// join returns the upload of d under way, or, when there is none, a new
+// one for the caller to make (first).
+func (w *Writer) join(d v1.Hash) (f *flight, first bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if f, ok := w.inflight[d]; ok {
+		f.waiters++
+		return f, false
+	}
+	if w.inflight == nil {
+		w.inflight = map[v1.Hash]*flight{}
+	}
+	f = &flight{done: make(chan struct{})}
+	w.inflight[d] = f
+	return f, true
+}
+
+// land ends the upload f of d with err.
+func (w *Writer) land(d v1.Hash, f *flight, err error) {
+	w.mu.Lock()
+	delete(w.inflight, d)
+	w.mu.Unlock()
+	f.err = err
+	close(f.done)
 }
 
 // Writer returns the Writer for repo, authenticated for pushing (and
@@ -138,13 +180,33 @@ const (
 )
 
 // Upload writes b to the repository. Unless b.Check, it does not first ask
-// whether the blob is there (HasBlob does that).
+// whether the blob is there (HasBlob does that). While another Upload of
+// the same blob is under way it waits for that one instead (see Writer).
 //
 // Without MountFrom, the upload is opened while b is opened, and the bytes
 // go with the PUT that commits the upload. A failure is returned as is:
 // retrying a whole upload is the caller's (Client.Retry), since a streamed
 // body cannot be sent twice.
 func (w *Writer) Upload(ctx context.Context, b Blob) (Stored, error) {
+	f, first := w.join(b.Digest)
+	if !first {
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return Sent, ctx.Err()
+		}
+		if f.err == nil {
+			return Found, nil
+		}
+		return w.Upload(ctx, b)
+	}
+	stored, err := w.upload(ctx, b)
+	w.land(b.Digest, f, err)
+	return stored, err
+}
+
+// upload is Upload's own upload of b.
+func (w *Writer) upload(ctx context.Context, b Blob) (Stored, error) {
 	if b.MountFrom != nil {
 		loc, mounted, err := w.start(ctx, b)
 		if err != nil || mounted {
