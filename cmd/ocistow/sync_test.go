@@ -375,10 +375,10 @@ func TestSyncShowsProgressOnATerminal(t *testing.T) {
 }
 
 // TestSyncUploadsASharedLayerOnce checks, through the binary, that two
-// images of a sync that share a layer and go into one repository upload
-// it once, even when both have found it missing and write it at the same
-// time: the front holds the layer's first upload until both images have
-// asked for it.
+// images of a sync that share a layer and go into one repository upload it
+// once, whether they write it at the same time or one after the other
+// (-parallel 1), once both have found it missing: the front holds the
+// layer's first upload until both images have asked for it.
 func TestSyncUploadsASharedLayerOnce(t *testing.T) {
 	base, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 3 << 20, Seed: 700})
 	if err != nil {
@@ -389,6 +389,10 @@ func TestSyncUploadsASharedLayerOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	shared, err := layers[0].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	size, err := layers[0].Size()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,42 +414,46 @@ func TestSyncUploadsASharedLayerOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	dst := testenv.NewFront(e2e.dst.Host)
-	defer dst.Close()
-	layerPath := "/blobs/" + shared.String()
-	var asked atomic.Int32
-	bothAsked := make(chan struct{})
-	dst.SetHook(func(_ http.ResponseWriter, r *http.Request) bool {
-		switch {
-		case r.Method == http.MethodHead && strings.HasSuffix(r.URL.Path, layerPath):
-			if asked.Add(1) == 2 {
-				close(bothAsked)
-			}
-		case r.Method == http.MethodPut && strings.Contains(r.URL.RawQuery, url.QueryEscape(shared.String())):
-			select {
-			case <-bothAsked:
-			case <-time.After(5 * time.Second):
-			}
-		}
-		return false
-	})
-	file := promotionFile(t, `promotions:
+	for _, parallel := range []string{"4", "1"} {
+		t.Run("parallel "+parallel, func(t *testing.T) {
+			dst := testenv.NewFront(e2e.dst.Host)
+			defer dst.Close()
+			layerPath := "/blobs/" + shared.String()
+			var asked atomic.Int32
+			bothAsked := make(chan struct{})
+			dst.SetHook(func(_ http.ResponseWriter, r *http.Request) bool {
+				switch {
+				case r.Method == http.MethodHead && strings.HasSuffix(r.URL.Path, layerPath):
+					if asked.Add(1) == 2 {
+						close(bothAsked)
+					}
+				case r.Method == http.MethodPut && strings.Contains(r.URL.RawQuery, url.QueryEscape(shared.String())):
+					select {
+					case <-bothAsked:
+					case <-time.After(5 * time.Second):
+					}
+				}
+				return false
+			})
+			file := promotionFile(t, `promotions:
   - source: SRC/`+repo+`
-    destination: DST/`+repo+`
+    destination: DST/`+testenv.RepoName(t.Name())+`
     tags: [base, derived]
     sign: false
 `, e2e.src.Host, dst.Host)
-	ocistow(t, nil, "sync", "-f", file).mustSucceed(t)
-	var bytes int64
-	for _, q := range dst.Requests() {
-		if q.Method == http.MethodPut || q.Method == http.MethodPatch {
-			bytes += q.BodyBytes
-		}
-	}
-	if n := asked.Load(); n < 2 {
-		t.Fatalf("the shared layer was asked for %d times at the destination: the two images did not both find it missing", n)
-	}
-	if size, _ := layers[0].Size(); bytes >= 2*size {
-		t.Errorf("%d bytes uploaded: the %d-byte shared layer went up twice", bytes, size)
+			ocistow(t, nil, "sync", "-f", file, "-parallel", parallel).mustSucceed(t)
+			var bytes int64
+			for _, q := range dst.Requests() {
+				if q.Method == http.MethodPut || q.Method == http.MethodPatch {
+					bytes += q.BodyBytes
+				}
+			}
+			if n := asked.Load(); n < 2 {
+				t.Fatalf("the shared layer was asked for %d times at the destination: the two images did not both find it missing", n)
+			}
+			if bytes >= 2*size {
+				t.Errorf("%d bytes uploaded: the %d-byte shared layer went up twice", bytes, size)
+			}
+		})
 	}
 }

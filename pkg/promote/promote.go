@@ -81,8 +81,9 @@ type Result struct {
 	// Manifests lists the children of a promoted index, in index order.
 	Manifests []Manifest `json:"manifests,omitempty"`
 	// BlobsCopied, BlobsSkipped and BlobsMounted count the distinct blobs
-	// (layers and configs) uploaded, found already present, and mounted from
-	// another repository of the same registry.
+	// (layers and configs) uploaded, found already present (or uploaded
+	// meanwhile by another promotion of the process into the same
+	// repository), and mounted from another repository of the same registry.
 	BlobsCopied  int `json:"blobsCopied"`
 	BlobsSkipped int `json:"blobsSkipped"`
 	BlobsMounted int `json:"blobsMounted"`

@@ -127,18 +127,21 @@ func (w *writer) take(d v1.Hash) *ready {
 // sendReady sends r, made ready ahead, as blob: its upload was opened and
 // its bytes read, so one request. When the upload opened ahead fails (it
 // may have expired), the bytes are sent again as any upload is, with
-// retries, without reading the source again.
-func (w *writer) sendReady(ctx context.Context, dst *registry.Writer, r *ready, blob registry.Blob) error {
+// retries, without reading the source again. It reports the blob Found
+// when another upload of it made sending it needless (registry.Writer).
+func (w *writer) sendReady(ctx context.Context, dst *registry.Writer, r *ready, blob registry.Blob) (registry.Stored, error) {
 	defer w.readAhead.sem.Release(int64(len(r.data)))
 	blob.Open = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(r.data)), nil }
 	blob.Check, blob.MountFrom = false, nil
-	if err := r.upload.Send(ctx, blob); err == nil {
-		return nil
+	if stored, err := r.upload.Send(ctx, blob); err == nil {
+		return stored, nil
 	}
-	return w.reg.Retry(ctx, func(ctx context.Context, _ int) error {
-		_, err := dst.Upload(ctx, blob)
+	var stored registry.Stored
+	err := w.reg.Retry(ctx, func(ctx context.Context, _ int) (err error) {
+		stored, err = dst.Upload(ctx, blob)
 		return err
 	})
+	return stored, err
 }
 
 // discard abandons what was made ready and not sent (the promotion failed

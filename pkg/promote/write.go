@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ocistow/ocistow/pkg/registry"
 
@@ -133,9 +134,9 @@ type writer struct {
 	progress Progress
 
 	mu        sync.Mutex
-	present   map[v1.Hash]bool   // child manifests looked for ahead (lookAhead)
-	found     map[v1.Hash]bool   // blobs looked for ahead (lookAheadBlobs)
-	ready     map[v1.Hash]*ready // blobs made ready ahead (prepare); nil while being made
+	present   map[v1.Hash]bool    // child manifests looked for ahead (lookAhead)
+	found     map[v1.Hash]foundAt // blobs looked for ahead (lookAheadBlobs)
+	ready     map[v1.Hash]*ready  // blobs made ready ahead (prepare); nil while being made
 	readAhead *ReadAhead
 	blobs     map[v1.Hash]*blobOnce
 	outcomes  map[v1.Hash]Outcome
@@ -153,7 +154,7 @@ func newWriter(p *promotion) *writer {
 	return &writer{
 		src: p.req.Source, pusher: p.pusher, reg: p.reg, puller: p.puller, repo: p.req.Destination.Context(),
 		sem: make(chan struct{}, p.jobs), small: make(chan struct{}, smallJobs*p.jobs), jobs: p.jobs, tracer: p.o.tracer, progress: p.o.progress,
-		present: map[v1.Hash]bool{}, found: map[v1.Hash]bool{}, ready: map[v1.Hash]*ready{}, readAhead: p.o.readAhead, blobs: map[v1.Hash]*blobOnce{}, outcomes: map[v1.Hash]Outcome{}, sizes: map[v1.Hash]int64{},
+		present: map[v1.Hash]bool{}, found: map[v1.Hash]foundAt{}, ready: map[v1.Hash]*ready{}, readAhead: p.o.readAhead, blobs: map[v1.Hash]*blobOnce{}, outcomes: map[v1.Hash]Outcome{}, sizes: map[v1.Hash]int64{},
 	}
 }
 
@@ -336,7 +337,7 @@ func (w *writer) lookAheadBlobs(ctx context.Context, img v1.Image, absent bool) 
 				ok = has
 			}
 			w.mu.Lock()
-			w.found[desc.Digest] = ok
+			w.found[desc.Digest] = foundAt{has: ok, at: time.Now()}
 			w.mu.Unlock()
 			if ok {
 				return
@@ -357,13 +358,20 @@ func blobOf(img v1.Image, config, d v1.Hash) (v1.Layer, error) {
 	return img.LayerByDigest(d)
 }
 
-// foundAhead reports what lookAheadBlobs learnt of blob d: whether the
-// destination has it, and whether it was asked at all.
-func (w *writer) foundAhead(d v1.Hash) (has, known bool) {
+// foundAt is what lookAheadBlobs learnt of a blob: whether the
+// destination has it, and when it learnt so.
+type foundAt struct {
+	has bool
+	at  time.Time
+}
+
+// foundAhead reports what lookAheadBlobs learnt of blob d, and whether it
+// was asked at all.
+func (w *writer) foundAhead(d v1.Hash) (f foundAt, known bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	has, known = w.found[d]
-	return has, known
+	f, known = w.found[d]
+	return f, known
 }
 
 // warmChildren reads every child of idx (at any depth) from the source,
@@ -533,14 +541,22 @@ func (w *writer) put(ctx context.Context, l v1.Layer, d v1.Hash) (Outcome, int, 
 		return Failed, 0, err
 	}
 	blob := registry.Blob{Digest: d, Size: size, Open: counted.Compressed, MountFrom: from}
+	found, known := w.foundAhead(d)
+	if known {
+		blob.MissingAt = found.at // another image's upload since then spares this one
+	}
 	if r := w.take(d); r != nil {
-		if err := w.sendReady(ctx, dst, r, blob); err != nil {
+		stored, err := w.sendReady(ctx, dst, r, blob)
+		switch {
+		case err != nil:
 			return Failed, 1, err
+		case stored == registry.Found:
+			return Skipped, 0, nil
 		}
 		return Uploaded, 1, nil
 	}
-	if has, known := w.foundAhead(d); known {
-		if has {
+	if known {
+		if found.has {
 			return Skipped, 0, nil
 		}
 	} else if from == nil && size <= smallBlob {
@@ -550,6 +566,8 @@ func (w *writer) put(ctx context.Context, l v1.Layer, d v1.Hash) (Outcome, int, 
 			return Failed, 0, err
 		}
 		return Skipped, 0, nil
+	} else {
+		blob.MissingAt = time.Now()
 	}
 	// Each attempt starts the upload over, re-opening the source: a
 	// streamed body cannot be replayed by the transport.

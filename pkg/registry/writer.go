@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -32,10 +33,13 @@ import (
 // transport (its ping and token exchange) and its errors are
 // go-containerregistry's transport.Error, as for every other request.
 //
-// Uploads of one blob under way at once (two images of a sync that share
-// a layer, written into one repository together) share one: the later
-// ones wait for the first, and report the blob Found when it succeeds; if
-// it fails, they upload it themselves.
+// Uploads of one blob share what another upload of it on the same Writer
+// did (two images of a sync that share a layer, written into one
+// repository): while one is under way the later ones wait for it, and
+// report the blob Found when it succeeds (if it fails, they upload it
+// themselves); and an upload whose caller found the blob missing
+// (Blob.MissingAt) before another upload of it finished reports it Found
+// without sending it.
 //
 // A Writer is safe for concurrent use.
 type Writer struct {
@@ -44,8 +48,13 @@ type Writer struct {
 	chunked atomic.Bool // the registry refused a monolithic upload
 
 	mu       sync.Mutex
-	inflight map[v1.Hash]*flight // uploads under way, by digest
+	inflight map[v1.Hash]*flight   // uploads under way, by digest
+	landed   map[v1.Hash]time.Time // when uploads of this Writer succeeded
 }
+
+// maxLanded bounds Writer.landed: past it the memory starts over (later
+// uploads then send what they would have found).
+const maxLanded = 4096
 
 // flight is an upload under way, which later uploads of its blob wait for.
 type flight struct {
@@ -54,30 +63,65 @@ type flight struct {
 	waiters int
 }
 
-// join returns the upload of d under way, or, when there is none, a new
-// one for the caller to make (first).
-func (w *Writer) join(d v1.Hash) (f *flight, first bool) {
+// join returns, for an upload of d whose caller found it missing at
+// missingAt (zero: not asked), whether an upload of d by this Writer has
+// succeeded since (landed), or else the upload of d under way, or, when
+// there is none, a new one for the caller to make (first).
+func (w *Writer) join(d v1.Hash, missingAt time.Time) (f *flight, first, landed bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if t, ok := w.landed[d]; ok && !missingAt.IsZero() && t.After(missingAt) {
+		return nil, false, true
+	}
 	if f, ok := w.inflight[d]; ok {
 		f.waiters++
-		return f, false
+		return f, false, false
 	}
 	if w.inflight == nil {
 		w.inflight = map[v1.Hash]*flight{}
 	}
 	f = &flight{done: make(chan struct{})}
 	w.inflight[d] = f
-	return f, true
+	return f, true, false
 }
 
 // land ends the upload f of d with err.
 func (w *Writer) land(d v1.Hash, f *flight, err error) {
 	w.mu.Lock()
 	delete(w.inflight, d)
+	if err == nil {
+		if w.landed == nil || len(w.landed) >= maxLanded {
+			w.landed = map[v1.Hash]time.Time{}
+		}
+		w.landed[d] = time.Now()
+	}
 	w.mu.Unlock()
 	f.err = err
 	close(f.done)
+}
+
+// share makes the upload of b with do, unless another upload of it on
+// this Writer makes it needless (see Writer): then it reports Found.
+func (w *Writer) share(ctx context.Context, b Blob, do func() (Stored, error)) (Stored, error) {
+	for {
+		f, first, landed := w.join(b.Digest, b.MissingAt)
+		switch {
+		case landed:
+			return Found, nil
+		case first:
+			stored, err := do()
+			w.land(b.Digest, f, err)
+			return stored, err
+		}
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return Sent, ctx.Err()
+		}
+		if f.err == nil {
+			return Found, nil
+		}
+	}
 }
 
 // Writer returns the Writer for repo, authenticated for pushing (and
@@ -167,6 +211,11 @@ type Blob struct {
 	// opened and a read started for nothing when the blob is there. Worth
 	// it for small blobs. Ignored with MountFrom.
 	Check bool
+	// MissingAt, when set, is when the caller learnt that the repository
+	// lacks the blob (the answer to its HEAD): if an upload of it by the
+	// same Writer has succeeded since, the blob is reported Found and not
+	// sent.
+	MissingAt time.Time
 }
 
 // Stored says how a blob came to be in the repository.
@@ -175,7 +224,7 @@ type Stored int
 // How a blob came to be in the repository.
 const (
 	Sent    Stored = iota // its bytes were uploaded
-	Found                 // the repository had it (Blob.Check)
+	Found                 // the repository had it (Blob.Check), or got it from another upload of the Writer
 	Mounted               // mounted from Blob.MountFrom
 )
 
@@ -188,21 +237,7 @@ const (
 // retrying a whole upload is the caller's (Client.Retry), since a streamed
 // body cannot be sent twice.
 func (w *Writer) Upload(ctx context.Context, b Blob) (Stored, error) {
-	f, first := w.join(b.Digest)
-	if !first {
-		select {
-		case <-f.done:
-		case <-ctx.Done():
-			return Sent, ctx.Err()
-		}
-		if f.err == nil {
-			return Found, nil
-		}
-		return w.Upload(ctx, b)
-	}
-	stored, err := w.upload(ctx, b)
-	w.land(b.Digest, f, err)
-	return stored, err
+	return w.share(ctx, b, func() (Stored, error) { return w.upload(ctx, b) })
 }
 
 // upload is Upload's own upload of b.
@@ -279,15 +314,24 @@ func (w *Writer) Open(ctx context.Context) (*Upload, error) {
 
 // Send sends b to the upload: with the PUT that commits it, or, for a
 // registry that refuses the bytes that way, as Writer.Upload falls back.
-// b.MountFrom and b.Check are ignored. A failure is returned as is: the
-// upload may be gone (expired), and trying again is Writer.Upload's.
-func (u *Upload) Send(ctx context.Context, b Blob) error {
-	body, err := b.Open()
-	if err != nil {
+// b.MountFrom and b.Check are ignored. Like Writer.Upload, it shares what
+// another upload of the blob on the Writer did: when that makes it
+// needless, the upload is abandoned and the blob reported Found. A failure
+// is returned as is: the upload may be gone (expired), and trying again is
+// Writer.Upload's.
+func (u *Upload) Send(ctx context.Context, b Blob) (Stored, error) {
+	stored, err := u.w.share(ctx, b, func() (Stored, error) {
+		body, err := b.Open()
+		if err != nil {
+			u.Abandon()
+			return Sent, err
+		}
+		return Sent, u.w.putBody(ctx, b, u.loc, body)
+	})
+	if stored == Found || (err != nil && ctx.Err() != nil) {
 		u.Abandon()
-		return err
 	}
-	return u.w.putBody(ctx, b, u.loc, body)
+	return stored, err
 }
 
 // Abandon cancels the upload, in the background (best effort).

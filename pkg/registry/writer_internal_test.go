@@ -16,6 +16,34 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
+// uploadCountingWriter returns a Writer for a repository of an in-process
+// registry, and the counts of the blob-upload PUTs and DELETEs it sends.
+func uploadCountingWriter(t *testing.T) (w *Writer, puts, deletes *atomic.Int32) {
+	t.Helper()
+	puts, deletes = new(atomic.Int32), new(atomic.Int32)
+	srv := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	base := roundTripper(func(req *http.Request) (*http.Response, error) {
+		if strings.Contains(req.URL.Path, "/blobs/uploads/") {
+			switch req.Method {
+			case http.MethodPut:
+				puts.Add(1)
+			case http.MethodDelete:
+				deletes.Add(1)
+			}
+		}
+		return http.DefaultTransport.RoundTrip(req)
+	})
+	repo, err := name.NewRepository(strings.TrimPrefix(srv.URL, "http://") + "/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w, err = New(WithBaseTransport(base)).Writer(t.Context(), repo); err != nil {
+		t.Fatal(err)
+	}
+	return w, puts, deletes
+}
+
 // waitFor polls cond until it holds, failing t after five seconds.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -32,23 +60,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // the first is under way waits for it instead of sending the bytes again,
 // and uploads the blob itself when the first fails.
 func TestUploadsOfOneBlobShareOne(t *testing.T) {
-	var puts atomic.Int32
-	srv := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
-	defer srv.Close()
-	base := roundTripper(func(req *http.Request) (*http.Response, error) {
-		if req.Method == http.MethodPut && strings.Contains(req.URL.Path, "/blobs/uploads/") {
-			puts.Add(1)
-		}
-		return http.DefaultTransport.RoundTrip(req)
-	})
-	repo, err := name.NewRepository(strings.TrimPrefix(srv.URL, "http://") + "/app")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := New(WithBaseTransport(base)).Writer(t.Context(), repo)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w, puts, _ := uploadCountingWriter(t)
 	for _, tc := range []struct {
 		name      string
 		firstErr  error
@@ -110,6 +122,47 @@ func TestUploadsOfOneBlobShareOne(t *testing.T) {
 				t.Errorf("HasBlob = %v, %v; want the blob there", has, err)
 			}
 		})
+	}
+}
+
+// TestUploadsSpareWhatLandedSince checks that an upload whose caller found
+// the blob missing before another upload of it by the Writer succeeded
+// sends nothing (Upload and a Send of an upload opened ahead, which is
+// abandoned), and that one whose caller found it missing after that
+// upload sends it again.
+func TestUploadsSpareWhatLandedSince(t *testing.T) {
+	w, puts, deletes := uploadCountingWriter(t)
+	data := "shared blob"
+	d, _, _ := v1.SHA256(strings.NewReader(data))
+	blob := func(missingAt time.Time) Blob {
+		return Blob{Digest: d, Size: int64(len(data)), MissingAt: missingAt, Open: func() (io.ReadCloser, error) {
+			return io.NopCloser(strings.NewReader(data)), nil
+		}}
+	}
+	before := time.Now() // as if another image's HEAD had found it missing now
+	if s, err := w.Upload(t.Context(), blob(time.Time{})); s != Sent || err != nil {
+		t.Fatalf("first upload: %v, %v", s, err)
+	}
+	after := time.Now()
+	if s, err := w.Upload(t.Context(), blob(before)); s != Found || err != nil {
+		t.Errorf("upload found missing before the first landed: %v, %v; want Found", s, err)
+	}
+	u, err := w.Open(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := u.Send(t.Context(), blob(before)); s != Found || err != nil {
+		t.Errorf("send found missing before the first landed: %v, %v; want Found", s, err)
+	}
+	waitFor(t, "the upload opened ahead abandoned", func() bool { return deletes.Load() == 1 })
+	if got := puts.Load(); got != 1 {
+		t.Errorf("blob PUTs: %d, want the first upload's", got)
+	}
+	if s, err := w.Upload(t.Context(), blob(after)); s != Sent || err != nil {
+		t.Errorf("upload found missing after the first landed: %v, %v; want Sent", s, err)
+	}
+	if got := puts.Load(); got != 2 {
+		t.Errorf("blob PUTs: %d, want 2 (sent again when found missing since)", got)
 	}
 }
 
