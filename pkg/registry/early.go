@@ -45,7 +45,7 @@ func WithEarlyRead(ctx context.Context, method string, ref name.Reference) (_ co
 	if method != http.MethodHead && method != http.MethodGet {
 		return ctx, func() {}
 	}
-	e := &earlyRead{ctx: ctx, method: method, ref: ref, sent: map[string]*earlyAnswer{}}
+	e := &earlyRead{ctx: ctx, method: method, ref: ref, answers: map[string]*earlyAnswer{}}
 	return context.WithValue(ctx, earlyKey{}, e), e.release
 }
 
@@ -70,9 +70,9 @@ type earlyRead struct {
 	ref    name.Reference
 	once   sync.Once
 
-	mu     sync.Mutex
-	sent   map[string]*earlyAnswer // by scheme://host/path
-	cancel context.CancelFunc      // ends the early requests; nil until sent
+	mu      sync.Mutex
+	answers map[string]*earlyAnswer // by scheme://host/path; nil once released
+	cancel  context.CancelFunc      // ends the early requests; nil until sent
 }
 
 // earlyAnswer is the answer to one early request.
@@ -105,7 +105,7 @@ func (t *pingCache) sendEarly(ping *http.Request, early *earlyRead) {
 		urls := make([]*url.URL, len(schemes))
 		answers := make([]*earlyAnswer, len(schemes))
 		early.mu.Lock()
-		if early.sent == nil { // the call is past its read already
+		if early.answers == nil { // the call is past its read already
 			early.mu.Unlock()
 			cancel()
 			return
@@ -114,7 +114,7 @@ func (t *pingCache) sendEarly(ping *http.Request, early *earlyRead) {
 		for i, scheme := range schemes {
 			urls[i] = &url.URL{Scheme: scheme, Host: host, Path: path}
 			answers[i] = &earlyAnswer{done: make(chan struct{})}
-			early.sent[urls[i].String()] = answers[i]
+			early.answers[urls[i].String()] = answers[i]
 		}
 		early.mu.Unlock()
 		go func() {
@@ -174,7 +174,7 @@ func (e *earlyRead) take(req *http.Request) (taken bool, resp *http.Response, er
 	}
 	key := (&url.URL{Scheme: req.URL.Scheme, Host: req.URL.Host, Path: req.URL.Path}).String()
 	e.mu.Lock()
-	a := e.sent[key]
+	a := e.answers[key]
 	e.mu.Unlock()
 	defer e.release()
 	if a == nil || !a.sent.Load() || req.Method != e.method || req.URL.RawQuery != "" ||
@@ -200,7 +200,7 @@ func (e *earlyRead) take(req *http.Request) (taken bool, resp *http.Response, er
 func (e *earlyRead) release() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.sent = nil
+	e.answers = nil
 	if e.cancel != nil {
 		e.cancel()
 	}

@@ -60,7 +60,7 @@ const maxLanded = 4096
 type flight struct {
 	done    chan struct{}
 	err     error
-	waiters int
+	waiters int // uploads waiting for this one (for tests to see them wait)
 }
 
 // join returns, for an upload of d whose caller found it missing at
