@@ -41,31 +41,26 @@ func StartKMS(ctx context.Context, dir string) (*KMS, error) {
 	if err != nil {
 		return nil, err
 	}
-	addr, err := FreeAddr()
-	if err != nil {
-		return nil, err
-	}
-	port := addr[strings.LastIndex(addr, ":")+1:]
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(),
-		"PORT="+port,
-		"KMS_DATA_PATH="+filepath.Join(dir, "data"),
-		"KMS_SEED_PATH="+filepath.Join(dir, "no-seed.yaml"),
-		"KMS_REGION=us-east-1",
-		"KMS_ACCOUNT_ID=111122223333",
-	)
-	p, err := start(cmd)
+	p, addrs, err := startListening(ctx, 1, func(addrs []string) (*exec.Cmd, error) {
+		cmd := exec.Command(bin)
+		cmd.Env = append(os.Environ(),
+			"PORT="+addrs[0][strings.LastIndex(addrs[0], ":")+1:],
+			"KMS_DATA_PATH="+filepath.Join(dir, "data"),
+			"KMS_SEED_PATH="+filepath.Join(dir, "no-seed.yaml"),
+			"KMS_REGION=us-east-1",
+			"KMS_ACCOUNT_ID=111122223333",
+		)
+		return cmd, nil
+	}, func(p *Process, addrs []string) error {
+		return p.waitHTTP(ctx, "http://"+addrs[0], func(int) bool { return true })
+	})
 	if err != nil {
 		return nil, err
 	}
-	k := &KMS{Endpoint: "http://" + addr, Region: "us-east-1", AccountID: "111122223333", proc: p}
-	if err := p.waitHTTP(ctx, k.Endpoint, func(int) bool { return true }); err != nil {
-		p.Close()
-		return nil, err
-	}
+	k := &KMS{Endpoint: "http://" + addrs[0], Region: "us-east-1", AccountID: "111122223333", proc: p}
 	k.client = kms.New(kms.Options{
 		Region:       k.Region,
 		BaseEndpoint: aws.String(k.Endpoint),

@@ -44,26 +44,17 @@ func StartLambda(ctx context.Context, bootstrap string, env []string) (*Lambda, 
 	if err != nil {
 		return nil, err
 	}
-	addr, err := FreeAddr()
+	p, addrs, err := startListening(ctx, 2, func(addrs []string) (*exec.Cmd, error) {
+		cmd := exec.Command(rie, "--runtime-interface-emulator-address", addrs[0], "--runtime-api-address", addrs[1], "--log-level", "error", bootstrap)
+		cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + filepath.Dir(bootstrap)}, env...)
+		return cmd, nil
+	}, func(p *Process, addrs []string) error {
+		return p.waitHTTP(ctx, "http://"+addrs[0]+"/", func(int) bool { return true })
+	})
 	if err != nil {
 		return nil, err
 	}
-	apiAddr, err := FreeAddr()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(rie, "--runtime-interface-emulator-address", addr, "--runtime-api-address", apiAddr, "--log-level", "error", bootstrap)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + filepath.Dir(bootstrap)}, env...)
-	p, err := start(cmd)
-	if err != nil {
-		return nil, err
-	}
-	l := &Lambda{URL: "http://" + addr + "/2015-03-31/functions/function/invocations", proc: p}
-	if err := p.waitHTTP(ctx, "http://"+addr+"/", func(int) bool { return true }); err != nil {
-		p.Close()
-		return nil, err
-	}
-	return l, nil
+	return &Lambda{URL: "http://" + addrs[0] + "/2015-03-31/functions/function/invocations", proc: p}, nil
 }
 
 // Invoke sends payload and returns the emulator's answer body. header,

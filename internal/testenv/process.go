@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -73,13 +74,93 @@ func (p *Process) Close() error {
 }
 
 // FreeAddr returns a loopback address with a port that was free a moment ago.
+// The port is picked below the kernel's ephemeral range, so that no
+// process's outgoing connection can take it before the caller listens on it
+// (a tool started on an ephemeral port lost it that way in CI); another
+// listener still can, which startListening survives by trying again.
 func FreeAddr() (string, error) {
+	low := ephemeralLow()
+	for range 64 {
+		port := belowEphemeralFloor + rand.IntN(low-belowEphemeralFloor)
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		addr := l.Addr().String()
+		l.Close()
+		return addr, nil
+	}
+	// Every pick was taken: let the kernel choose, as a last resort.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
+}
+
+// belowEphemeralFloor is the lowest port FreeAddr picks: above the ports
+// services are usually configured on.
+const belowEphemeralFloor = 20000
+
+// ephemeralLow returns the first port of the kernel's ephemeral range
+// (ip_local_port_range), or Linux's default 32768 when it cannot be read
+// or leaves no room above belowEphemeralFloor.
+func ephemeralLow() int {
+	const linuxDefault = 32768
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return linuxDefault
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return linuxDefault
+	}
+	low, err := strconv.Atoi(f[0])
+	if err != nil || low <= belowEphemeralFloor+1000 {
+		return linuxDefault
+	}
+	return low
+}
+
+// errAddrInUse marks a tool that exited because another process took the
+// address it was given between FreeAddr and its listen.
+var errAddrInUse = errors.New("address already in use")
+
+// startListening starts a tool that listens on n loopback addresses:
+// launch builds its command for the addresses FreeAddr picked, and ready
+// waits for it to answer. When the tool exits because one of the addresses
+// was taken in the meantime, it is started again on new ones (a few times).
+func startListening(ctx context.Context, n int, launch func(addrs []string) (*exec.Cmd, error), ready func(p *Process, addrs []string) error) (*Process, []string, error) {
+	var inUse error
+	for range 5 {
+		addrs := make([]string, n)
+		for i := range addrs {
+			addr, err := FreeAddr()
+			if err != nil {
+				return nil, nil, err
+			}
+			addrs[i] = addr
+		}
+		cmd, err := launch(addrs)
+		if err != nil {
+			return nil, nil, err
+		}
+		p, err := start(cmd)
+		if err != nil {
+			return nil, nil, err
+		}
+		err = ready(p, addrs)
+		if err == nil {
+			return p, addrs, nil
+		}
+		p.Close()
+		if !errors.Is(err, errAddrInUse) {
+			return nil, nil, err
+		}
+		inUse = err
+	}
+	return nil, nil, inUse
 }
 
 // waitHTTP polls url until ready accepts the answer's status, the process
@@ -98,6 +179,9 @@ func (p *Process) waitHTTP(ctx context.Context, url string, ready func(int) bool
 		}
 		select {
 		case <-p.done:
+			if strings.Contains(p.Output(), "address already in use") {
+				return fmt.Errorf("%s exited before it was ready (%w): %s", p.cmd.Path, errAddrInUse, p.Output())
+			}
 			return fmt.Errorf("%s exited before it was ready: %s", p.cmd.Path, p.Output())
 		case <-ctx.Done():
 			return errors.Join(fmt.Errorf("%s not ready at %s: %s", p.cmd.Path, url, p.Output()), ctx.Err())

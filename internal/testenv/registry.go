@@ -32,10 +32,6 @@ func StartRegistry(ctx context.Context, dir string, opts RegistryOptions) (*Regi
 	if err != nil {
 		return nil, err
 	}
-	addr, err := FreeAddr()
-	if err != nil {
-		return nil, err
-	}
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
 		return nil, err
 	}
@@ -55,7 +51,9 @@ func StartRegistry(ctx context.Context, dir string, opts RegistryOptions) (*Regi
 		}
 		auth = fmt.Sprintf("auth:\n  htpasswd:\n    realm: ocistow-test\n    path: %s\n", pw)
 	}
-	cfg := fmt.Sprintf(`version: 0.1
+	cfgPath := filepath.Join(dir, "config.yml")
+	p, addrs, err := startListening(ctx, 1, func(addrs []string) (*exec.Cmd, error) {
+		cfg := fmt.Sprintf(`version: 0.1
 log:
   level: error
   accesslog:
@@ -71,23 +69,20 @@ storage:
 http:
   addr: %s
   secret: ocistow-test-secret
-%s`, filepath.Join(dir, "data"), addr, auth)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, "serve", cfgPath)
-	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none", "OTEL_SDK_DISABLED=true")
-	p, err := start(cmd)
+%s`, filepath.Join(dir, "data"), addrs[0], auth)
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+			return nil, err
+		}
+		cmd := exec.Command(bin, "serve", cfgPath)
+		cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none", "OTEL_SDK_DISABLED=true")
+		return cmd, nil
+	}, func(p *Process, addrs []string) error {
+		return p.waitHTTP(ctx, "http://"+addrs[0]+"/v2/", func(code int) bool { return code == 200 || code == 401 })
+	})
 	if err != nil {
 		return nil, err
 	}
-	r := &Registry{Host: addr, proc: p}
-	if err := p.waitHTTP(ctx, "http://"+addr+"/v2/", func(code int) bool { return code == 200 || code == 401 }); err != nil {
-		p.Close()
-		return nil, err
-	}
-	return r, nil
+	return &Registry{Host: addrs[0], proc: p}, nil
 }
 
 // Close stops the registry.

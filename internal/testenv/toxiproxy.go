@@ -23,38 +23,41 @@ func StartToxiproxy(ctx context.Context) (*Toxiproxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	addr, err := FreeAddr()
-	if err != nil {
-		return nil, err
-	}
-	host, port, _ := strings.Cut(addr, ":")
 	// A fixed seed makes which connections get a toxic repeatable.
-	p, err := start(exec.Command(bin, "-host", host, "-port", port, "-seed", "1"))
+	p, addrs, err := startListening(ctx, 1, func(addrs []string) (*exec.Cmd, error) {
+		host, port, _ := strings.Cut(addrs[0], ":")
+		return exec.Command(bin, "-host", host, "-port", port, "-seed", "1"), nil
+	}, func(p *Process, addrs []string) error {
+		return p.waitHTTP(ctx, "http://"+addrs[0]+"/version", func(c int) bool { return c == 200 })
+	})
 	if err != nil {
 		return nil, err
 	}
-	t := &Toxiproxy{api: "http://" + addr, proc: p}
-	if err := p.waitHTTP(ctx, t.api+"/version", func(c int) bool { return c == 200 }); err != nil {
-		p.Close()
-		return nil, err
-	}
-	return t, nil
+	return &Toxiproxy{api: "http://" + addrs[0], proc: p}, nil
 }
 
 // Proxy creates a proxy named name to upstream (host:port) listening on a
 // free loopback port, and returns that host:port.
 func (t *Toxiproxy) Proxy(ctx context.Context, name, upstream string) (string, error) {
-	listen, err := FreeAddr()
-	if err != nil {
-		return "", err
+	var err error
+	for range 5 {
+		var listen string
+		if listen, err = FreeAddr(); err != nil {
+			return "", err
+		}
+		var out struct {
+			Listen string `json:"listen"`
+		}
+		err = t.call(ctx, http.MethodPost, "/proxies", map[string]any{"name": name, "listen": listen, "upstream": upstream, "enabled": true}, &out)
+		if err == nil {
+			return out.Listen, nil
+		}
+		// Another process took the port since FreeAddr: pick another.
+		if !strings.Contains(err.Error(), "address already in use") {
+			return "", err
+		}
 	}
-	var out struct {
-		Listen string `json:"listen"`
-	}
-	if err := t.call(ctx, http.MethodPost, "/proxies", map[string]any{"name": name, "listen": listen, "upstream": upstream, "enabled": true}, &out); err != nil {
-		return "", err
-	}
-	return out.Listen, nil
+	return "", err
 }
 
 // Toxic adds a toxic to a proxy: typ (reset_peer, limit_data, latency,
