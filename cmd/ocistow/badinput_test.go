@@ -7,7 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/ocistow/ocistow/internal/testenv"
+	"github.com/ocistow/ocistow/pkg/promote"
 )
 
 // TestBadInput: each case exits non-zero with one clear line naming what
@@ -84,4 +89,26 @@ func TestBadInput(t *testing.T) {
 			r.refused(t, c.want, repo)
 		})
 	}
+}
+
+// TestUnsupportedSourceIsRefused: a source ocistow refuses by design (here
+// an image whose config is over the 8 MiB ocistow reads into memory, to be
+// stamped with labels) exits 2 with one line naming it and the limit,
+// before anything is written at the destination.
+func TestUnsupportedSourceIsRefused(t *testing.T) {
+	big := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	big, err := mutate.Config(big, v1.Config{Labels: map[string]string{"pad": strings.Repeat("x", promote.MaxConfigSize)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := e2e.src.Host + "/unsupported/big-config:1"
+	if err := testenv.Push(t.Context(), src, big); err != nil {
+		t.Fatal(err)
+	}
+	repo := dstRepo(t, e2e.dstFront.Host)
+	r := ocistow(t, nil, "-source", src, "-destination", repo+":1", "-annotations", "team=platform", "-sign=false")
+	if r.code != exitInvalid {
+		t.Fatalf("exit %d for a source whose config is over the limit, want %d\n%s", r.code, exitInvalid, r.stderr)
+	}
+	r.refused(t, []string{src, "over the 8388608-byte limit on configs"}, repo)
 }

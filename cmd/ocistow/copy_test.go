@@ -599,16 +599,28 @@ func TestImmutableFailsClosed(t *testing.T) {
 	defer front.Close()
 	repo := dstRepo(t, front.Host)
 	ocistow(t, nil, "-source", srcRef("other"), "-destination", repo+":stable", "-sign=false").mustSucceed(t)
+	// The registry refuses to say where the tag points (a read of the tag,
+	// GET or HEAD, is forbidden), but would take the writes.
+	tagPath := "/v2/" + strings.TrimPrefix(repo, front.Host+"/") + "/manifests/stable"
+	var hidden atomic.Int32
 	front.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
-		if r.Method == http.MethodHead && strings.Contains(r.URL.Path, "/manifests/") {
-			w.WriteHeader(http.StatusForbidden)
+		if (r.Method == http.MethodHead || r.Method == http.MethodGet) && r.URL.Path == tagPath {
+			hidden.Add(1)
+			http.Error(w, `{"errors":[{"code":"DENIED","message":"no"}]}`, http.StatusForbidden)
 			return true
 		}
 		return false
 	})
-	r := ocistow(t, nil, "-source", srcRef("single"), "-destination", repo+":stable", "-sign=false", "-immutable")
-	if line := r.errLine(t); r.code == 0 || !strings.Contains(line, "-immutable") {
-		t.Errorf("exit %d, line %q: want a refusal naming -immutable", r.code, line)
+	r := ocistow(t, nil, "-source", srcRef("single"), "-destination", repo+":stable", "-sign=false", "-immutable", "-o", "json")
+	line := r.errLine(t)
+	if r.code != exitFailed || !strings.Contains(line, "-immutable") || !strings.Contains(line, "403") {
+		t.Errorf("exit %d, line %q: want exit %d naming -immutable and the 403\n%s", r.code, line, exitFailed, r.stderr)
+	}
+	if hidden.Load() == 0 {
+		t.Fatal("the tag was never read: the test hid nothing")
+	}
+	if !strings.Contains(r.stderr, "error_type=Unauthorized") {
+		t.Errorf("want error_type=Unauthorized on the canonical line:\n%s", r.stderr)
 	}
 	front.SetHook(nil)
 	if got := get(t, repo+":stable", nil).Digest.String(); got != e2e.fixtures["other"] {

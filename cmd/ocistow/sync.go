@@ -24,8 +24,9 @@ does not stop the others.
 Usage:
   ocistow sync -f FILE [-dry-run] [-parallel N] [-o json] [flags]
 
-With -dry-run it only plans: it resolves every image with HEADs and tag
-lists, writes nothing, and says per image: up to date, new, tag moves from
+With -dry-run it only plans: it reads every image's source and destination
+(and, for a verify block, the source's signatures), writes nothing, and says
+per image: up to date, new, tag moves from
 sha256:…, source missing, refused (immutable), or refused (policy) when a
 verify block's keys or identity signed no signature of the source digest
 that passes. -dry-run -o json prints the

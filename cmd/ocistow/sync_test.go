@@ -242,6 +242,74 @@ promotions:
 	}
 }
 
+// TestSyncGoesOnWhenTagsCannotBeListed: a source repository whose registry
+// refuses to list its tags fails its own entry, not the sync.
+func TestSyncGoesOnWhenTagsCannotBeListed(t *testing.T) {
+	pushTags(t, "fleet/unlisted", 450, "1", "2")
+	front := testenv.NewFront(e2e.src.Host)
+	defer front.Close()
+	var listed atomic.Int32
+	front.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path == "/v2/fleet/unlisted/tags/list" {
+			listed.Add(1)
+			http.Error(w, `{"errors":[{"code":"DENIED","message":"listing refused"}]}`, http.StatusForbidden)
+			return true
+		}
+		return false
+	})
+	dst := dstRepo(t, e2e.dst.Host)
+	body := `defaults: {sign: false}
+promotions:
+  - source: SRC/fleet/unlisted
+    destination: DST/unlisted
+    tags: {latest: 2}
+  - source: SRC/src/single:v1
+    destination: DST/single:v1
+`
+	r := ocistow(t, nil, "sync", "-f", promotionFile(t, body, front.Host, dst), "-o", "json")
+	if r.code != exitFailed {
+		t.Fatalf("exit %d, want %d (one entry failed, the other promoted)\n%s\n%s", r.code, exitFailed, r.stdout, r.stderr)
+	}
+	if listed.Load() == 0 {
+		t.Fatal("the tags were never listed: the test refused nothing")
+	}
+	res := parseSync(t, r)
+	if got := res.statuses(); got[dst+"/single:v1"] != "promoted" || got[dst+"/unlisted"] != "failed" || len(got) != 2 {
+		t.Errorf("statuses %v: want single promoted and the unlisted entry failed", got)
+	}
+	for _, it := range res.Items {
+		if it.DstImageRef == dst+"/unlisted" && (it.ErrorType != "Unauthorized" || !strings.Contains(it.Error, "listing the tags of") || !strings.Contains(it.Error, "403")) {
+			t.Errorf("unlisted entry %+v: want errorType Unauthorized and the listing's 403", it)
+		}
+	}
+}
+
+// TestSyncRefusesOverlappingSelections: two tag selections that, once
+// listed, pick the same destination tag are refused before anything is
+// written (the parser cannot see it without the registry).
+func TestSyncRefusesOverlappingSelections(t *testing.T) {
+	pushTags(t, "fleet/overlap-a", 460, "1.0", "2.0")
+	pushTags(t, "fleet/overlap-b", 470, "2.0", "3.0")
+	dst := dstRepo(t, e2e.dstFront.Host)
+	body := `defaults: {sign: false}
+promotions:
+  - source: SRC/fleet/overlap-a
+    destination: DST/x
+    tags: {semver: '>=1'}
+  - source: SRC/fleet/overlap-b
+    destination: DST/x
+    tags: {semver: '>=2'}
+`
+	file := promotionFile(t, body, e2e.src.Host, dst)
+	for _, args := range [][]string{{"sync", "-f", file}, {"sync", "-f", file, "-dry-run"}} {
+		r := ocistow(t, nil, args...)
+		if r.code != exitInvalid {
+			t.Errorf("%v: exit %d, want %d", args, r.code, exitInvalid)
+		}
+		r.refused(t, []string{"fleet.yaml: line 6:", dst + "/x:2.0", "also written by the promotion at line 3"}, dst+"/x")
+	}
+}
+
 func TestSyncRefusesBadInput(t *testing.T) {
 	dst := dstRepo(t, e2e.dstFront.Host)
 	for _, tc := range []struct {

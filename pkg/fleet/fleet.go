@@ -12,7 +12,7 @@ import (
 	"net/http"
 	"sync"
 
-	"github.com/ocistow/ocistow/internal/oneline"
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/ocistow/ocistow/pkg/policy"
 	"github.com/ocistow/ocistow/pkg/promofile"
 	"github.com/ocistow/ocistow/pkg/registry"
@@ -124,7 +124,12 @@ type TagLister interface {
 // request per selected tag, listed from the source repository unless the
 // entry lists them. A destination without a tag takes the source's tag.
 // defaultKey signs entries that name no key of their own. A source
-// repository that does not exist becomes an item with status Missing.
+// repository whose tags cannot be listed becomes one item that failed
+// (status Missing when the repository does not exist, Deferred when its
+// registry asks to be retried later), and the other entries go on. Two
+// selections that pick the same destination tag are refused: the file
+// would promote two images to one tag (parsing refuses what it can see
+// without the registry; this is what only the tag lists show).
 func Expand(ctx context.Context, tl TagLister, entries []promofile.Entry, defaultKey string) ([]Item, error) {
 	var items []Item
 	for _, e := range entries {
@@ -134,7 +139,29 @@ func Expand(ctx context.Context, tl TagLister, entries []promofile.Entry, defaul
 		}
 		items = append(items, got...)
 	}
+	if err := sameDestination(items); err != nil {
+		return nil, err
+	}
 	return items, nil
+}
+
+// sameDestination refuses two items that write one destination tag.
+func sameDestination(items []Item) error {
+	first := map[string]int{}
+	for _, it := range items {
+		if it.Status != "" {
+			continue // not promoted
+		}
+		dst, err := name.ParseReference(it.DstImageRef)
+		if err != nil {
+			continue // the promotion reports it
+		}
+		if line, ok := first[dst.Name()]; ok {
+			return fmt.Errorf("line %d: destination %s is also written by the promotion at line %d (their tag selections overlap)", it.Line, dst.Name(), line)
+		}
+		first[dst.Name()] = it.Line
+	}
+	return nil
 }
 
 // DefaultSignatureFormat gives the signing (or attesting) items that name
@@ -187,16 +214,29 @@ func expand(ctx context.Context, tl TagLister, e promofile.Entry, defaultKey str
 	}
 	selected, err := selectTags(ctx, tl, e)
 	if err != nil {
-		if registry.StatusCode(err) == http.StatusNotFound {
-			return []Item{{Request: withRefs(base, e.Source, e.Destination), Line: e.Line, Status: Missing, Error: oneline.Error(err), ErrorType: string(service.KindSourceNotFound)}}, nil
-		}
-		return nil, err
+		return []Item{listFailed(withRefs(base, e.Source, e.Destination), e.Line, err)}, nil
 	}
 	items := make([]Item, len(selected))
 	for i, tag := range selected {
 		items[i] = Item{Request: withRefs(base, e.Source+":"+tag, e.Destination+":"+tag), Line: e.Line}
 	}
 	return items, nil
+}
+
+// listFailed is the item of an entry whose source tags could not be
+// listed: failed with the kind the registry's answer implies.
+func listFailed(r Request, line int, err error) Item {
+	kind := service.KindSourceFailed
+	switch registry.StatusCode(err) {
+	case http.StatusNotFound:
+		kind = service.KindSourceNotFound
+	case http.StatusUnauthorized, http.StatusForbidden:
+		kind = service.KindUnauthorized
+	}
+	it := Item{Request: r, Line: line}
+	it.fail(&service.Error{Kind: kind, Err: err})
+	it.Error = registry.Describe(err)
+	return it
 }
 
 // specOf is the policy spec of a promotion file's verify block.

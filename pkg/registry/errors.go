@@ -22,9 +22,10 @@ func StatusCode(err error) int {
 	return 0
 }
 
-// Describe renders a registry error on one line: what the registry
-// answered and its error codes, without request dumps, and without the
-// query of a pre-signed URL.
+// Describe renders a registry error on one line: what the caller was doing
+// (the context err wraps the answer in), what the registry answered and its
+// error codes, without request dumps, and without the query of a
+// pre-signed URL.
 func Describe(err error) string {
 	var terr *transport.Error
 	if !errors.As(err, &terr) {
@@ -58,6 +59,11 @@ func Describe(err error) string {
 	}
 	if terr.Request != nil {
 		fmt.Fprintf(&b, " (%s %s)", terr.Request.Method, terr.Request.URL.Path)
+	}
+	// What the caller was doing when the registry answered (the context
+	// err wraps the answer in) stays in front of it.
+	if msg := err.Error(); strings.HasSuffix(msg, terr.Error()) {
+		return oneline.String(strings.TrimSuffix(msg, terr.Error()) + b.String())
 	}
 	return oneline.String(b.String())
 }

@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 )
 
 // maxPingBody bounds the body of a ping answer that is kept and replayed.
@@ -90,14 +90,16 @@ func isPing(req *http.Request) bool {
 		(req.Body == nil || req.Body == http.NoBody)
 }
 
-// plainHTTPAllowed reports whether go-containerregistry falls back to
-// plain HTTP for host.
+// plainHTTPAllowed reports whether plain HTTP may reach host: loopback, or
+// a host named insecure, the hosts plainHTTPGuard lets through.
+// (go-containerregistry would also fall back to plain HTTP for RFC 1918
+// addresses, which the guard refuses, so no plain ping is raced there.)
 func (t *pingCache) plainHTTPAllowed(host string) bool {
-	if t.insecure[host] {
+	if t.insecure[host] || IsLoopback(host) {
 		return true
 	}
-	reg, err := name.NewRegistry(host)
-	return err == nil && reg.Scheme() == "http"
+	h, _, err := net.SplitHostPort(host)
+	return err == nil && t.insecure[h]
 }
 
 func (t *pingCache) RoundTrip(req *http.Request) (*http.Response, error) {

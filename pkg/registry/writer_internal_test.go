@@ -170,3 +170,19 @@ func TestUploadsSpareWhatLandedSince(t *testing.T) {
 type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// TestPlainPingOnlyWhereTheGuardAllowsIt keeps the ping cache from racing
+// a plain-HTTP ping that plainHTTPGuard would refuse (go-containerregistry
+// would use plain HTTP for RFC 1918 addresses; ocistow does not).
+func TestPlainPingOnlyWhereTheGuardAllowsIt(t *testing.T) {
+	p := &pingCache{insecure: map[string]bool{"registry.internal:5000": true, "plain.example": true}}
+	for host, want := range map[string]bool{
+		"127.0.0.1:5000": true, "localhost:5000": true, "[::1]:5000": true,
+		"registry.internal:5000": true, "plain.example:8080": true,
+		"10.1.2.3:5000": false, "192.168.1.2": false, "registry.example.com": false,
+	} {
+		if got := p.plainHTTPAllowed(host); got != want {
+			t.Errorf("plainHTTPAllowed(%q) = %v, want %v", host, got, want)
+		}
+	}
+}
