@@ -105,10 +105,19 @@ func TestAttestConfiguration(t *testing.T) {
 	if res.Attestations != nil {
 		t.Errorf("\"Attest\": false attested: %+v", res.Attestations)
 	}
+	// The key is there to attest with, but SIGN=false says the function
+	// does not sign: "Sign": true is refused, and nothing is written.
+	_, le := invoke(t, l, attestPayload(t, e2e.bed.SrcRef("other"), repo+":sign", map[string]any{"Sign": true}))
+	if le == nil || le.ErrorType != "InvalidRequest" || !strings.Contains(le.ErrorMessage, "SIGN=false") {
+		t.Errorf("\"Sign\": true to ATTEST=true SIGN=false: %+v", le)
+	}
+	if _, err := testenv.Get(t.Context(), repo+":sign"); err == nil {
+		t.Error("a refused payload was promoted")
+	}
 
 	// A function without a key refuses to attest.
 	nokey := function(t, "SIGN=false")
-	_, le := invoke(t, nokey, attestPayload(t, e2e.bed.SrcRef("single"), repo+":nokey", map[string]any{"Attest": true}))
+	_, le = invoke(t, nokey, attestPayload(t, e2e.bed.SrcRef("single"), repo+":nokey", map[string]any{"Attest": true}))
 	if le == nil || le.ErrorType != "InvalidRequest" || !strings.Contains(le.ErrorMessage, "no key to attest with") {
 		t.Errorf("Attest to a function without a key: %+v", le)
 	}

@@ -174,7 +174,8 @@ func (h *handler) Invoke(ctx context.Context, raw []byte) (out []byte, err error
 			var cs *service.CopySucceededError
 			switch {
 			case errors.As(err, &cs):
-				return nil, invokeError(service.KindTimeout, fmt.Errorf("signing cancelled %s before the function's timeout: %w", margin, err))
+				// The tag has moved: the error says which step was cut short.
+				return nil, invokeError(service.KindTimeout, fmt.Errorf("cancelled %s before the function's timeout: %w", margin, err))
 			case mode == lambdapayload.Plan:
 				return nil, invokeError(service.KindTimeout, fmt.Errorf("plan cancelled %s before the function's timeout: %w", margin, err))
 			}
@@ -240,6 +241,10 @@ func (h *handler) promoteRequest(ctx context.Context, p lambdapayload.Payload) (
 	}
 	wantsKey := p.Key != "" && (p.Sign == nil || *p.Sign || req.Attest)
 	switch {
+	case p.Sign != nil && *p.Sign && !h.opts.Sign:
+		// The key may be there to attest with; SIGN=false still says the
+		// function does not sign.
+		return req, errors.New("this function does not sign (SIGN=false): send \"Sign\": false, or configure it to sign")
 	case req.Attest && h.key == nil:
 		return req, errors.New("this function has no key to attest with: send \"Attest\": false, or configure its key")
 	case (req.Sign || wantsKey) && h.key == nil:

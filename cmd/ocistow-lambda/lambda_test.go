@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -520,5 +521,78 @@ func TestSignatureFormat(t *testing.T) {
 	bad := strings.Replace(both, `"both"`, `"sigstore"`, 1)
 	if _, le := invoke(t, l, bad); le == nil || le.ErrorType != "InvalidRequest" || !strings.Contains(le.ErrorMessage, "SignatureFormat") {
 		t.Errorf("SignatureFormat sigstore: %+v, want InvalidRequest", le)
+	}
+}
+
+// TestTimeoutAfterTheCopySaysTheTagMoved: a deadline that cuts signing or
+// the referrers short comes after the tag moved; the Timeout error says
+// the copy succeeded and which step was cut, rather than that the tag
+// stayed.
+func TestTimeoutAfterTheCopySaysTheTagMoved(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  []string
+		body map[string]any
+		// held reports whether a request to the source (src) or the
+		// destination is one the step that is cut short sends first.
+		held func(src bool, r *http.Request) bool
+		want string
+	}{
+		{name: "signing", env: nil, body: nil, want: "signing failed",
+			// Signing reads the digest's .sig tag first.
+			held: func(src bool, r *http.Request) bool {
+				return !src && strings.Contains(r.URL.Path, "/manifests/sha256-") && strings.HasSuffix(r.URL.Path, ".sig")
+			}},
+		{name: "referrers", env: []string{"SIGN=false"}, body: map[string]any{"Referrers": true}, want: "copying the referrers failed",
+			// The referrers step lists the source's referrers first.
+			held: func(src bool, r *http.Request) bool {
+				return src && (strings.Contains(r.URL.Path, "/referrers/") || strings.Contains(r.URL.Path, "/manifests/sha256-"))
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var held atomic.Int32
+			hook := func(src bool) func(w http.ResponseWriter, r *http.Request) bool {
+				return func(w http.ResponseWriter, r *http.Request) bool {
+					if tc.held(src, r) {
+						held.Add(1)
+						<-r.Context().Done()
+						return true
+					}
+					return false
+				}
+			}
+			srcFront, dstFront := testenv.NewFront(e2e.bed.Src.Host), testenv.NewFront(e2e.bed.Dst.Host)
+			defer srcFront.Close()
+			defer dstFront.Close()
+			srcFront.SetHook(hook(true))
+			dstFront.SetHook(hook(false))
+			src := strings.Replace(e2e.bed.SrcRef("single"), e2e.bed.Src.Host, srcFront.Host, 1)
+			dst := dstRepo(t, dstFront.Host) + ":v1"
+			l := function(t, append([]string{"AWS_LAMBDA_FUNCTION_TIMEOUT=3"}, tc.env...)...)
+			body := map[string]any{"SrcImageRef": src, "DstImageRef": dst}
+			maps.Copy(body, tc.body)
+			raw, err := json.Marshal(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, le := invoke(t, l, string(raw))
+			if le == nil {
+				t.Fatal("a promotion whose last step cannot finish in time succeeded")
+			}
+			if held.Load() == 0 {
+				t.Fatal("the step never sent the request held: the test cut nothing short")
+			}
+			for _, want := range []string{"before the function's timeout", "copy succeeded (", tc.want} {
+				if le.ErrorType != "Timeout" || !strings.Contains(le.ErrorMessage, want) {
+					t.Errorf("errorType %q message %q: want Timeout saying %q", le.ErrorType, le.ErrorMessage, want)
+				}
+			}
+			if strings.Contains(le.ErrorMessage, "not moved") {
+				t.Errorf("message %q says the tag was not moved; it was", le.ErrorMessage)
+			}
+			if got := digestOf(t, strings.Replace(dst, dstFront.Host, e2e.bed.Dst.Host, 1)); got != e2e.bed.Fixtures["single"] {
+				t.Errorf("destination tag at %s, want the copied %s", got, e2e.bed.Fixtures["single"])
+			}
+		})
 	}
 }

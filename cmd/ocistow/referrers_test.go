@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -9,8 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -157,6 +160,7 @@ type referrersResultJSON struct {
 		ReferrersPresent int      `json:"referrersPresent"`
 		TagsCopied       int      `json:"tagsCopied"`
 		TagsPresent      int      `json:"tagsPresent"`
+		TagsMerged       int      `json:"tagsMerged"`
 		Filtered         int      `json:"filtered"`
 	} `json:"referrers"`
 }
@@ -377,4 +381,105 @@ func sameSet(a, b []string) bool {
 	slices.Sort(a)
 	slices.Sort(b)
 	return slices.Equal(a, b)
+}
+
+// TestReferrersFailureAfterASignedCopy: when the referrers cannot be
+// copied after the copy and signing succeeded, the run exits 1 with one
+// line saying both succeeded and what failed, and the image is in place,
+// signed.
+func TestReferrersFailureAfterASignedCopy(t *testing.T) {
+	u := newUpstream(t)
+	front := testenv.NewFront(e2e.dst.Host)
+	defer front.Close()
+	var refused atomic.Int32
+	front.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/sha256-") && strings.HasSuffix(r.URL.Path, ".att") {
+			refused.Add(1)
+			http.Error(w, `{"errors":[{"code":"MANIFEST_INVALID","message":"attestations refused here"}]}`, http.StatusBadRequest)
+			return true
+		}
+		return false
+	})
+	repo := dstRepo(t, front.Host)
+	r := ocistow(t, e2e.kms.Env(), "-source", u.ref, "-destination", repo+":v1", "-aws-kms-key-arn", "alias/"+ecKey, "-referrers")
+	line := r.errLine(t)
+	if r.code != exitFailed {
+		t.Errorf("exit %d, want %d (the referrers failed after the image was promoted)", r.code, exitFailed)
+	}
+	if refused.Load() == 0 {
+		t.Fatal("no .att tag was written: the test refused nothing")
+	}
+	for _, want := range []string{"copy and signing succeeded", repo + ":v1@" + u.index, "copying the referrers failed", "attestations refused here"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("error line %q lacks %q", line, want)
+		}
+	}
+	if !strings.Contains(r.stderr, "method=Referrers") || !strings.Contains(r.stderr, "error_type=ReferrersFailed") {
+		t.Errorf("want a Referrers line with error_type=ReferrersFailed:\n%s", r.stderr)
+	}
+	front.SetHook(nil)
+	if got := get(t, repo+":v1", nil).Digest.String(); got != u.index {
+		t.Errorf("destination tag at %s, want the promoted %s", got, u.index)
+	}
+	if v := cosignVerify(t, "awskms:///alias/"+ecKey, repo+":v1"); v.code != 0 {
+		t.Errorf("cosign verify after the referrers failed: exit %d\n%s", v.code, v.stderr)
+	}
+}
+
+// TestReferrersKeepOcistowsSignatures: an unstamped copy has the source's
+// digests, so the upstream's .sig tags and ocistow's have the same names.
+// The upstream's signatures are merged into the destination's tags beside
+// ocistow's, not written over them; and a re-run reads no source
+// signature manifest (a metered pull) and writes nothing.
+func TestReferrersKeepOcistowsSignatures(t *testing.T) {
+	u := newUpstream(t)
+	src := testenv.NewFront(e2e.src.Host)
+	defer src.Close()
+	dst := testenv.NewFront(e2e.dst.Host)
+	defer dst.Close()
+	image := src.Host + strings.TrimPrefix(u.ref, e2e.src.Host)
+	repo := dstRepo(t, dst.Host)
+	args := []string{"-source", image, "-destination", repo + ":v1", "-aws-kms-key-arn", "alias/" + ecKey, "-referrers", "-o", "json"}
+	first := ocistow(t, e2e.kms.Env(), args...).mustSucceed(t)
+	if rr := first.referrers(t).Referrers; rr.TagsMerged != u.sigTags || rr.TagsCopied != u.attTags {
+		t.Errorf("referrers %+v: want the %d upstream .sig tags merged into ocistow's, the %d .att tag copied", rr, u.sigTags, u.attTags)
+	}
+	if !strings.Contains(first.stderr, fmt.Sprintf("tags_merged=%d", u.sigTags)) {
+		t.Errorf("canonical Referrers line lacks tags_merged=%d:\n%s", u.sigTags, first.stderr)
+	}
+	for _, d := range append([]string{u.index}, u.children...) {
+		if n := sigCount(t, repo, d); n != 2 {
+			t.Errorf("%s has %d signatures at the destination, want 2 (ocistow's and the upstream's)", d, n)
+		}
+		if v := cosignVerify(t, "awskms:///alias/"+ecKey, repo+"@"+d); v.code != 0 {
+			t.Errorf("cosign verify --key awskms %s: exit %d\n%s", d, v.code, v.stderr)
+		}
+		if v := upstreamVerify(t, u, repo+"@"+d); v.code != 0 {
+			t.Errorf("cosign verify --key upstream.pub %s: exit %d\n%s", d, v.code, v.stderr)
+		}
+	}
+
+	// Every manifest GET at the source is a metered pull; those of the
+	// referrers tags (sha256-<hex>, no suffix) list the subjects that
+	// have referrers, which a re-run must do too.
+	referrersTag := regexp.MustCompile(`/manifests/sha256-[0-9a-f]{64}$`)
+	pulls := func(f *testenv.Front) int {
+		return f.Count(func(r testenv.Request) bool {
+			return r.Method == http.MethodGet && strings.Contains(r.Path, "/manifests/") && !referrersTag.MatchString(r.Path)
+		})
+	}
+	srcBefore := pulls(src)
+	dstRequests := len(dst.Requests())
+	again := ocistow(t, e2e.kms.Env(), args...).mustSucceed(t)
+	if rr := again.referrers(t).Referrers; rr.TagsMerged != 0 || rr.TagsCopied != 0 || rr.TagsPresent != u.sigTags+u.attTags {
+		t.Errorf("re-run referrers %+v: want every tag present, none merged or copied", rr)
+	}
+	if n := pulls(src) - srcBefore; n != 0 {
+		t.Errorf("the re-run read %d source manifests besides the referrers tags; a merged tag says what it holds, and the rest is HEADs", n)
+	}
+	for _, r := range dst.Requests()[dstRequests:] {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			t.Errorf("the re-run wrote at the destination: %s %s", r.Method, r.Path)
+		}
+	}
 }

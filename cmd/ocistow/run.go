@@ -186,13 +186,13 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		span.SetStatus(codes.Error, err.Error())
 		var cs *service.CopySucceededError
 		switch {
+		case errors.As(err, &cs) && cs.Step == service.StepReferrers:
+			// The copy (and signing) succeeded; the message says so.
+			return fail(stderr, exitFailed, err)
 		case errors.As(err, &cs):
 			return fail(stderr, exitSignFailed, err)
 		case service.KindOf(err) == service.KindInvalidRequest, service.KindOf(err) == service.KindTagImmutable, service.KindOf(err) == service.KindPolicyRefused:
 			return fail(stderr, exitInvalid, err)
-		case res != nil && res.Referrers != nil:
-			// The copy (and signing) succeeded; the message says so.
-			return fail(stderr, exitFailed, err)
 		case o.Copy:
 			return fail(stderr, exitFailed, fmt.Errorf("copy failed: %w", err))
 		default:
@@ -213,8 +213,12 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 			len(res.Signatures.Digests), res.Signatures.Key, formatsNote(res.Signatures.Formats), res.Signatures.Added, res.Signatures.Present)
 	}
 	if r := res.Referrers; r != nil {
-		fmt.Fprintf(stdout, "referrers of %d source digests: %d copied, %d already present; cosign tags: %d copied, %d already present; %d filtered out; %d source manifests written by digest\n",
-			len(r.Subjects), r.ReferrersCopied, r.ReferrersPresent, r.TagsCopied, r.TagsPresent, r.Filtered, r.SubjectsWritten)
+		merged := ""
+		if r.TagsMerged > 0 {
+			merged = fmt.Sprintf(", %d merged into the destination's", r.TagsMerged)
+		}
+		fmt.Fprintf(stdout, "referrers of %d source digests: %d copied, %d already present; cosign tags: %d copied%s, %d already present; %d filtered out; %d source manifests written by digest\n",
+			len(r.Subjects), r.ReferrersCopied, r.ReferrersPresent, r.TagsCopied, merged, r.TagsPresent, r.Filtered, r.SubjectsWritten)
 	}
 	if res.Attestations != nil {
 		fmt.Fprintf(stdout, "attested %d digests with %s%s: %d added, %d already present\n",

@@ -92,7 +92,7 @@ func (pr *Promotion) Legacy(ctx context.Context, st *Store) (Status, error) {
 		env, err := pr.Envelope(ctx)
 		return envelopeLayer(env), err
 	}
-	added, err := attestations().Ensure(ctx, st.rc, st.puller, st.pusher, AttestationTag(digest), found, envelope)
+	added, err := Attestations().Ensure(ctx, st.rc, st.puller, st.pusher, AttestationTag(digest), found, envelope)
 	switch {
 	case err != nil:
 		return "", err

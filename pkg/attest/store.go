@@ -43,8 +43,9 @@ const (
 // AttestationTag is cosign's tag for the attestations of digest.
 func AttestationTag(digest name.Digest) name.Tag { return digesttag.Tag(digest, "att") }
 
-// attestations is what a .att tag holds and how much of it is read.
-func attestations() digesttag.Kind {
+// Attestations is what a .att tag holds (DSSE envelope layers) and how
+// much of it is read.
+func Attestations() digesttag.Kind {
 	return digesttag.Kind{Noun: "attestation", MediaType: EnvelopeMediaType, MaxLayers: maxLayers, MaxLayer: maxEnvelope, MaxTotal: maxEnvelopes}
 }
 
@@ -90,14 +91,14 @@ func NewStore(rc *registry.Client) (*Store, error) {
 // envelopes it holds: the layers of EnvelopeMediaType, other layers left
 // alone.
 func (s *Store) read(ctx context.Context, tag name.Tag) (v1.Image, [][]byte, error) {
-	img, layers, err := attestations().Read(ctx, s.puller, tag)
+	img, layers, err := Attestations().Read(ctx, s.puller, tag)
 	return img, envelopesOf(layers), err
 }
 
 // write stores base (or an empty attestation image) with one more layer,
 // envelope, at tag, retrying as the registry client retries.
 func (s *Store) write(ctx context.Context, tag name.Tag, base v1.Image, envelope []byte) error {
-	img, err := attestations().Append(base, envelopeLayer(envelope))
+	img, err := Attestations().Append(base, envelopeLayer(envelope))
 	if err != nil {
 		return err
 	}

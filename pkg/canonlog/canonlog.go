@@ -124,6 +124,7 @@ func (m *middleware) Referrers(ctx context.Context, req service.ReferrersRequest
 			slog.Int("referrers_present", res.ReferrersPresent),
 			slog.Int("tags_copied", res.TagsCopied),
 			slog.Int("tags_present", res.TagsPresent),
+			slog.Int("tags_merged", res.TagsMerged),
 			slog.Int("filtered", res.Filtered),
 			slog.Int("blobs_copied", res.BlobsCopied),
 			slog.Int64("bytes", res.BytesCopied),

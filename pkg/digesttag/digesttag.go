@@ -18,8 +18,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -64,8 +66,8 @@ type Layer struct {
 }
 
 // Read returns the image at tag (nil when there is none) and its layers of
-// k's media type, within k's bounds.
-func (k Kind) Read(ctx context.Context, p *remote.Puller, tag name.Tag) (v1.Image, []Layer, error) {
+// k's media type, within k's bounds. tag may be a digest too.
+func (k Kind) Read(ctx context.Context, p *remote.Puller, tag name.Reference) (v1.Image, []Layer, error) {
 	desc, err := p.Get(ctx, tag)
 	if registry.StatusCode(err) == http.StatusNotFound {
 		return nil, nil, nil
@@ -142,6 +144,78 @@ const maxAttempts = 10
 func (k Kind) Ensure(ctx context.Context, c *registry.Client, p *remote.Puller, w *remote.Pusher, tag name.Tag,
 	has func([]Layer) bool, make func(context.Context) (Layer, error)) (added bool, err error) {
 	var mine *Layer
+	return k.ensure(ctx, c, p, w, tag, has, func(ctx context.Context, base v1.Image, layers []Layer) (v1.Image, error) {
+		if has(layers) {
+			return nil, nil
+		}
+		if mine == nil {
+			l, err := make(ctx)
+			if err != nil {
+				return nil, err
+			}
+			mine = &l
+		}
+		return k.Append(base, *mine)
+	})
+}
+
+// Merge makes sure the tag holds every layer of want (the same bytes and
+// annotations), appending those it lacks, as Ensure does one, and marks
+// its manifest with the annotations mark: a tag that holds them all and
+// carries mark already is not written, and added is false.
+func (k Kind) Merge(ctx context.Context, c *registry.Client, p *remote.Puller, w *remote.Pusher, tag name.Tag,
+	want []Layer, mark map[string]string) (added bool, err error) {
+	has := func(layers []Layer) bool { return len(lacking(layers, want)) == 0 }
+	return k.ensure(ctx, c, p, w, tag, has, func(_ context.Context, base v1.Image, layers []Layer) (v1.Image, error) {
+		missing := lacking(layers, want)
+		if len(missing) == 0 && base != nil && marked(base, mark) {
+			return nil, nil
+		}
+		img := base
+		for _, l := range missing {
+			var err error
+			if img, err = k.Append(img, l); err != nil {
+				return nil, err
+			}
+		}
+		if img == nil {
+			return nil, nil // nothing to merge into no tag
+		}
+		return mutate.Annotations(img, mark).(v1.Image), nil
+	})
+}
+
+// lacking returns the layers of want that layers does not hold.
+func lacking(layers, want []Layer) []Layer {
+	var out []Layer
+	for _, w := range want {
+		if !slices.ContainsFunc(layers, func(l Layer) bool { return bytes.Equal(l.Data, w.Data) && maps.Equal(l.Annotations, w.Annotations) }) {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// marked reports whether img's manifest carries every annotation of mark.
+func marked(img v1.Image, mark map[string]string) bool {
+	m, err := img.Manifest()
+	if err != nil {
+		return false
+	}
+	for k, v := range mark {
+		if m.Annotations[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// ensure is Ensure's and Merge's loop: next returns the image to write
+// given what the tag holds (base, nil when there is no tag, and its
+// layers), or nil when it holds what it should; has says whether a
+// read-back still holds it.
+func (k Kind) ensure(ctx context.Context, c *registry.Client, p *remote.Puller, w *remote.Pusher, tag name.Tag,
+	has func([]Layer) bool, next func(context.Context, v1.Image, []Layer) (v1.Image, error)) (added bool, err error) {
 	for attempt := range maxAttempts {
 		if attempt > 0 {
 			if err := registry.Sleep(ctx, backoff(attempt)); err != nil {
@@ -153,22 +227,16 @@ func (k Kind) Ensure(ctx context.Context, c *registry.Client, p *remote.Puller, 
 		if err != nil {
 			return false, fmt.Errorf("reading %ss %s: %s", k.Noun, tag, registry.Describe(err))
 		}
-		if found := has(layers); found && !added {
+		img, err := next(ctx, base, layers)
+		if err != nil {
+			return false, err
+		}
+		if img == nil && !added {
 			// There before, by an earlier run or a concurrent writer;
 			// whoever wrote it confirms it stays.
 			return false, nil
-		} else if !found {
-			if mine == nil {
-				l, err := make(ctx)
-				if err != nil {
-					return false, err
-				}
-				mine = &l
-			}
-			img, err := k.Append(base, *mine)
-			if err != nil {
-				return false, err
-			}
+		}
+		if img != nil {
 			// The transport retries what it can replay; a blob upload
 			// that fails part-way is started over here.
 			push := func(ctx context.Context, _ int) error { return w.Push(ctx, tag, img) }

@@ -158,3 +158,56 @@ func TestEnsureExplainsAnImmutableTag(t *testing.T) {
 		t.Errorf("err %v, want the tag immutability explained", err)
 	}
 }
+
+// TestMergeKeepsWhatTheTagHolds: Merge adds the layers the tag lacks,
+// keeps its own, marks the manifest, and writes nothing once the tag holds
+// them all and carries the mark.
+func TestMergeKeepsWhatTheTagHolds(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	if _, err := e.ensure(ctx, "ours"); err != nil {
+		t.Fatal(err)
+	}
+	theirs := []digesttag.Layer{
+		{Data: []byte("theirs"), Annotations: map[string]string{"by": "theirs"}},
+		{Data: []byte("ours"), Annotations: map[string]string{"by": "ours"}}, // held already
+	}
+	mark := map[string]string{"merged": "sha256:1"}
+	added, err := kind.Merge(ctx, e.c, e.puller, e.pusher, e.tag, theirs, mark)
+	if err != nil || !added {
+		t.Fatalf("Merge: added %v, err %v; want added", added, err)
+	}
+	img, layers, err := kind.Read(ctx, e.puller, e.tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, l := range layers {
+		got = append(got, string(l.Data)+"/"+l.Annotations["by"])
+	}
+	if strings.Join(got, ",") != "ours/ours,theirs/theirs" {
+		t.Errorf("layers %v, want ours kept and theirs added once", got)
+	}
+	m, err := img.Manifest()
+	if err != nil || m.Annotations["merged"] != "sha256:1" {
+		t.Errorf("manifest annotations %v (err %v), want the mark", m.Annotations, err)
+	}
+	before, _ := remote.Head(e.tag)
+	if added, err := kind.Merge(ctx, e.c, e.puller, e.pusher, e.tag, theirs, mark); err != nil || added {
+		t.Errorf("second Merge: added %v, err %v; want nothing written", added, err)
+	}
+	// The same layers under a new mark (the source tag moved): the mark
+	// alone is written.
+	if added, err := kind.Merge(ctx, e.c, e.puller, e.pusher, e.tag, theirs, map[string]string{"merged": "sha256:2"}); err != nil || !added {
+		t.Errorf("Merge with a new mark: added %v, err %v; want the mark written", added, err)
+	}
+	after, _ := remote.Head(e.tag)
+	if before == nil || after == nil || before.Digest == after.Digest {
+		t.Error("the new mark was not written")
+	}
+	// Nothing to merge into no tag writes nothing.
+	empty := digesttag.Tag(e.tag.Context().Digest("sha256:"+strings.Repeat("c", 64)), "note")
+	if added, err := kind.Merge(ctx, e.c, e.puller, e.pusher, empty, nil, mark); err != nil || added {
+		t.Errorf("Merge of nothing: added %v, err %v", added, err)
+	}
+}

@@ -15,6 +15,7 @@ package referrers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -28,6 +29,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/ocistow/ocistow/pkg/digesttag"
 	"github.com/ocistow/ocistow/pkg/promote"
 	"github.com/ocistow/ocistow/pkg/registry"
 )
@@ -57,7 +59,21 @@ type Request struct {
 	// application/vnd.dev.cosign.simplesigning.v1+json, its .att layers
 	// application/vnd.dsse.envelope.v1+json).
 	ArtifactTypes []string
+	// Merge names the legacy tags (by suffix, ".sig", ".att") whose
+	// layers, signatures or attestations, are added to the destination's
+	// tag when it points elsewhere, rather than written over it: the
+	// destination's own signatures (ocistow's, made before this step)
+	// stay beside the upstream's. The kind says which layers to read. A
+	// merged tag is marked with MergedAnnotation, the source tag's
+	// digest, so that a re-run finds it merged without reading the
+	// source's manifest (a metered pull). Tags not named here are copied
+	// over.
+	Merge map[string]digesttag.Kind
 }
+
+// MergedAnnotation marks a destination legacy tag into which a source's
+// tag was merged (Request.Merge): its value is the source tag's digest.
+const MergedAnnotation = "dev.ocistow.merged.source.digest"
 
 // Result counts what Copy did.
 type Result struct {
@@ -75,6 +91,9 @@ type Result struct {
 	// those that already pointed at the source's digest.
 	TagsCopied  int `json:"tagsCopied"`
 	TagsPresent int `json:"tagsPresent"`
+	// TagsMerged counts the legacy tags whose source layers were added to
+	// the destination's own (Request.Merge).
+	TagsMerged int `json:"tagsMerged"`
 	// Filtered counts the referrers and legacy tags left behind by
 	// ArtifactTypes.
 	Filtered int `json:"filtered"`
@@ -317,6 +336,13 @@ func (cp *copier) copyTag(ctx context.Context, d v1.Hash, suffix string) error {
 	case err != nil && registry.StatusCode(err) != http.StatusNotFound:
 		return fmt.Errorf("looking for %s: %s", dst, registry.Describe(err))
 	}
+	kind, merge := cp.req.Merge[suffix]
+	merge = merge && err == nil // a destination tag to merge into
+	if merge {
+		if done, err := cp.merged(ctx, dst, have.Digest); err != nil || done {
+			return err
+		}
+	}
 	if len(cp.req.ArtifactTypes) > 0 {
 		ok, err := cp.layersWanted(ctx, src.Context().Digest(have.Digest.String()))
 		if err != nil {
@@ -329,10 +355,55 @@ func (cp *copier) copyTag(ctx context.Context, d v1.Hash, suffix string) error {
 	}
 	// By digest from the source, so that a tag that moves meanwhile
 	// cannot mix two manifests.
-	if _, err := cp.copyManifest(ctx, src.Context().Digest(have.Digest.String()), dst); err != nil {
+	from := src.Context().Digest(have.Digest.String())
+	if merge {
+		return cp.mergeTag(ctx, kind, from, dst)
+	}
+	if _, err := cp.copyManifest(ctx, from, dst); err != nil {
 		return err
 	}
 	cp.count(func(res *Result) { res.TagsCopied++ })
+	return nil
+}
+
+// merged reports whether the destination tag dst says it holds the source
+// tag whose digest is from already (MergedAnnotation), counting it present.
+// It reads the destination only.
+func (cp *copier) merged(ctx context.Context, dst name.Tag, from v1.Hash) (bool, error) {
+	desc, err := cp.puller.Get(ctx, dst)
+	if err != nil {
+		return false, fmt.Errorf("reading %s: %s", dst, registry.Describe(err))
+	}
+	var m struct {
+		Annotations map[string]string `json:"annotations"`
+	}
+	if json.Unmarshal(desc.Manifest, &m) != nil || m.Annotations[MergedAnnotation] != from.String() {
+		return false, nil
+	}
+	cp.count(func(res *Result) { res.TagsPresent++ })
+	return true, nil
+}
+
+// mergeTag adds the layers of kind in the source tag src to the
+// destination tag dst, keeping those dst holds.
+func (cp *copier) mergeTag(ctx context.Context, kind digesttag.Kind, src name.Digest, dst name.Tag) error {
+	_, layers, err := kind.Read(ctx, cp.puller, src)
+	if err != nil {
+		return fmt.Errorf("reading %ss %s: %s", kind.Noun, src, registry.Describe(err))
+	}
+	pusher, err := cp.reg.Pusher()
+	if err != nil {
+		return err
+	}
+	added, err := kind.Merge(ctx, cp.reg, cp.puller, pusher, dst, layers, map[string]string{MergedAnnotation: src.DigestStr()})
+	if err != nil {
+		return fmt.Errorf("merging %s into %s: %w", src, dst, err)
+	}
+	if added {
+		cp.count(func(res *Result) { res.TagsMerged++ })
+	} else {
+		cp.count(func(res *Result) { res.TagsPresent++ })
+	}
 	return nil
 }
 

@@ -45,22 +45,34 @@ type PromoteResult struct {
 	Referrers    *ReferrersResult `json:"referrers,omitempty"`
 }
 
-// CopySucceededError wraps a signing failure that followed a successful
-// copy, so that callers can tell the user the image is in place unsigned.
+// CopySucceededError wraps the failure of a step that followed a
+// successful copy (signing, attesting, or copying the referrers), so that
+// callers can tell the user the image is in place.
 type CopySucceededError struct {
 	Image string
-	// Step is the step that failed: "signing" (when empty) or
-	// "attesting".
+	// Step is the step that failed: "signing" (when empty), "attesting"
+	// or StepReferrers.
 	Step string
-	Err  error
+	// Signed is set when signing succeeded before Step failed.
+	Signed bool
+	Err    error
 }
+
+// StepReferrers is the Step of a CopySucceededError whose referrers could
+// not be copied: the image is in place (and signed, if asked), which a
+// caller may report differently from an image left unsigned.
+const StepReferrers = "copying the referrers"
 
 func (e *CopySucceededError) Error() string {
 	step := e.Step
 	if step == "" {
 		step = "signing"
 	}
-	return fmt.Sprintf("copy succeeded (%s) but %s failed: %v", e.Image, step, e.Err)
+	done := "copy"
+	if e.Signed {
+		done = "copy and signing"
+	}
+	return fmt.Sprintf("%s succeeded (%s) but %s failed: %v", done, e.Image, step, e.Err)
 }
 
 func (e *CopySucceededError) Unwrap() error { return e.Err }
@@ -126,11 +138,10 @@ func Promote(ctx context.Context, svc Service, req PromoteRequest) (*PromoteResu
 	rres, err := svc.Referrers(ctx, ReferrersFor(req.CopyRequest, res.CopyResult, req.ReferrersTypes))
 	res.Referrers = rres
 	if err != nil {
-		done := "copy"
-		if req.Sign {
-			done = "copy and signing"
-		}
-		return res, &Error{Kind: KindOf(err), Err: fmt.Errorf("%s succeeded (%s@%s) but %w", done, res.CopyResult.Destination, res.CopyResult.DestinationDigest, err)}
+		return res, &Error{Kind: KindOf(err), Err: &CopySucceededError{
+			Image: res.CopyResult.Destination + "@" + res.CopyResult.DestinationDigest,
+			Step:  StepReferrers, Signed: req.Sign, Err: err,
+		}}
 	}
 	return res, nil
 }

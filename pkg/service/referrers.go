@@ -8,8 +8,11 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/ocistow/ocistow/pkg/attest"
+	"github.com/ocistow/ocistow/pkg/digesttag"
 	"github.com/ocistow/ocistow/pkg/referrers"
 	"github.com/ocistow/ocistow/pkg/registry"
+	"github.com/ocistow/ocistow/pkg/sign"
 )
 
 // ReferrersRequest is the input of Service.Referrers: what travels with a
@@ -69,7 +72,10 @@ func (s *service) Referrers(ctx context.Context, req ReferrersRequest) (*Referre
 	if err != nil {
 		return nil, &Error{Kind: KindInvalidRequest, Err: fmt.Errorf("destination: %w", err)}
 	}
-	rreq := referrers.Request{Source: src.Context(), Destination: dst.Context(), WriteSubjects: req.WriteSubjects, ArtifactTypes: req.ArtifactTypes}
+	rreq := referrers.Request{Source: src.Context(), Destination: dst.Context(), WriteSubjects: req.WriteSubjects, ArtifactTypes: req.ArtifactTypes,
+		// The destination's signatures and attestations (ocistow's own,
+		// written before this step) stay beside the upstream's.
+		Merge: map[string]digesttag.Kind{".sig": sign.Signatures(), ".att": attest.Attestations()}}
 	for _, d := range req.Digests {
 		h, err := v1.NewHash(d)
 		if err != nil {

@@ -77,7 +77,7 @@ func Digest(ctx context.Context, st *Store, digest name.Digest, annotations map[
 		}
 		return signatureLayer(body, base64.StdEncoding.EncodeToString(raw)), nil
 	}
-	added, err := signatures().Ensure(ctx, st.rc, st.puller, st.pusher, SignatureTag(digest), has, sign)
+	added, err := Signatures().Ensure(ctx, st.rc, st.puller, st.pusher, SignatureTag(digest), has, sign)
 	switch {
 	case err != nil:
 		return "", err

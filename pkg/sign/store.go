@@ -52,8 +52,9 @@ const (
 // SignatureTag is cosign's tag for the signatures of digest.
 func SignatureTag(digest name.Digest) name.Tag { return digesttag.Tag(digest, "sig") }
 
-// signatures is what a .sig tag holds and how much of it is read.
-func signatures() digesttag.Kind {
+// Signatures is what a .sig tag holds (cosign's simple-signing layers)
+// and how much of it is read.
+func Signatures() digesttag.Kind {
 	return digesttag.Kind{Noun: "signature", MediaType: SimpleSigningMediaType, MaxLayers: maxSignatures, MaxLayer: maxPayload, MaxTotal: maxPayloads}
 }
 
@@ -68,7 +69,7 @@ type stored struct {
 // readSignatures returns the .sig image at tag (nil when there is none)
 // and the signatures it holds.
 func (s *Store) readSignatures(ctx context.Context, tag name.Tag) (v1.Image, []stored, error) {
-	img, layers, err := signatures().Read(ctx, s.puller, tag)
+	img, layers, err := Signatures().Read(ctx, s.puller, tag)
 	return img, storedOf(layers), err
 }
 
@@ -84,7 +85,7 @@ func storedOf(layers []digesttag.Layer) []stored {
 // appendSignature returns base (or an empty signature image) with one more
 // signature layer.
 func appendSignature(base v1.Image, payload []byte, b64 string) (v1.Image, error) {
-	return signatures().Append(base, signatureLayer(payload, b64))
+	return Signatures().Append(base, signatureLayer(payload, b64))
 }
 
 func signatureLayer(payload []byte, b64 string) digesttag.Layer {
