@@ -3,13 +3,18 @@ package main
 import (
 	"bytes"
 	"io"
+	"log"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/ocistow/ocistow/internal/testenv"
 	"github.com/ocistow/ocistow/pkg/promote"
@@ -111,4 +116,46 @@ func TestUnsupportedSourceIsRefused(t *testing.T) {
 		t.Fatalf("exit %d for a source whose config is over the limit, want %d\n%s", r.code, exitInvalid, r.stderr)
 	}
 	r.refused(t, []string{src, "over the 8388608-byte limit on configs"}, repo)
+}
+
+// TestTLSIsVerifiedUnlessNamedInsecure: a registry whose certificate does
+// not verify is refused, naming the certificate; named with
+// -insecure-registry, it is used.
+func TestTLSIsVerifiedUnlessNamedInsecure(t *testing.T) {
+	srv := httptest.NewTLSServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "https://")
+	src := host + "/self-signed/app:v1"
+	img, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 256, Seed: 81})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := name.ParseReference(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(r, img, remote.WithTransport(srv.Client().Transport)); err != nil {
+		t.Fatal(err)
+	}
+	repo := dstRepo(t, e2e.dstFront.Host)
+	refused := ocistow(t, nil, "-source", src, "-destination", repo+":v1", "-sign=false")
+	if refused.code != exitFailed {
+		t.Errorf("exit %d from a registry whose certificate does not verify, want %d", refused.code, exitFailed)
+	}
+	refused.refused(t, []string{host, "certificate"}, repo)
+	ocistow(t, nil, "-source", src, "-destination", repo+":v1", "-sign=false", "-insecure-registry", host).mustSucceed(t)
+	want, _ := img.Digest()
+	if got := get(t, repo+":v1", nil).Digest; got != want {
+		t.Errorf("destination at %s, want %s", got, want)
+	}
+}
+
+// TestReferrersNeedTheCopy: -referrers with -copy=false is refused.
+func TestReferrersNeedTheCopy(t *testing.T) {
+	repo := dstRepo(t, e2e.dstFront.Host)
+	r := ocistow(t, e2e.kms.Env(), "-source", srcRef("single"), "-destination", repo+":v1", "-copy=false", "-referrers", "-aws-kms-key-arn", "alias/"+ecKey)
+	if r.code != exitInvalid {
+		t.Errorf("exit %d, want %d", r.code, exitInvalid)
+	}
+	r.refused(t, []string{"-referrers", "-copy=false"}, repo)
 }
