@@ -218,6 +218,25 @@ func TestSourcePolicyKeys(t *testing.T) {
 		})
 	}
 
+	t.Run("a policy added later refuses an up-to-date destination", func(t *testing.T) {
+		// Promoted without a policy; the re-run with one finds the
+		// destination up to date, checks anyway, and refuses: the
+		// children come from the destination's index, unsigned.
+		repo := dstRepo(t, e2e.dstFront.Host)
+		ocistow(t, nil, "-source", s.repo+":index", "-destination", repo+":v1", "-sign=false").mustSucceed(t)
+		r := ocistow(t, nil, "-source", s.repo+":index", "-destination", repo+":v1", "-sign=false",
+			"-source-key", s.pub(), "-source-verify-children")
+		if r.code != exitInvalid {
+			t.Fatalf("exit %d, want 2\n%s", r.code, r.stderr)
+		}
+		if line := r.errLine(t); !strings.Contains(line, "refused by the source policy") || !strings.Contains(line, s.children[0]) {
+			t.Errorf("error line %q: want the policy's refusal naming child %s", line, s.children[0])
+		}
+		if !strings.Contains(r.stderr, "up_to_date=true") {
+			t.Errorf("the Copy line does not say the destination was up to date:\n%s", r.stderr)
+		}
+	})
+
 	t.Run("children signed pass", func(t *testing.T) {
 		for _, c := range s.children {
 			s.sign(t, "cosign.key", c)

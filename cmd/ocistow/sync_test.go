@@ -180,6 +180,9 @@ func TestSyncPromotesAFleet(t *testing.T) {
 	before, headsBefore := gets(), heads()
 	again := parseSync(t, ocistow(t, e2e.kms.Env(), "sync", "-f", file, "-o", "json").mustSucceed(t))
 	after := gets()
+	if again.Summary.SignaturesAdded != 0 {
+		t.Errorf("re-sync added %d signatures; the signed images were signed already", again.Summary.SignaturesAdded)
+	}
 	if again.Summary.Statuses["up to date"] != 6 || again.Summary.SourcePulls != 0 || after != before {
 		t.Errorf("re-sync: %+v with %d manifest GETs at the source: want 6 up to date and none", again.Summary, after-before)
 	}
@@ -194,6 +197,27 @@ func TestSyncPromotesAFleet(t *testing.T) {
 	moved := ocistow(t, e2e.kms.Env(), "sync", "-f", file, "-dry-run")
 	if moved.code != exitFailed || !strings.Contains(moved.stdout, "6 images: 1 tag moves, 4 up to date, 1 refused (immutable)") {
 		t.Errorf("plan after upstream moves: exit %d\n%s", moved.code, moved.stdout)
+	}
+	// Each image's check has its canonical Check line; the moved tag's
+	// says where it moves from.
+	alpine := get(t, dst+"/base/alpine:3.20", nil).Digest.String()
+	checks := 0
+	for _, line := range strings.Split(moved.stderr, "\n") {
+		if !strings.Contains(line, "msg=Check") {
+			continue
+		}
+		checks++
+		for _, field := range []string{"src=", "dst=", "src_digest=sha256:", "up_to_date=", "src_pulls=0", "took="} {
+			if !strings.Contains(line, field) {
+				t.Errorf("Check line lacks %s: %s", field, line)
+			}
+		}
+		if strings.Contains(line, "dst="+dst+"/base/alpine:3.20 ") && !strings.Contains(line, "tag_moves_from="+alpine) {
+			t.Errorf("the moved tag's Check line lacks tag_moves_from=%s: %s", alpine, line)
+		}
+	}
+	if checks != 6 {
+		t.Errorf("%d Check lines in the plan, want one per image:\n%s", checks, moved.stderr)
 	}
 	pinned := get(t, dst+"/pinned/tools:v3", nil).Digest.String()
 	final := parseSync(t, ocistow(t, e2e.kms.Env(), "sync", "-f", file, "-o", "json"))
