@@ -51,7 +51,9 @@ func (h *handler) plan(ctx context.Context, text string) (*lambdapayload.PlanRes
 		switch it.Status {
 		case fleet.New, fleet.Moves:
 			res.Items = append(res.Items, it.Request)
-		case fleet.Missing, fleet.Refused, fleet.Failed:
+		case fleet.Missing, fleet.Refused, fleet.RefusedPolicy, fleet.Failed, fleet.Deferred:
+			// Not sent to be promoted: each says why (a source whose tags
+			// could not be listed is one failed or deferred entry).
 			it.Check, it.Result = nil, nil
 			res.Failures = append(res.Failures, it)
 		}
@@ -59,10 +61,11 @@ func (h *handler) plan(ctx context.Context, text string) (*lambdapayload.PlanRes
 	return res, nil
 }
 
-// expandKind is the kind of an error expanding a promotion file: a
-// registry that refused the credentials, or failed to list a repository's
-// tags (retryable), or else what the file says (an entry that cannot be
-// expanded).
+// expandKind is the kind of an error expanding a promotion file: what the
+// file says (an entry that cannot be expanded, two selections writing one
+// tag), or a registry's answer that reached it some other way. A source
+// repository whose tags cannot be listed is not an error here but one
+// entry of the plan's Failures (fleet.Expand), so the others go on.
 func expandKind(err error) service.Kind {
 	var uerr *url.Error
 	var nerr *net.OpError

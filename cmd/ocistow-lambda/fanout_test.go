@@ -195,6 +195,17 @@ func TestPlanMode(t *testing.T) {
 	if _, le := invoke(t, l, stringPayload(map[string]any{"SrcImageRef": e2e.bed.SrcRef("other"), "DstImageRef": repo + "/other:v1", "Annotations": map[string]string{"team": "platform"}})); le != nil {
 		t.Fatalf("%s: %s", le.ErrorType, le.ErrorMessage)
 	}
+	// A source whose registry refuses to list its tags: that entry fails,
+	// the others are planned.
+	unlisted := testenv.NewFront(e2e.bed.Src.Host)
+	defer unlisted.Close()
+	unlisted.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasSuffix(r.URL.Path, "/tags/list") {
+			http.Error(w, `{"errors":[{"code":"DENIED","message":"no listing"}]}`, http.StatusForbidden)
+			return true
+		}
+		return false
+	})
 	file := fmt.Sprintf(`defaults:
   annotations: {team: platform}
 promotions:
@@ -208,7 +219,10 @@ promotions:
     destination: %[2]s/missing:v1
   - source: %[1]s/src/other:v1
     destination: %[2]s/other:v1
-`, e2e.bed.Src.Host, repo)
+  - source: %[3]s/src/multi
+    destination: %[2]s/unlisted
+    tags: {latest: 1}
+`, e2e.bed.Src.Host, repo, unlisted.Host)
 	var plan lambdapayload.PlanResult
 	if le := invokeJSON(t, l, stringPayload(map[string]any{"PromotionFile": file}), &plan); le != nil {
 		t.Fatalf("%s: %s", le.ErrorType, le.ErrorMessage)
@@ -223,12 +237,16 @@ promotions:
 	if string(got) != string(wantJSON) {
 		t.Errorf("plan items\n%s\nwant\n%s", got, wantJSON)
 	}
-	if len(plan.Failures) != 1 || plan.Failures[0].SrcImageRef != e2e.bed.Src.Host+"/src/missing:v1" || plan.Failures[0].ErrorType != "SourceNotFound" ||
+	if len(plan.Failures) != 2 || plan.Failures[0].SrcImageRef != e2e.bed.Src.Host+"/src/missing:v1" || plan.Failures[0].ErrorType != "SourceNotFound" ||
 		plan.Failures[0].Status != fleet.Missing || plan.Failures[0].Line != 10 || plan.Failures[0].Check != nil {
 		t.Errorf("plan failures %+v: want the missing source, line 10, SourceNotFound", plan.Failures)
 	}
-	if s := plan.Summary; s.Images != 4 || s.Statuses[fleet.New] != 2 || s.Statuses[fleet.UpToDate] != 1 || s.Statuses[fleet.Missing] != 1 {
-		t.Errorf("plan summary %+v: want 4 images, 2 new, 1 up to date, 1 source missing", s)
+	if f := plan.Failures[len(plan.Failures)-1]; f.SrcImageRef != unlisted.Host+"/src/multi" || f.ErrorType != "Unauthorized" ||
+		f.Status != fleet.Failed || f.Line != 14 || !strings.Contains(f.Error, "listing the tags of") {
+		t.Errorf("plan failure %+v: want the unlisted source, line 14, Unauthorized", f)
+	}
+	if s := plan.Summary; s.Images != 5 || s.Statuses[fleet.New] != 2 || s.Statuses[fleet.UpToDate] != 1 || s.Statuses[fleet.Missing] != 1 || s.Statuses[fleet.Failed] != 1 {
+		t.Errorf("plan summary %+v: want 5 images, 2 new, 1 up to date, 1 source missing, 1 failed", s)
 	}
 	for _, it := range want {
 		if _, err := testenv.Get(t.Context(), it.DstImageRef); err == nil {
@@ -367,6 +385,17 @@ func TestStateMachineFansOut(t *testing.T) {
 	if _, le := invoke(t, l, stringPayload(map[string]any{"SrcImageRef": e2e.bed.SrcRef("big"), "DstImageRef": repo + "/big:v1", "Annotations": map[string]string{"team": "platform"}})); le != nil {
 		t.Fatalf("%s: %s", le.ErrorType, le.ErrorMessage)
 	}
+	// A source whose registry refuses to list its tags: that entry fails,
+	// the others are planned.
+	unlisted := testenv.NewFront(e2e.bed.Src.Host)
+	defer unlisted.Close()
+	unlisted.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasSuffix(r.URL.Path, "/tags/list") {
+			http.Error(w, `{"errors":[{"code":"DENIED","message":"no listing"}]}`, http.StatusForbidden)
+			return true
+		}
+		return false
+	})
 	file := fmt.Sprintf(`defaults:
   annotations: {team: platform}
 promotions:

@@ -81,6 +81,9 @@ func (p *Process) Close() error {
 func FreeAddr() (string, error) {
 	low := ephemeralLow()
 	for range 64 {
+		if low <= belowEphemeralFloor {
+			break // no room below the ephemeral range
+		}
 		port := belowEphemeralFloor + rand.IntN(low-belowEphemeralFloor)
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
@@ -104,8 +107,7 @@ func FreeAddr() (string, error) {
 const belowEphemeralFloor = 20000
 
 // ephemeralLow returns the first port of the kernel's ephemeral range
-// (ip_local_port_range), or Linux's default 32768 when it cannot be read
-// or leaves no room above belowEphemeralFloor.
+// (ip_local_port_range), or Linux's default 32768 when it cannot be read.
 func ephemeralLow() int {
 	const linuxDefault = 32768
 	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
@@ -117,7 +119,7 @@ func ephemeralLow() int {
 		return linuxDefault
 	}
 	low, err := strconv.Atoi(f[0])
-	if err != nil || low <= belowEphemeralFloor+1000 {
+	if err != nil {
 		return linuxDefault
 	}
 	return low
@@ -173,7 +175,9 @@ func (p *Process) waitHTTP(ctx context.Context, url string, ready func(int) bool
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			resp.Body.Close()
-			if ready(resp.StatusCode) {
+			// Whoever answered must be this process: another that took
+			// the port first answers too, while this one exits.
+			if ready(resp.StatusCode) && p.listensOn(req.URL.Port()) {
 				return nil
 			}
 		}
@@ -188,6 +192,50 @@ func (p *Process) waitHTTP(ctx context.Context, url string, ready func(int) bool
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// listensOn reports whether the process holds the listening TCP socket of
+// port on this machine (from /proc/net/tcp and /proc/PID/fd), or true when
+// /proc cannot tell.
+func (p *Process) listensOn(port string) bool {
+	want, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return true
+	}
+	sockets := map[string]bool{}
+	known := false
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(table)
+		if err != nil {
+			continue
+		}
+		known = true
+		for _, line := range strings.Split(string(b), "\n") {
+			// sl local_address rem_address st ... inode: st 0A is LISTEN.
+			f := strings.Fields(line)
+			if len(f) < 10 || f[3] != "0A" {
+				continue
+			}
+			_, hex, _ := strings.Cut(f[1], ":")
+			if n, err := strconv.ParseUint(hex, 16, 16); err == nil && n == want {
+				sockets["socket:["+f[9]+"]"] = true
+			}
+		}
+	}
+	if !known {
+		return true
+	}
+	dir := fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid)
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join(dir, fd.Name())); err == nil && sockets[target] {
+			return true
+		}
+	}
+	return false
 }
 
 // Buffer is a bytes.Buffer safe for concurrent writers, for capturing a

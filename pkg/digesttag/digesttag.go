@@ -161,13 +161,15 @@ func (k Kind) Ensure(ctx context.Context, c *registry.Client, p *remote.Puller, 
 
 // Merge makes sure the tag holds every layer of want (the same bytes and
 // annotations), appending those it lacks, as Ensure does one, and marks
-// its manifest with the annotations mark: a tag that holds them all and
-// carries mark already is not written, and added is false.
+// its manifest with the annotations mark. It returns how many layers it
+// added (0 when the tag held them all: then only a missing mark is
+// written, and a tag that carries it already is not written at all).
 func (k Kind) Merge(ctx context.Context, c *registry.Client, p *remote.Puller, w *remote.Pusher, tag name.Tag,
-	want []Layer, mark map[string]string) (added bool, err error) {
+	want []Layer, mark map[string]string) (added int, err error) {
 	has := func(layers []Layer) bool { return len(lacking(layers, want)) == 0 }
-	return k.ensure(ctx, c, p, w, tag, has, func(_ context.Context, base v1.Image, layers []Layer) (v1.Image, error) {
+	_, err = k.ensure(ctx, c, p, w, tag, has, func(_ context.Context, base v1.Image, layers []Layer) (v1.Image, error) {
 		missing := lacking(layers, want)
+		added = max(added, len(missing)) // a write a concurrent writer dropped is written again
 		if len(missing) == 0 && base != nil && marked(base, mark) {
 			return nil, nil
 		}
@@ -183,6 +185,10 @@ func (k Kind) Merge(ctx context.Context, c *registry.Client, p *remote.Puller, w
 		}
 		return mutate.Annotations(img, mark).(v1.Image), nil
 	})
+	if err != nil {
+		return 0, err
+	}
+	return added, nil
 }
 
 // lacking returns the layers of want that layers does not hold.

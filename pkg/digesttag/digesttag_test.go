@@ -174,8 +174,8 @@ func TestMergeKeepsWhatTheTagHolds(t *testing.T) {
 	}
 	mark := map[string]string{"merged": "sha256:1"}
 	added, err := kind.Merge(ctx, e.c, e.puller, e.pusher, e.tag, theirs, mark)
-	if err != nil || !added {
-		t.Fatalf("Merge: added %v, err %v; want added", added, err)
+	if err != nil || added != 1 {
+		t.Fatalf("Merge: added %d, err %v; want theirs added", added, err)
 	}
 	img, layers, err := kind.Read(ctx, e.puller, e.tag)
 	if err != nil {
@@ -193,13 +193,16 @@ func TestMergeKeepsWhatTheTagHolds(t *testing.T) {
 		t.Errorf("manifest annotations %v (err %v), want the mark", m.Annotations, err)
 	}
 	before, _ := remote.Head(e.tag)
-	if added, err := kind.Merge(ctx, e.c, e.puller, e.pusher, e.tag, theirs, mark); err != nil || added {
-		t.Errorf("second Merge: added %v, err %v; want nothing written", added, err)
+	if added, err := kind.Merge(ctx, e.c, e.puller, e.pusher, e.tag, theirs, mark); err != nil || added != 0 {
+		t.Errorf("second Merge: added %d, err %v; want nothing", added, err)
+	}
+	if again, _ := remote.Head(e.tag); again == nil || before == nil || again.Digest != before.Digest {
+		t.Error("the second Merge wrote the tag")
 	}
 	// The same layers under a new mark (the source tag moved): the mark
 	// alone is written.
-	if added, err := kind.Merge(ctx, e.c, e.puller, e.pusher, e.tag, theirs, map[string]string{"merged": "sha256:2"}); err != nil || !added {
-		t.Errorf("Merge with a new mark: added %v, err %v; want the mark written", added, err)
+	if added, err := kind.Merge(ctx, e.c, e.puller, e.pusher, e.tag, theirs, map[string]string{"merged": "sha256:2"}); err != nil || added != 0 {
+		t.Errorf("Merge with a new mark: added %d, err %v; want no layer added", added, err)
 	}
 	after, _ := remote.Head(e.tag)
 	if before == nil || after == nil || before.Digest == after.Digest {
@@ -207,7 +210,10 @@ func TestMergeKeepsWhatTheTagHolds(t *testing.T) {
 	}
 	// Nothing to merge into no tag writes nothing.
 	empty := digesttag.Tag(e.tag.Context().Digest("sha256:"+strings.Repeat("c", 64)), "note")
-	if added, err := kind.Merge(ctx, e.c, e.puller, e.pusher, empty, nil, mark); err != nil || added {
-		t.Errorf("Merge of nothing: added %v, err %v", added, err)
+	if added, err := kind.Merge(ctx, e.c, e.puller, e.pusher, empty, nil, mark); err != nil || added != 0 {
+		t.Errorf("Merge of nothing: added %d, err %v", added, err)
+	}
+	if _, err := remote.Head(empty); err == nil {
+		t.Error("Merge of nothing wrote a tag")
 	}
 }

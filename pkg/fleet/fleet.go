@@ -227,10 +227,12 @@ func expand(ctx context.Context, tl TagLister, e promofile.Entry, defaultKey str
 // listed: failed with the kind the registry's answer implies.
 func listFailed(r Request, line int, err error) Item {
 	kind := service.KindSourceFailed
-	switch registry.StatusCode(err) {
-	case http.StatusNotFound:
+	switch code := registry.StatusCode(err); {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		kind = service.KindTimeout // the sync's end, not the registry's
+	case code == http.StatusNotFound:
 		kind = service.KindSourceNotFound
-	case http.StatusUnauthorized, http.StatusForbidden:
+	case code == http.StatusUnauthorized, code == http.StatusForbidden:
 		kind = service.KindUnauthorized
 	}
 	it := Item{Request: r, Line: line}

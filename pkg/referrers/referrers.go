@@ -387,9 +387,22 @@ func (cp *copier) merged(ctx context.Context, dst name.Tag, from v1.Hash) (bool,
 // mergeTag adds the layers of kind in the source tag src to the
 // destination tag dst, keeping those dst holds.
 func (cp *copier) mergeTag(ctx context.Context, kind digesttag.Kind, src name.Digest, dst name.Tag) error {
-	_, layers, err := kind.Read(ctx, cp.puller, src)
+	img, layers, err := kind.Read(ctx, cp.puller, src)
 	if err != nil {
 		return fmt.Errorf("reading %ss %s: %s", kind.Noun, src, registry.Describe(err))
+	}
+	if img == nil {
+		return fmt.Errorf("reading %ss %s: gone since it was looked for", kind.Noun, src)
+	}
+	// Merged layers are the kind's, within its bounds; a tag with any
+	// other would lose it, so it is refused rather than merged in part.
+	m, err := img.Manifest()
+	if err != nil {
+		return fmt.Errorf("reading %ss %s: %w", kind.Noun, src, err)
+	}
+	if len(m.Layers) != len(layers) {
+		return fmt.Errorf("cannot merge %s into %s, which holds other %ss: %d of its %d layers are not %ss of %s up to %d bytes",
+			src, dst, kind.Noun, len(m.Layers)-len(layers), len(m.Layers), kind.Noun, kind.MediaType, kind.MaxLayer)
 	}
 	pusher, err := cp.reg.Pusher()
 	if err != nil {
@@ -399,7 +412,7 @@ func (cp *copier) mergeTag(ctx context.Context, kind digesttag.Kind, src name.Di
 	if err != nil {
 		return fmt.Errorf("merging %s into %s: %w", src, dst, err)
 	}
-	if added {
+	if added > 0 {
 		cp.count(func(res *Result) { res.TagsMerged++ })
 	} else {
 		cp.count(func(res *Result) { res.TagsPresent++ })

@@ -29,16 +29,7 @@ func StatusCode(err error) int {
 func Describe(err error) string {
 	var terr *transport.Error
 	if !errors.As(err, &terr) {
-		msg := err.Error()
-		// The HTTP client quotes whole URLs; a pre-signed blob URL carries
-		// credentials in its query.
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			if u, perr := url.Parse(uerr.URL); perr == nil {
-				msg = strings.ReplaceAll(msg, uerr.URL, RedactURL(u))
-			}
-		}
-		return oneline.String(msg)
+		return oneline.String(redactQuoted(err, err.Error()))
 	}
 	host := ""
 	if terr.Request != nil {
@@ -61,9 +52,23 @@ func Describe(err error) string {
 		fmt.Fprintf(&b, " (%s %s)", terr.Request.Method, terr.Request.URL.Path)
 	}
 	// What the caller was doing when the registry answered (the context
-	// err wraps the answer in) stays in front of it.
+	// err wraps the answer in) stays in front of it, without the query of
+	// a URL the HTTP client quoted there.
 	if msg := err.Error(); strings.HasSuffix(msg, terr.Error()) {
-		return oneline.String(strings.TrimSuffix(msg, terr.Error()) + b.String())
+		return oneline.String(redactQuoted(err, strings.TrimSuffix(msg, terr.Error())) + b.String())
 	}
 	return oneline.String(b.String())
+}
+
+// redactQuoted removes from msg the query of the URL an *url.Error in err
+// quotes: the HTTP client quotes whole URLs, and a pre-signed blob URL
+// carries credentials in its query.
+func redactQuoted(err error, msg string) string {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		if u, perr := url.Parse(uerr.URL); perr == nil {
+			msg = strings.ReplaceAll(msg, uerr.URL, RedactURL(u))
+		}
+	}
+	return msg
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
@@ -72,7 +73,11 @@ func (e *CopySucceededError) Error() string {
 	if e.Signed {
 		done = "copy and signing"
 	}
-	return fmt.Sprintf("%s succeeded (%s) but %s failed: %v", done, e.Image, step, e.Err)
+	msg := e.Err.Error()
+	if step == StepReferrers {
+		msg = strings.TrimPrefix(msg, "copying referrers: ") // the Referrers step's own words
+	}
+	return fmt.Sprintf("%s succeeded (%s) but %s failed: %s", done, e.Image, step, msg)
 }
 
 func (e *CopySucceededError) Unwrap() error { return e.Err }
