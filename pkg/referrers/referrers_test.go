@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/ocistow/ocistow/internal/testenv"
+	"github.com/ocistow/ocistow/pkg/digesttag"
 	"github.com/ocistow/ocistow/pkg/registry"
 )
 
@@ -263,4 +264,47 @@ func sameSet(a, b []string) bool {
 	slices.Sort(a)
 	slices.Sort(b)
 	return slices.Equal(a, b)
+}
+
+// TestMergeRefusesWhatItCannotMergeWhole: a source .sig tag with a layer
+// Merge's kind does not read is not merged in part (its other layer would
+// be lost) nor copied over the destination's own: the step fails, saying
+// so, and the destination's tag is left as it was.
+func TestMergeRefusesWhatItCannotMergeWhole(t *testing.T) {
+	f := newFixture(t, startRegistry(t, true))
+	ctx := t.Context()
+	// The source's .sig tag gains a layer of another media type.
+	sig, err := remote.Image(f.repo.Tag(f.sigTag), remote.WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err = mutate.AppendLayers(sig, static.NewLayer([]byte("a note"), "application/vnd.example.note"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(f.repo.Tag(f.sigTag), sig, remote.WithContext(ctx)); err != nil {
+		t.Fatal(err)
+	}
+	dst := mustRepo(t, startRegistry(t, true)+"/dst/app")
+	// The destination holds the image and its own signature of the child.
+	if _, err := Copy(ctx, client(), Request{Source: f.repo, Destination: dst, Subjects: []v1.Hash{f.index}, WriteSubjects: true, ArtifactTypes: []string{sbomType}}); err != nil {
+		t.Fatal(err)
+	}
+	ours := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	ours, err = mutate.AppendLayers(ours, static.NewLayer([]byte(`{"critical":{"ours":true}}`), simpleSigning))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(dst.Tag(f.sigTag), ours, remote.WithContext(ctx)); err != nil {
+		t.Fatal(err)
+	}
+	kind := digesttag.Kind{Noun: "signature", MediaType: simpleSigning, MaxLayers: 10, MaxLayer: 1 << 10, MaxTotal: 1 << 12}
+	_, err = Copy(ctx, client(), Request{Source: f.repo, Destination: dst, Subjects: []v1.Hash{f.index}, Merge: map[string]digesttag.Kind{".sig": kind}})
+	if err == nil || !strings.Contains(err.Error(), "cannot merge") || !strings.Contains(err.Error(), "1 of its 2 layers") {
+		t.Fatalf("got %v, want a refusal to merge a tag with a layer of another type", err)
+	}
+	want, _ := ours.Digest()
+	if got, err := remote.Head(dst.Tag(f.sigTag), remote.WithContext(ctx)); err != nil || got.Digest != want {
+		t.Errorf("the destination's .sig tag changed (%v, %v): want ours, %s", got, err, want)
+	}
 }
