@@ -634,3 +634,25 @@ func TestShortOutputFlagWinsOverTheEnvironment(t *testing.T) {
 		t.Errorf("-o json lost to OUTPUT=text: %s", r.stdout)
 	}
 }
+
+// TestDestinationWithoutTagAndJSONLogs: a destination without a tag gets
+// latest, and -log-format json writes the canonical line as one JSON
+// object with the same fields.
+func TestDestinationWithoutTagAndJSONLogs(t *testing.T) {
+	repo := dstRepo(t, e2e.dst.Host)
+	r := ocistow(t, nil, "-source", srcRef("single"), "-destination", repo, "-sign=false", "-log-format", "json").mustSucceed(t)
+	if got := get(t, repo+":latest", nil).Digest.String(); got != e2e.fixtures["single"] {
+		t.Errorf("%s:latest is %s, want %s", repo, got, e2e.fixtures["single"])
+	}
+	var line map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(r.stderr), "\n") {
+		if strings.Contains(l, `"msg":"Copy"`) {
+			if err := json.Unmarshal([]byte(l), &line); err != nil {
+				t.Fatalf("the Copy line is not JSON: %v\n%s", err, l)
+			}
+		}
+	}
+	if line == nil || line["level"] != "INFO" || line["dst"] != repo || line["dst_digest"] != e2e.fixtures["single"] || line["up_to_date"] != false {
+		t.Errorf("JSON Copy line %v: want level, dst as given, dst_digest, up_to_date", line)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -583,6 +584,22 @@ func TestSyncSourcePolicy(t *testing.T) {
 	if plan.code != exitFailed || !regexp.MustCompile(`(?m)^new\s+\S+:signed`).MatchString(plan.stdout) ||
 		!regexp.MustCompile(`(?m)^refused \(policy\)\s+\S+:unsigned\s+.*no signatures`).MatchString(plan.stdout) {
 		t.Errorf("sync -dry-run: exit %d\n%s\n%s", plan.code, plan.stdout, plan.stderr)
+	}
+	// The plan's requests carry the verify block, for another engine to
+	// check as the sync does.
+	var todo []struct {
+		DstImageRef string
+		Verify      *struct {
+			Keys        []string
+			Annotations map[string]string
+		}
+	}
+	if err := json.Unmarshal([]byte(ocistow(t, nil, "sync", "-f", file, "-dry-run", "-o", "json").stdout), &todo); err != nil {
+		t.Fatal(err)
+	}
+	if len(todo) != 1 || todo[0].DstImageRef != dst+":signed" || todo[0].Verify == nil ||
+		!slices.Equal(todo[0].Verify.Keys, []string{s.pub()}) || todo[0].Verify.Annotations["team"] != "upstream" {
+		t.Errorf("plan requests %+v: want the signed image with its verify block", todo)
 	}
 	r := ocistow(t, nil, "sync", "-f", file, "-o", "json")
 	if r.code != exitFailed {

@@ -304,7 +304,7 @@ func TestReferrersTravelWithAnUnstampedImage(t *testing.T) {
 	}
 	// The text summary says what travelled.
 	text := ocistow(t, nil, "-source", u.ref, "-destination", dst, "-sign=false", "-referrers").mustSucceed(t)
-	if !strings.Contains(text.stdout, "referrers of 3 source digests: 0 copied, 3 already present; cosign tags: 0 copied, 4 already present") {
+	if !strings.Contains(text.stdout, "referrers of 3 source digests: 0 copied, 3 already present; cosign tags: 0 copied, 4 already present; 0 filtered out; 0 source manifests written by digest\n") {
 		t.Errorf("text result: %s", text.stdout)
 	}
 }
