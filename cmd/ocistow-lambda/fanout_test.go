@@ -143,9 +143,17 @@ func TestExtendedPayload(t *testing.T) {
 	}
 	verifySigned(t, repo+":amd64", "team=foo")
 
-	// Immutable refuses to move a tag.
+	// Immutable refuses to move a tag; so does a function with
+	// IMMUTABLE=true, for the original payload.
 	if _, le := invoke(t, l, stringPayload(map[string]any{"SrcImageRef": e2e.bed.SrcRef("other"), "DstImageRef": repo + ":unsigned", "Immutable": true, "Sign": false})); le == nil || le.ErrorType != "TagImmutable" {
 		t.Errorf("Immutable moving a tag: %+v, want TagImmutable", le)
+	}
+	immutable := function(t, "IMMUTABLE=true", "SIGN=false")
+	if _, le := invoke(t, immutable, payload(e2e.bed.SrcRef("other"), repo+":unsigned", nil)); le == nil || le.ErrorType != "TagImmutable" {
+		t.Errorf("IMMUTABLE=true moving a tag: %+v, want TagImmutable", le)
+	}
+	if got := digestOf(t, repo+":unsigned"); got != e2e.bed.Fixtures["single"] {
+		t.Errorf("the immutable tag moved to %s", got)
 	}
 
 	good := e2e.bed.SrcRef("single")
