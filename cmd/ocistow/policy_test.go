@@ -508,6 +508,21 @@ func TestSourcePolicyKeyless(t *testing.T) {
 	if !strings.Contains(r.stderr, "policy=\"identity "+identity+" (issuer "+issuer+") (bundle)\"") {
 		t.Errorf("the Copy line does not name the identity:\n%s", r.stderr)
 	}
+	// A key and an identity together: either suffices (here the identity;
+	// the key signed nothing).
+	both := ocistow(t, e2e.kms.Env(), append([]string{"-source", s.repo + ":signed", "-destination", dst + ":both", "-sign=false", "-o", "json",
+		"-source-key", "alias/" + rsaKey}, policy...)...).mustSucceed(t)
+	if got := both.policy(t).Policy.Digests[0]; got.Identity != identity || got.Key != "" {
+		t.Errorf("policy with a key and an identity satisfied by %+v, want the identity", got)
+	}
+	// The text result and the Copy line say on how many digests.
+	text := ocistow(t, nil, append([]string{"-source", s.repo + ":signed", "-destination", dst + ":signed", "-sign=false"}, policy...)...).mustSucceed(t)
+	if want := "source policy satisfied on 1 digests by identity " + identity + " (issuer " + issuer + ") (bundle)\n"; !strings.Contains(text.stdout, want) {
+		t.Errorf("text result lacks %q:\n%s", want, text.stdout)
+	}
+	if !strings.Contains(text.stderr, "policy_digests=1") {
+		t.Errorf("the Copy line lacks policy_digests=1:\n%s", text.stderr)
+	}
 
 	// A bundle from another Sigstore (a CA and log the trusted root does
 	// not name), and a tampered one.
