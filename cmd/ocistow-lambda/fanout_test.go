@@ -393,17 +393,6 @@ func TestStateMachineFansOut(t *testing.T) {
 	if _, le := invoke(t, l, stringPayload(map[string]any{"SrcImageRef": e2e.bed.SrcRef("big"), "DstImageRef": repo + "/big:v1", "Annotations": map[string]string{"team": "platform"}})); le != nil {
 		t.Fatalf("%s: %s", le.ErrorType, le.ErrorMessage)
 	}
-	// A source whose registry refuses to list its tags: that entry fails,
-	// the others are planned.
-	unlisted := testenv.NewFront(e2e.bed.Src.Host)
-	defer unlisted.Close()
-	unlisted.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
-		if strings.HasSuffix(r.URL.Path, "/tags/list") {
-			http.Error(w, `{"errors":[{"code":"DENIED","message":"no listing"}]}`, http.StatusForbidden)
-			return true
-		}
-		return false
-	})
 	file := fmt.Sprintf(`defaults:
   annotations: {team: platform}
 promotions:
