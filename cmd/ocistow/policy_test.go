@@ -546,6 +546,9 @@ func TestSourcePolicyKeyless(t *testing.T) {
 		t.Fatal(err)
 	}
 	attachBundle(t, td, tb)
+	// Signed with a key only: nothing an identity can be checked on.
+	keyOnly := s.image(t, "key-only", 15)
+	s.sign(t, "awskms:///alias/"+ecKey, keyOnly)
 
 	for _, tc := range []struct {
 		name, tag string
@@ -560,6 +563,7 @@ func TestSourcePolicyKeyless(t *testing.T) {
 			[]string{signed, "missing annotation"}},
 		{"untrusted CA and log", "untrusted", policy, []string{untrusted, "keyless"}},
 		{"tampered", "tampered", policy, []string{tampered, "tampered"}},
+		{"key signatures only", "key-only", policy, []string{keyOnly, "no keyless signature (neither a Sigstore bundle nor a .sig signature with a certificate)"}},
 		{"unsigned", "unsigned", policy, []string{"no signatures"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

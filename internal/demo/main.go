@@ -11,12 +11,15 @@
 // fleet. cosign is the pinned bin/cosign (tools/cosign), built on first use.
 //
 //	make demo    # or: go build -o bin/ocistow ./cmd/ocistow && go run ./internal/demo
+//
+// -ocistow names another ocistow binary than bin/ocistow (the test does).
 package main
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -33,8 +36,10 @@ import (
 )
 
 func main() {
+	bin := flag.String("ocistow", "", "the ocistow binary to run (default: bin/ocistow of the module, which make demo builds)")
+	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	err := run(ctx)
+	err := run(ctx, *bin)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
@@ -42,12 +47,14 @@ func main() {
 	}
 }
 
-func run(ctx context.Context) error {
-	root, err := testenv.Root()
-	if err != nil {
-		return err
+func run(ctx context.Context, bin string) error {
+	if bin == "" {
+		root, err := testenv.Root()
+		if err != nil {
+			return err
+		}
+		bin = filepath.Join(root, "bin", "ocistow")
 	}
-	bin := filepath.Join(root, "bin", "ocistow")
 	if _, err := os.Stat(bin); err != nil {
 		return fmt.Errorf("%s is missing: run `make build` first (make demo does)", bin)
 	}
