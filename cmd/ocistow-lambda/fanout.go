@@ -83,9 +83,11 @@ func expandKind(err error) service.Kind {
 type FanoutSummary struct {
 	// Images counts the images of the plan.
 	Images int `json:"Images"`
-	// Succeeded counts the images promoted or up to date; Failed the
+	// Succeeded counts the images promoted or up to date; Deferred those
+	// the plan deferred for rate limits (to the next run); Failed the
 	// others.
 	Succeeded int `json:"Succeeded"`
+	Deferred  int `json:"Deferred"`
 	Failed    int `json:"Failed"`
 	// Statuses counts the images by status, as `ocistow sync` does.
 	Statuses map[fleet.Status]int `json:"Statuses"`
@@ -131,6 +133,7 @@ func summarize(plan *lambdapayload.PlanResult, results []lambdapayload.Result) F
 		}
 	}
 	s.Succeeded = s.Statuses[fleet.Promoted] + s.Statuses[fleet.UpToDate]
+	s.Deferred = s.Statuses[fleet.Deferred]
 	s.Failed = s.Statuses[fleet.Missing] + s.Statuses[fleet.Refused] + s.Statuses[fleet.RefusedPolicy] + s.Statuses[fleet.Failed]
 	return s
 }

@@ -245,7 +245,10 @@ promotions:
 	if string(got) != string(wantJSON) {
 		t.Errorf("plan items\n%s\nwant\n%s", got, wantJSON)
 	}
-	if len(plan.Failures) != 2 || plan.Failures[0].SrcImageRef != e2e.bed.Src.Host+"/src/missing:v1" || plan.Failures[0].ErrorType != "SourceNotFound" ||
+	if len(plan.Failures) != 2 {
+		t.Fatalf("plan failures %+v: want the missing source and the unlisted one", plan.Failures)
+	}
+	if plan.Failures[0].SrcImageRef != e2e.bed.Src.Host+"/src/missing:v1" || plan.Failures[0].ErrorType != "SourceNotFound" ||
 		plan.Failures[0].Status != fleet.Missing || plan.Failures[0].Line != 10 || plan.Failures[0].Check != nil {
 		t.Errorf("plan failures %+v: want the missing source, line 10, SourceNotFound", plan.Failures)
 	}

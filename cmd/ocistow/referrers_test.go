@@ -409,7 +409,7 @@ func TestReferrersFailureAfterASignedCopy(t *testing.T) {
 	if refused.Load() == 0 {
 		t.Fatal("no .att tag was written: the test refused nothing")
 	}
-	for _, want := range []string{"copy and signing succeeded", repo + ":v1@" + u.index, "copying the referrers failed", "attestations refused here"} {
+	for _, want := range []string{"copy and signing succeeded", repo + ":v1@" + u.index, "copying the referrers failed: copying sha256:", "attestations refused here"} {
 		if !strings.Contains(line, want) {
 			t.Errorf("error line %q lacks %q", line, want)
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -74,17 +75,22 @@ func (p *Process) Close() error {
 }
 
 // FreeAddr returns a loopback address with a port that was free a moment ago.
-// The port is picked below the kernel's ephemeral range, so that no
+// The port is picked outside the kernel's ephemeral range (below it, or
+// above it when there is no room below), so that no
 // process's outgoing connection can take it before the caller listens on it
 // (a tool started on an ephemeral port lost it that way in CI); another
 // listener still can, which startListening survives by trying again.
 func FreeAddr() (string, error) {
-	low := ephemeralLow()
+	low, high := ephemeralRange()
+	from, to := belowEphemeralFloor, low // ports [from, to)
+	if to-from < 1000 {
+		from, to = high+1, 65536 // no room below: above it
+	}
 	for range 64 {
-		if low <= belowEphemeralFloor {
-			break // no room below the ephemeral range
+		if to-from < 1000 {
+			break // no room outside the ephemeral range
 		}
-		port := belowEphemeralFloor + rand.IntN(low-belowEphemeralFloor)
+		port := from + rand.IntN(to-from)
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
 			continue
@@ -106,23 +112,25 @@ func FreeAddr() (string, error) {
 // services are usually configured on.
 const belowEphemeralFloor = 20000
 
-// ephemeralLow returns the first port of the kernel's ephemeral range
-// (ip_local_port_range), or Linux's default 32768 when it cannot be read.
-func ephemeralLow() int {
-	const linuxDefault = 32768
+// ephemeralRange returns the kernel's ephemeral port range
+// (ip_local_port_range), or Linux's default 32768-60999 when it cannot be
+// read.
+func ephemeralRange() (low, high int) {
+	const defaultLow, defaultHigh = 32768, 60999
 	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
 	if err != nil {
-		return linuxDefault
+		return defaultLow, defaultHigh
 	}
 	f := strings.Fields(string(b))
 	if len(f) != 2 {
-		return linuxDefault
+		return defaultLow, defaultHigh
 	}
-	low, err := strconv.Atoi(f[0])
-	if err != nil {
-		return linuxDefault
+	low, err1 := strconv.Atoi(f[0])
+	high, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil || low > high {
+		return defaultLow, defaultHigh
 	}
-	return low
+	return low, high
 }
 
 // errAddrInUse marks a tool that exited because another process took the
@@ -227,8 +235,11 @@ func (p *Process) listensOn(port string) bool {
 	}
 	dir := fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid)
 	fds, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrPermission) {
+		return true // cannot tell (hidepid)
+	}
 	if err != nil {
-		return false
+		return false // gone: its exit is seen next
 	}
 	for _, fd := range fds {
 		if target, err := os.Readlink(filepath.Join(dir, fd.Name())); err == nil && sockets[target] {

@@ -144,7 +144,8 @@ const maxAttempts = 10
 func (k Kind) Ensure(ctx context.Context, c *registry.Client, p *remote.Puller, w *remote.Pusher, tag name.Tag,
 	has func([]Layer) bool, make func(context.Context) (Layer, error)) (added bool, err error) {
 	var mine *Layer
-	return k.ensure(ctx, c, p, w, tag, has, func(ctx context.Context, base v1.Image, layers []Layer) (v1.Image, error) {
+	holds := func(_ v1.Image, layers []Layer) bool { return has(layers) }
+	return k.ensure(ctx, c, p, w, tag, holds, func(ctx context.Context, base v1.Image, layers []Layer) (v1.Image, error) {
 		if has(layers) {
 			return nil, nil
 		}
@@ -159,29 +160,40 @@ func (k Kind) Ensure(ctx context.Context, c *registry.Client, p *remote.Puller, 
 	})
 }
 
-// Merge makes sure the tag holds every layer of want (the same bytes and
-// annotations), appending those it lacks, as Ensure does one, and marks
-// its manifest with the annotations mark. It returns how many layers it
-// added (0 when the tag held them all: then only a missing mark is
-// written, and a tag that carries it already is not written at all).
+// Merge adds to the tag the layers of from that it lacks (the same
+// digest, media type and annotations: two signatures of one payload differ
+// only in their annotations), as Ensure adds one: read back, and written
+// again as long as concurrent writers drop them. The layers' blobs are
+// pushed from from's own (streamed, whatever their type or size), and the
+// manifest is marked with the annotations mark. It returns how many layers
+// it added: 0 when the tag held them all (then only a missing mark is
+// written, and a tag that carries it already is not written at all). A tag
+// that does not exist is left alone: there is nothing to merge into.
 func (k Kind) Merge(ctx context.Context, c *registry.Client, p *remote.Puller, w *remote.Pusher, tag name.Tag,
-	want []Layer, mark map[string]string) (added int, err error) {
-	has := func(layers []Layer) bool { return len(lacking(layers, want)) == 0 }
-	_, err = k.ensure(ctx, c, p, w, tag, has, func(_ context.Context, base v1.Image, layers []Layer) (v1.Image, error) {
-		missing := lacking(layers, want)
+	from v1.Image, mark map[string]string) (added int, err error) {
+	fm, err := from.Manifest()
+	if err != nil {
+		return 0, err
+	}
+	holds := func(img v1.Image, _ []Layer) bool { return img != nil && len(lacking(img, fm.Layers)) == 0 }
+	_, err = k.ensure(ctx, c, p, w, tag, holds, func(_ context.Context, base v1.Image, _ []Layer) (v1.Image, error) {
+		if base == nil {
+			return nil, nil
+		}
+		missing := lacking(base, fm.Layers)
 		added = max(added, len(missing)) // a write a concurrent writer dropped is written again
-		if len(missing) == 0 && base != nil && marked(base, mark) {
+		if len(missing) == 0 && marked(base, mark) {
 			return nil, nil
 		}
 		img := base
-		for _, l := range missing {
-			var err error
-			if img, err = k.Append(img, l); err != nil {
+		for _, d := range missing {
+			l, err := from.LayerByDigest(d.Digest)
+			if err != nil {
 				return nil, err
 			}
-		}
-		if img == nil {
-			return nil, nil // nothing to merge into no tag
+			if img, err = mutate.Append(img, mutate.Addendum{Layer: l, MediaType: d.MediaType, Annotations: d.Annotations}); err != nil {
+				return nil, err
+			}
 		}
 		return mutate.Annotations(img, mark).(v1.Image), nil
 	})
@@ -191,11 +203,17 @@ func (k Kind) Merge(ctx context.Context, c *registry.Client, p *remote.Puller, w
 	return added, nil
 }
 
-// lacking returns the layers of want that layers does not hold.
-func lacking(layers, want []Layer) []Layer {
-	var out []Layer
+// lacking returns the descriptors of want that img's layers do not hold.
+func lacking(img v1.Image, want []v1.Descriptor) []v1.Descriptor {
+	m, err := img.Manifest()
+	if err != nil {
+		return want
+	}
+	var out []v1.Descriptor
 	for _, w := range want {
-		if !slices.ContainsFunc(layers, func(l Layer) bool { return bytes.Equal(l.Data, w.Data) && maps.Equal(l.Annotations, w.Annotations) }) {
+		if !slices.ContainsFunc(m.Layers, func(l v1.Descriptor) bool {
+			return l.Digest == w.Digest && l.MediaType == w.MediaType && maps.Equal(l.Annotations, w.Annotations)
+		}) {
 			out = append(out, w)
 		}
 	}
@@ -221,7 +239,7 @@ func marked(img v1.Image, mark map[string]string) bool {
 // layers), or nil when it holds what it should; has says whether a
 // read-back still holds it.
 func (k Kind) ensure(ctx context.Context, c *registry.Client, p *remote.Puller, w *remote.Pusher, tag name.Tag,
-	has func([]Layer) bool, next func(context.Context, v1.Image, []Layer) (v1.Image, error)) (added bool, err error) {
+	has func(v1.Image, []Layer) bool, next func(context.Context, v1.Image, []Layer) (v1.Image, error)) (added bool, err error) {
 	for attempt := range maxAttempts {
 		if attempt > 0 {
 			if err := registry.Sleep(ctx, backoff(attempt)); err != nil {
@@ -267,18 +285,18 @@ func (k Kind) ensure(ctx context.Context, c *registry.Client, p *remote.Puller, 
 
 // confirm reports whether has finds its layer in the tag now and still
 // after pause.
-func (k Kind) confirm(ctx context.Context, p *remote.Puller, tag name.Tag, has func([]Layer) bool, pause time.Duration) (bool, error) {
+func (k Kind) confirm(ctx context.Context, p *remote.Puller, tag name.Tag, has func(v1.Image, []Layer) bool, pause time.Duration) (bool, error) {
 	for i := range 2 {
 		if i > 0 {
 			if err := registry.Sleep(ctx, pause+time.Duration(rand.Int64N(int64(pause)))); err != nil {
 				return false, err
 			}
 		}
-		_, layers, err := k.Read(ctx, p, tag)
+		img, layers, err := k.Read(ctx, p, tag)
 		if err != nil {
 			return false, fmt.Errorf("reading back %ss %s: %s", k.Noun, tag, registry.Describe(err))
 		}
-		if !has(layers) {
+		if !has(img, layers) {
 			return false, nil
 		}
 	}

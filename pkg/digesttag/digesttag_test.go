@@ -15,7 +15,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
 
 	"github.com/ocistow/ocistow/pkg/digesttag"
 	"github.com/ocistow/ocistow/pkg/registry"
@@ -159,23 +161,34 @@ func TestEnsureExplainsAnImmutableTag(t *testing.T) {
 	}
 }
 
-// TestMergeKeepsWhatTheTagHolds: Merge adds the layers the tag lacks,
-// keeps its own, marks the manifest, and writes nothing once the tag holds
-// them all and carries the mark.
+// TestMergeKeepsWhatTheTagHolds: Merge adds the layers the tag lacks
+// (whatever their type or size: the source's, by descriptor), keeps its
+// own, tells two signatures of one payload apart by their annotations,
+// marks the manifest, and writes nothing once the tag holds them all and
+// carries the mark.
 func TestMergeKeepsWhatTheTagHolds(t *testing.T) {
 	e := newEnv(t)
 	ctx := t.Context()
 	if _, err := e.ensure(ctx, "ours"); err != nil {
 		t.Fatal(err)
 	}
-	theirs := []digesttag.Layer{
-		{Data: []byte("theirs"), Annotations: map[string]string{"by": "theirs"}},
-		{Data: []byte("ours"), Annotations: map[string]string{"by": "ours"}}, // held already
+	// The source's tag: our layer as it is, the same payload with
+	// another signature, and a layer of another type, larger than kind
+	// reads.
+	from, err := kind.Append(nil, digesttag.Layer{Data: []byte("ours"), Annotations: map[string]string{"by": "ours"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	from, err = mutate.Append(from,
+		mutate.Addendum{Layer: static.NewLayer([]byte("ours"), kind.MediaType), Annotations: map[string]string{"by": "theirs"}},
+		mutate.Addendum{Layer: static.NewLayer([]byte("a large note of another kind"), "application/vnd.test.other")})
+	if err != nil {
+		t.Fatal(err)
 	}
 	mark := map[string]string{"merged": "sha256:1"}
-	added, err := kind.Merge(ctx, e.c, e.puller, e.pusher, e.tag, theirs, mark)
-	if err != nil || added != 1 {
-		t.Fatalf("Merge: added %d, err %v; want theirs added", added, err)
+	added, err := kind.Merge(ctx, e.c, e.puller, e.pusher, e.tag, from, mark)
+	if err != nil || added != 2 {
+		t.Fatalf("Merge: added %d, err %v; want the two layers the tag lacked", added, err)
 	}
 	img, layers, err := kind.Read(ctx, e.puller, e.tag)
 	if err != nil {
@@ -185,15 +198,15 @@ func TestMergeKeepsWhatTheTagHolds(t *testing.T) {
 	for _, l := range layers {
 		got = append(got, string(l.Data)+"/"+l.Annotations["by"])
 	}
-	if strings.Join(got, ",") != "ours/ours,theirs/theirs" {
-		t.Errorf("layers %v, want ours kept and theirs added once", got)
+	if strings.Join(got, ",") != "ours/ours,ours/theirs" {
+		t.Errorf("layers of kind %v, want ours kept and theirs added once", got)
 	}
 	m, err := img.Manifest()
-	if err != nil || m.Annotations["merged"] != "sha256:1" {
-		t.Errorf("manifest annotations %v (err %v), want the mark", m.Annotations, err)
+	if err != nil || m.Annotations["merged"] != "sha256:1" || len(m.Layers) != 3 || m.Layers[2].MediaType != "application/vnd.test.other" {
+		t.Errorf("manifest %+v (err %v): want the mark and the other layer too", m, err)
 	}
 	before, _ := remote.Head(e.tag)
-	if added, err := kind.Merge(ctx, e.c, e.puller, e.pusher, e.tag, theirs, mark); err != nil || added != 0 {
+	if added, err := kind.Merge(ctx, e.c, e.puller, e.pusher, e.tag, from, mark); err != nil || added != 0 {
 		t.Errorf("second Merge: added %d, err %v; want nothing", added, err)
 	}
 	if again, _ := remote.Head(e.tag); again == nil || before == nil || again.Digest != before.Digest {
@@ -201,19 +214,19 @@ func TestMergeKeepsWhatTheTagHolds(t *testing.T) {
 	}
 	// The same layers under a new mark (the source tag moved): the mark
 	// alone is written.
-	if added, err := kind.Merge(ctx, e.c, e.puller, e.pusher, e.tag, theirs, map[string]string{"merged": "sha256:2"}); err != nil || added != 0 {
+	if added, err := kind.Merge(ctx, e.c, e.puller, e.pusher, e.tag, from, map[string]string{"merged": "sha256:2"}); err != nil || added != 0 {
 		t.Errorf("Merge with a new mark: added %d, err %v; want no layer added", added, err)
 	}
 	after, _ := remote.Head(e.tag)
 	if before == nil || after == nil || before.Digest == after.Digest {
 		t.Error("the new mark was not written")
 	}
-	// Nothing to merge into no tag writes nothing.
-	empty := digesttag.Tag(e.tag.Context().Digest("sha256:"+strings.Repeat("c", 64)), "note")
-	if added, err := kind.Merge(ctx, e.c, e.puller, e.pusher, empty, nil, mark); err != nil || added != 0 {
-		t.Errorf("Merge of nothing: added %d, err %v", added, err)
+	// Nothing to merge into: no tag is written.
+	none := digesttag.Tag(e.tag.Context().Digest("sha256:"+strings.Repeat("c", 64)), "note")
+	if added, err := kind.Merge(ctx, e.c, e.puller, e.pusher, none, from, mark); err != nil || added != 0 {
+		t.Errorf("Merge into no tag: added %d, err %v", added, err)
 	}
-	if _, err := remote.Head(empty); err == nil {
-		t.Error("Merge of nothing wrote a tag")
+	if _, err := remote.Head(none); err == nil {
+		t.Error("Merge into no tag wrote one")
 	}
 }

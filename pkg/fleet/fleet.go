@@ -214,7 +214,7 @@ func expand(ctx context.Context, tl TagLister, e promofile.Entry, defaultKey str
 	}
 	selected, err := selectTags(ctx, tl, e)
 	if err != nil {
-		return []Item{listFailed(withRefs(base, e.Source, e.Destination), e.Line, err)}, nil
+		return []Item{listFailed(ctx, withRefs(base, e.Source, e.Destination), e.Line, err)}, nil
 	}
 	items := make([]Item, len(selected))
 	for i, tag := range selected {
@@ -225,10 +225,10 @@ func expand(ctx context.Context, tl TagLister, e promofile.Entry, defaultKey str
 
 // listFailed is the item of an entry whose source tags could not be
 // listed: failed with the kind the registry's answer implies.
-func listFailed(r Request, line int, err error) Item {
+func listFailed(ctx context.Context, r Request, line int, err error) Item {
 	kind := service.KindSourceFailed
 	switch code := registry.StatusCode(err); {
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case ctx.Err() != nil:
 		kind = service.KindTimeout // the sync's end, not the registry's
 	case code == http.StatusNotFound:
 		kind = service.KindSourceNotFound

@@ -63,8 +63,9 @@ type Request struct {
 	// layers, signatures or attestations, are added to the destination's
 	// tag when it points elsewhere, rather than written over it: the
 	// destination's own signatures (ocistow's, made before this step)
-	// stay beside the upstream's. The kind says which layers to read. A
-	// merged tag is marked with MergedAnnotation, the source tag's
+	// stay beside the upstream's. Every layer of the source's tag is
+	// added (by descriptor, its blob streamed); the kind bounds what is
+	// read of the destination's. A merged tag is marked with MergedAnnotation, the source tag's
 	// digest, so that a re-run finds it merged without reading the
 	// source's manifest (a metered pull). Tags not named here are copied
 	// over.
@@ -384,31 +385,23 @@ func (cp *copier) merged(ctx context.Context, dst name.Tag, from v1.Hash) (bool,
 	return true, nil
 }
 
-// mergeTag adds the layers of kind in the source tag src to the
-// destination tag dst, keeping those dst holds.
+// mergeTag adds the layers of the source tag src to the destination tag
+// dst, keeping those dst holds (digesttag.Kind.Merge: by descriptor, the
+// blobs streamed from the source, whatever their type or size).
 func (cp *copier) mergeTag(ctx context.Context, kind digesttag.Kind, src name.Digest, dst name.Tag) error {
-	img, layers, err := kind.Read(ctx, cp.puller, src)
+	desc, err := cp.puller.Get(ctx, src)
 	if err != nil {
-		return fmt.Errorf("reading %ss %s: %s", kind.Noun, src, registry.Describe(err))
+		return fmt.Errorf("reading %s: %s", src, registry.Describe(err))
 	}
-	if img == nil {
-		return fmt.Errorf("reading %ss %s: gone since it was looked for", kind.Noun, src)
-	}
-	// Merged layers are the kind's, within its bounds; a tag with any
-	// other would lose it, so it is refused rather than merged in part.
-	m, err := img.Manifest()
+	from, err := desc.Image()
 	if err != nil {
-		return fmt.Errorf("reading %ss %s: %w", kind.Noun, src, err)
-	}
-	if len(m.Layers) != len(layers) {
-		return fmt.Errorf("cannot merge %s into %s, which holds other %ss: %d of its %d layers are not %ss of %s up to %d bytes",
-			src, dst, kind.Noun, len(m.Layers)-len(layers), len(m.Layers), kind.Noun, kind.MediaType, kind.MaxLayer)
+		return fmt.Errorf("reading %s: %w", src, err)
 	}
 	pusher, err := cp.reg.Pusher()
 	if err != nil {
 		return err
 	}
-	added, err := kind.Merge(ctx, cp.reg, cp.puller, pusher, dst, layers, map[string]string{MergedAnnotation: src.DigestStr()})
+	added, err := kind.Merge(ctx, cp.reg, cp.puller, pusher, dst, from, map[string]string{MergedAnnotation: src.DigestStr()})
 	if err != nil {
 		return fmt.Errorf("merging %s into %s: %w", src, dst, err)
 	}

@@ -266,11 +266,10 @@ func sameSet(a, b []string) bool {
 	return slices.Equal(a, b)
 }
 
-// TestMergeRefusesWhatItCannotMergeWhole: a source .sig tag with a layer
-// Merge's kind does not read is not merged in part (its other layer would
-// be lost) nor copied over the destination's own: the step fails, saying
-// so, and the destination's tag is left as it was.
-func TestMergeRefusesWhatItCannotMergeWhole(t *testing.T) {
+// TestMergeTakesEveryLayer: a source .sig tag merged into the
+// destination's own brings every layer along, one of another media type
+// included (its blob copied), and keeps the destination's.
+func TestMergeTakesEveryLayer(t *testing.T) {
 	f := newFixture(t, startRegistry(t, true))
 	ctx := t.Context()
 	// The source's .sig tag gains a layer of another media type.
@@ -278,8 +277,8 @@ func TestMergeRefusesWhatItCannotMergeWhole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sig, err = mutate.AppendLayers(sig, static.NewLayer([]byte("a note"), "application/vnd.example.note"))
-	if err != nil {
+	note := static.NewLayer([]byte("a note"), "application/vnd.example.note")
+	if sig, err = mutate.AppendLayers(sig, note); err != nil {
 		t.Fatal(err)
 	}
 	if err := remote.Write(f.repo.Tag(f.sigTag), sig, remote.WithContext(ctx)); err != nil {
@@ -291,20 +290,47 @@ func TestMergeRefusesWhatItCannotMergeWhole(t *testing.T) {
 		t.Fatal(err)
 	}
 	ours := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	ours, err = mutate.AppendLayers(ours, static.NewLayer([]byte(`{"critical":{"ours":true}}`), simpleSigning))
-	if err != nil {
+	if ours, err = mutate.AppendLayers(ours, static.NewLayer([]byte(`{"critical":{"ours":true}}`), simpleSigning)); err != nil {
 		t.Fatal(err)
 	}
 	if err := remote.Write(dst.Tag(f.sigTag), ours, remote.WithContext(ctx)); err != nil {
 		t.Fatal(err)
 	}
 	kind := digesttag.Kind{Noun: "signature", MediaType: simpleSigning, MaxLayers: 10, MaxLayer: 1 << 10, MaxTotal: 1 << 12}
-	_, err = Copy(ctx, client(), Request{Source: f.repo, Destination: dst, Subjects: []v1.Hash{f.index}, Merge: map[string]digesttag.Kind{".sig": kind}})
-	if err == nil || !strings.Contains(err.Error(), "cannot merge") || !strings.Contains(err.Error(), "1 of its 2 layers") {
-		t.Fatalf("got %v, want a refusal to merge a tag with a layer of another type", err)
+	res, err := Copy(ctx, client(), Request{Source: f.repo, Destination: dst, Subjects: []v1.Hash{f.index}, Merge: map[string]digesttag.Kind{".sig": kind}})
+	if err != nil || res.TagsMerged != 1 || res.TagsCopied != 0 {
+		t.Fatalf("Copy: %+v, %v; want the .sig tag merged", res, err)
 	}
-	want, _ := ours.Digest()
-	if got, err := remote.Head(dst.Tag(f.sigTag), remote.WithContext(ctx)); err != nil || got.Digest != want {
-		t.Errorf("the destination's .sig tag changed (%v, %v): want ours, %s", got, err, want)
+	merged, err := remote.Image(dst.Tag(f.sigTag), remote.WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := merged.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, l := range m.Layers {
+		types = append(types, string(l.MediaType))
+	}
+	if strings.Join(types, ",") != simpleSigning+","+simpleSigning+",application/vnd.example.note" {
+		t.Errorf("merged layers %v: want ours, the upstream's signature and its note", types)
+	}
+	nd, _ := note.Digest()
+	l, err := remote.Layer(dst.Digest(nd.String()), remote.WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		t.Fatalf("the note's blob is not at the destination: %v", err)
+	}
+	b, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || string(b) != "a note" {
+		t.Errorf("the note's blob at the destination: %q, %v", b, err)
+	}
+	if m.Annotations[MergedAnnotation] == "" {
+		t.Errorf("the merged tag is not marked: %v", m.Annotations)
 	}
 }
