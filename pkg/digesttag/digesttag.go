@@ -8,7 +8,8 @@
 // writers do not drop each other's: it reads the tag back after writing,
 // and again after a pause long enough for a writer that read before its
 // write to have written too, and writes again, up to a bound, until the
-// layer stays. Read bounds what a tag's manifest makes it read, so that
+// layer stays. Merge adds another tag's layers (an upstream's signatures)
+// the same way. Read bounds what a tag's manifest makes it read, so that
 // memory does not grow with what a registry declares.
 package digesttag
 
