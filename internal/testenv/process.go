@@ -86,10 +86,7 @@ func FreeAddr() (string, error) {
 	if to-from < 1000 {
 		from, to = high+1, 65536 // no room below: above it
 	}
-	for range 64 {
-		if to-from < 1000 {
-			break // no room outside the ephemeral range
-		}
+	for i := 0; i < 64 && to-from >= 1000; i++ { // none when there is no room outside it
 		port := from + rand.IntN(to-from)
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
