@@ -15,6 +15,7 @@
 //	go run ./internal/bench -scenarios 0 -compare a6cd58e   # program figures, also of ocistow at a6cd58e
 //	go run ./internal/bench -scenarios 8,9,10,11 -fleet 20,50  # the fleet scenarios alone
 //	go run ./internal/bench -scenarios 0,1,2 -tools ocistow,crane,ocistow-copy -docs ''  # and the copy path alone
+//	go run ./internal/bench -scenarios 0,1,2 -tools crane,ocistow-front -docs ''        # and with the CLI's copy needs
 //
 // It prints tables of medians, writes bench/results/results.csv,
 // bench/results/programs.csv and bench/results/chart.svg, and rewrites the
@@ -114,7 +115,7 @@ func main() {
 	flag.StringVar(&fleetSizes, "fleet", "20,50", "images per fleet in scenarios 8 to 11")
 	flag.StringVar(&c.compare, "compare", "", "a git revision whose ocistow scenario 0 measures too")
 	var tools string
-	flag.StringVar(&tools, "tools", "", "compare only these tools (comma-separated, e.g. ocistow,regsync); default all but ocistow-copy (ocistow's copy path alone, scenarios 0 to 2), measured only when named")
+	flag.StringVar(&tools, "tools", "", "compare only these tools (comma-separated, e.g. ocistow,regsync); default all but ocistow-copy (ocistow's copy path alone, scenarios 0 to 2) and ocistow-front (that path with what the CLI needs for a plain copy linked in), measured only when named")
 	flag.StringVar(&c.timelines, "timelines", "", "a directory for request timelines of ocistow's runs in scenarios 8 to 13 (runs with -debug: not for the tables)")
 	flag.Parse()
 	c.tools = map[string]bool{}
@@ -201,10 +202,13 @@ func run(ctx context.Context, c config) error {
 	}
 	peers := c.only([]string{"ocistow", "crane", "regctl", "skopeo"})
 	full := peers // the full copies' tools
-	if c.tools["ocistow-copy"] {
-		// Asked for by name only: ocistow's copy path alone (see
-		// internal/bench/copyonly), for scenarios 0 to 2.
-		full = append(slices.Clone(peers), "ocistow-copy")
+	// Asked for by name only, for scenarios 0 to 2: ocistow's copy path
+	// alone, and that path with what the CLI needs for a plain copy linked
+	// in (see internal/bench/copyonly).
+	for _, t := range []string{"ocistow-copy", "ocistow-front"} {
+		if c.tools[t] {
+			full = append(slices.Clone(full), t)
+		}
 	}
 	if c.scenarios[1] {
 		if err := b.fullCopy(ctx, "1 full copy", "big:v1", full); err != nil {
@@ -254,10 +258,11 @@ func log(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
 }
 
-// goBuild builds the package pkg of the module at dir into b.dir/name.
-func (b *bench) goBuild(dir, pkg, name string) (string, error) {
+// goBuild builds the package pkg of the module at dir into b.dir/name, with
+// the extra go build flags given.
+func (b *bench) goBuild(dir, pkg, name string, flags ...string) (string, error) {
 	exe := filepath.Join(b.dir, name)
-	cmd := exec.Command("go", "build", "-trimpath", "-o", exe, pkg)
+	cmd := exec.Command("go", append(append([]string{"build", "-trimpath", "-o", exe}, flags...), pkg)...)
 	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("building %s in %s: %v\n%s", pkg, dir, err, out)
@@ -314,6 +319,11 @@ func (b *bench) setupTools() error {
 			return err
 		}
 	}
+	if b.cfg.tools["ocistow-front"] {
+		if b.tools["ocistow-front"], err = b.goBuild(b.root, "./internal/bench/copyonly", "ocistow-front", "-tags", "front"); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -367,7 +377,7 @@ func (b *bench) command(tool, src, dst string) *exec.Cmd {
 	switch tool {
 	case "ocistow":
 		return exec.Command(b.tools[tool], append([]string{"-source", src, "-destination", dst, "-sign=false", "-quiet"}, b.debugArgs(tool)...)...)
-	case "ocistow-copy":
+	case "ocistow-copy", "ocistow-front":
 		return exec.Command(b.tools[tool], src, dst)
 	case "crane":
 		return exec.Command(b.tools[tool], "copy", src, dst)
@@ -731,8 +741,10 @@ func (b *bench) measurePrograms() error {
 	if b.cfg.compare != "" {
 		versions = append(versions, version{"ocistow@" + b.cfg.compare, []string{"-version"}})
 	}
-	if b.cfg.tools["ocistow-copy"] {
-		versions = append(versions, version{"ocistow-copy", []string{"-version"}})
+	for _, t := range []string{"ocistow-copy", "ocistow-front"} {
+		if b.cfg.tools[t] {
+			versions = append(versions, version{t, []string{"-version"}})
+		}
 	}
 	versions = append(versions, version{"bootstrap", nil}, version{"crane", []string{"version"}},
 		version{"regctl", []string{"version"}}, version{"skopeo", []string{"--version"}})

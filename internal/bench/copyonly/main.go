@@ -4,7 +4,10 @@
 // verifying, source policies, canonical logs or the CLI. `make bench`
 // measures it beside ocistow when asked (`-tools …,ocistow-copy`), to show
 // what ocistow's start-up time and memory would be in a process that only
-// copies (docs/BENCHMARKS.md, "Why the misses").
+// copies (docs/BENCHMARKS.md, "Why the misses"). Built with -tags front
+// (`-tools …,ocistow-front`) it also links what the CLI needs to run a plain
+// copy by itself (front.go), the lightest front a split into two executables
+// could have.
 //
 //	copyonly -version
 //	copyonly SOURCE DESTINATION
@@ -38,9 +41,10 @@ func main() {
 // digest, or prints its name for -version.
 func run(ctx context.Context, args []string, out io.Writer) error {
 	if len(args) == 1 && args[0] == "-version" {
-		_, err := fmt.Fprintln(out, "copyonly (ocistow's copy path alone)")
+		_, err := fmt.Fprintln(out, frontName)
 		return err
 	}
+	linkFront(args, out)
 	if len(args) != 2 {
 		return errors.New("usage: copyonly SOURCE DESTINATION, or copyonly -version")
 	}

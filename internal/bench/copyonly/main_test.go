@@ -5,6 +5,8 @@ import (
 	"io"
 	"log"
 	"net/http/httptest"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -47,5 +49,23 @@ func TestCopy(t *testing.T) {
 	}
 	if err := run(t.Context(), []string{"only-one"}, &out); err == nil {
 		t.Error("one argument accepted")
+	}
+}
+
+// TestFrontBuilds builds the front variant the bench measures as
+// ocistow-front (go build -tags front, which go vet and go test do not
+// otherwise see) and checks that it runs and says which program it is, so
+// that the variant cannot rot between benchmark runs.
+func TestFrontBuilds(t *testing.T) {
+	exe := filepath.Join(t.TempDir(), "ocistow-front")
+	if out, err := exec.Command("go", "build", "-tags", "front", "-o", exe, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags front: %v\n%s", err, out)
+	}
+	out, err := exec.Command(exe, "-version").Output()
+	if err != nil {
+		t.Fatalf("ocistow-front -version: %v", err)
+	}
+	if got := strings.TrimSpace(string(out)); !strings.Contains(got, "-tags front") {
+		t.Errorf("the front build says %q, want its name with -tags front", got)
 	}
 }
