@@ -35,8 +35,9 @@ type Predicate struct {
 	Destination Image `json:"destination"`
 	// Stamp is what ocistow was asked to stamp the image with.
 	Stamp Stamp `json:"stamp"`
-	// Platforms are the platforms the promotion kept (-platform), absent
-	// when it kept every platform of the source.
+	// Platforms are the platforms the promotion kept (-platform), as the
+	// promoted index lists them; absent without -platform and for a
+	// single-platform source, which is kept whole.
 	Platforms []string `json:"platforms,omitempty"`
 	// Ocistow is the program that promoted the image.
 	Ocistow Program `json:"ocistow"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -165,7 +166,7 @@ func attestStep(ctx context.Context, svc Service, req PromoteRequest, sreq SignR
 			Source:      attest.Image{Reference: res.CopyResult.Source, Digest: res.CopyResult.SourceDigest},
 			Destination: attest.Image{Reference: res.CopyResult.Destination, Digest: res.CopyResult.DestinationDigest},
 			Stamp:       attest.Stamp{Annotations: req.Annotations, ManifestAnnotations: req.ManifestAnnotations, Labels: req.Labels},
-			Platforms:   req.Platforms,
+			Platforms:   keptPlatforms(req.CopyRequest, res.CopyResult),
 		},
 	}
 	if res.Signatures != nil {
@@ -182,6 +183,25 @@ func attestStep(ctx context.Context, svc Service, req PromoteRequest, sreq SignR
 		return copySucceeded(res, "attesting", err)
 	}
 	return nil
+}
+
+// keptPlatforms are the platforms a promotion with -platform kept of a
+// multi-platform source, as the promoted index lists them (a platform asked
+// for that the source lacks is not among them, and linux/arm64 keeps
+// linux/arm64/v8): what the copy did, not what it was asked. None without
+// -platform, nor for a single-platform source, which is kept whole.
+func keptPlatforms(req CopyRequest, res *CopyResult) []string {
+	if len(req.Platforms) == 0 || !types.MediaType(res.MediaType).IsIndex() {
+		return nil
+	}
+	var out []string
+	for _, m := range res.Manifests {
+		if m.Platform != "" {
+			out = append(out, m.Platform)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // copySucceeded wraps err, the failure of step after a copy, so that the
