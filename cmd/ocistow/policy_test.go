@@ -649,6 +649,14 @@ func TestSyncSourcePolicy(t *testing.T) {
 			t.Errorf("the refused image was written: %s %s", q.Method, q.Path)
 		}
 	}
+	// A re-sync finds the signed image up to date, and still reads its
+	// signature: the .sig manifest is its one pull. The unsigned image is
+	// refused before its manifest is read, and its .sig tag's absence is
+	// found by a HEAD: no pull.
+	again := parseSync(t, ocistow(t, nil, "sync", "-f", file, "-o", "json"))
+	if again.Summary.Statuses["up to date"] != 1 || again.Summary.SourcePulls != 1 {
+		t.Errorf("re-sync with a verify block: %+v, want the signed image up to date and 1 source pull (its .sig)", again.Summary)
+	}
 	// An invalid verify block refuses the whole sync before anything is
 	// read: a key that does not load.
 	bad := strings.Replace(yaml, s.pub(), filepath.Join(s.keyDir, "missing.pub"), 1)

@@ -182,8 +182,10 @@ func (p *promotion) run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return res, err
 	}
-	if res.UpToDate {
-		return res, p.approve(ctx, res)
+	if res.UpToDate || p.o.approveEarly {
+		if err := p.approve(ctx, res); err != nil || res.UpToDate {
+			return res, err
+		}
 	}
 	// The destination's push token is fetched while the source is read.
 	warmed := make(chan struct{})
@@ -196,8 +198,10 @@ func (p *promotion) run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return res, err
 	}
-	if err := p.approve(ctx, res); err != nil {
-		return res, err
+	if !p.o.approveEarly {
+		if err := p.approve(ctx, res); err != nil {
+			return res, err
+		}
 	}
 	if dst != nil && dst.Digest.String() == res.DestinationDigest {
 		res.PreviousDigest = ""

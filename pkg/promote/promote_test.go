@@ -724,3 +724,63 @@ func TestReadAheadDiscarded(t *testing.T) {
 		t.Errorf("second copy: %+v, %v, %d uploads opened before the gate; want 3 blobs, all made ready", res, err, before[0])
 	}
 }
+
+// TestApprovalIsAskedBeforeAnythingIsWritten holds the Approval options'
+// promises: WithApproval is asked with the source digest and the children
+// the copy writes, after the index is read and before anything is written;
+// WithSourceApproval is asked before the source's manifest is read, so that
+// a source it refuses costs no pull; and either, refusing, leaves the
+// destination untouched.
+func TestApprovalIsAskedBeforeAnythingIsWritten(t *testing.T) {
+	src, dst := newServer(t), newServer(t)
+	idx, err := testenv.MixedIndex(3, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	push(t, src.Host+"/lib/app:1", idx)
+	want, err := idx.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := errors.New("refused by the test")
+	for _, tc := range []struct {
+		name         string
+		option       func(promote.Approval) promote.Option
+		pulls        int
+		withChildren bool
+	}{
+		{"with its children", promote.WithApproval, 1, true},
+		{"on the source digest", promote.WithSourceApproval, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src.reset()
+			dst.reset()
+			var asked []string
+			var children int
+			approve := func(_ context.Context, source name.Digest, ch []name.Digest) error {
+				asked = append(asked, source.DigestStr())
+				children = len(ch)
+				return refused
+			}
+			req := promote.Request{Source: ref(t, src.Host+"/lib/app:1"), Destination: ref(t, dst.Host+"/refused/app:1")}
+			res, err := promote.Copy(t.Context(), newClient(), req, tc.option(approve))
+			if !errors.Is(err, refused) {
+				t.Fatalf("Copy: %v, want the approval's refusal", err)
+			}
+			if len(asked) != 1 || asked[0] != want.String() {
+				t.Errorf("asked about %v, want once about %s", asked, want)
+			}
+			if (children > 0) != tc.withChildren {
+				t.Errorf("asked with %d children", children)
+			}
+			if n := src.count(http.MethodGet, "/manifests/"); n != tc.pulls || res.SourcePulls != tc.pulls {
+				t.Errorf("%d manifest GETs at the source, %d counted, want %d", n, res.SourcePulls, tc.pulls)
+			}
+			for _, m := range []string{http.MethodPut, http.MethodPost, http.MethodPatch} {
+				if n := dst.count(m, "/"); n != 0 {
+					t.Errorf("%d %s requests at the destination of a refused source", n, m)
+				}
+			}
+		})
+	}
+}

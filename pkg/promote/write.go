@@ -61,12 +61,14 @@ func (noProgress) Finish()                   {}
 type Option func(*options)
 
 type options struct {
-	tracer    trace.Tracer
-	progress  Progress
-	checked   *look
-	gate      Gate
-	approval  Approval
-	readAhead *ReadAhead
+	tracer   trace.Tracer
+	progress Progress
+	checked  *look
+	gate     Gate
+	approval Approval
+	// approveEarly: approval needs no children (WithSourceApproval).
+	approveEarly bool
+	readAhead    *ReadAhead
 }
 
 // A Gate is passed before anything is written: it returns once writing may
@@ -95,7 +97,17 @@ type Approval func(ctx context.Context, source name.Digest, children []name.Dige
 // image manifests of its own; what a reads is its own business, under
 // Copy's context (so that manifest GETs it makes at the source count in
 // Result.SourcePulls).
-func WithApproval(a Approval) Option { return func(o *options) { o.approval = a } }
+func WithApproval(a Approval) Option {
+	return func(o *options) { o.approval, o.approveEarly = a, false }
+}
+
+// WithSourceApproval is WithApproval for an Approval that decides on the
+// source's digest alone (it is given no children): Copy asks it as soon as
+// the source is resolved, before the source's manifest is read, so that a
+// source it refuses costs no pull.
+func WithSourceApproval(a Approval) Option {
+	return func(o *options) { o.approval, o.approveEarly = a, true }
+}
 
 // WithTracerProvider records spans: one for the copy, one per blob
 // (digest, size, outcome, attempts), one per manifest written. The default

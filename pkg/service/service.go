@@ -163,11 +163,18 @@ func (s *service) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error
 		if err := req.Policy.Validate(); err != nil {
 			return nil, &Error{Kind: KindInvalidRequest, Err: err}
 		}
-		popts = append(popts, promote.WithApproval(func(ctx context.Context, src name.Digest, children []name.Digest) error {
+		approve := func(ctx context.Context, src name.Digest, children []name.Digest) error {
 			r, err := s.checkPolicy(ctx, req.Policy, preq.Source, src, children)
 			checked = r
 			return err
-		}))
+		}
+		// A policy that checks the source digest alone is asked before
+		// the source's manifest is read: a refused source costs no pull.
+		if req.Policy.Children {
+			popts = append(popts, promote.WithApproval(approve))
+		} else {
+			popts = append(popts, promote.WithSourceApproval(approve))
+		}
 	}
 	res, err := promote.Copy(ctx, s.registry, *preq, popts...)
 	out := &CopyResult{Source: preq.Source.String(), Destination: preq.Destination.String(), Took: Duration(time.Since(start)), Policy: checked}
