@@ -2,7 +2,9 @@ package deploy
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -1346,7 +1348,15 @@ func TestRoleIsLeastPrivilege(t *testing.T) {
 // The state machine: its definition is deploy/statemachine.asl.json, every
 // placeholder in it is substituted, every Task invokes the function, and
 // the Map state promotes at most MaxConcurrency at once, retrying what may
-// pass and catching every error per item.
+// pass and catching every error per item. It holds README's "DefinitionSubstitutions
+// give it the function's ARN and MAX_CONCURRENCY, default 8" and the Step
+// Functions section's steps: Plan invokes the function with the
+// execution's PromotionFile; Promote, an inline Map over the plan's Items
+// at most MaxConcurrency at once, retries CopyFailed, SourceFailed,
+// SigningFailed, ReferrersFailed and Timeout "3 times, 2 s doubling",
+// Lambda's own transient errors too, then catches every error per item,
+// recorded with the item; Summarize invokes the function with the plan and
+// the results; and no state says "ResultPath": "$".
 func TestStateMachineShape(t *testing.T) {
 	tpl := loadTemplate(t)
 	sm := m(m(m(tpl["Resources"])["StateMachine"])["Properties"])
@@ -1360,8 +1370,8 @@ func TestStateMachineShape(t *testing.T) {
 	if fn, _ := roleOf(subs["FunctionArn"]); fn != "Function" || m(subs["MaxConcurrency"])["Ref"] != "MaxConcurrency" {
 		t.Errorf("substitutions %v: want FunctionArn the function's ARN and MaxConcurrency the parameter", subs)
 	}
-	if p := m(m(tpl["Parameters"])["MaxConcurrency"]); p["MinValue"] != 1 || p["MaxValue"] == nil {
-		t.Errorf("MaxConcurrency parameter %v: want bounded, at least 1", p)
+	if p := m(m(tpl["Parameters"])["MaxConcurrency"]); p["MinValue"] != 1 || p["MaxValue"] == nil || p["Default"] != 8 {
+		t.Errorf("MaxConcurrency parameter %v: want bounded, at least 1, default 8", p)
 	}
 	raw, err := os.ReadFile("statemachine.asl.json")
 	if err != nil {
@@ -1424,6 +1434,59 @@ func TestStateMachineShape(t *testing.T) {
 	catch := asList(image["Catch"])
 	if len(catch) != 1 || !slices.Equal(asStrings(m(catch[0])["ErrorEquals"]), []string{"States.ALL"}) || m(catch[0])["ResultPath"] != "$.Error" {
 		t.Errorf("PromoteImage Catch %v: want every error caught into $.Error, so that one image does not fail the Map", catch)
+	}
+
+	// The retrier Step Functions applies to an error is the first that
+	// names it (or States.ALL).
+	retrier := func(st map[string]any, e string) map[string]any {
+		for _, r := range asList(st["Retry"]) {
+			if names := asStrings(m(r)["ErrorEquals"]); slices.Contains(names, e) || slices.Contains(names, "States.ALL") {
+				return m(r)
+			}
+		}
+		return nil
+	}
+	for _, e := range []string{"CopyFailed", "SourceFailed", "SigningFailed", "ReferrersFailed", "Timeout"} {
+		r := retrier(image, e)
+		if r["IntervalSeconds"] != 2.0 || r["MaxAttempts"] != 3.0 || r["BackoffRate"] != 2.0 {
+			t.Errorf("PromoteImage retries %s with %v: want 3 times, 2 s doubling (IntervalSeconds 2, MaxAttempts 3, BackoffRate 2)", e, r)
+		}
+	}
+	for _, e := range []string{"Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException", "Lambda.TooManyRequestsException"} {
+		if r := retrier(image, e); r == nil || r["MaxAttempts"] == 0.0 {
+			t.Errorf("PromoteImage does not retry Lambda's transient %s", e)
+		}
+	}
+	// Caught, the item ends there, recorded with its error: the Map goes on.
+	items := m(m(promote["ItemProcessor"])["States"])
+	next, _ := m(catch[0])["Next"].(string)
+	if rec := m(items[next]); rec["Type"] != "Pass" || rec["End"] != true || rec["ResultPath"] != nil || rec["OutputPath"] != nil {
+		t.Errorf("PromoteImage's Catch goes to %q %v: want a Pass state that ends the item as it is (request and $.Error)", next, rec)
+	}
+	if mode := m(m(promote["ItemProcessor"])["ProcessorConfig"])["Mode"]; mode != "INLINE" || m(promote["ItemProcessor"])["StartAt"] != "PromoteImage" {
+		t.Errorf("Promote's ItemProcessor %v: want an inline Map starting at PromoteImage", promote["ItemProcessor"])
+	}
+
+	// Plan, Promote, Summarize, each with what the README says it is given.
+	plan, summarize := m(states["Plan"]), m(states["Summarize"])
+	if def["StartAt"] != "Plan" || plan["Next"] != "Promote" || promote["Next"] != "Summarize" || summarize["End"] != true {
+		t.Errorf("StartAt %v, Plan.Next %v, Promote.Next %v, Summarize.End %v: want Plan, Promote, Summarize, in that order", def["StartAt"], plan["Next"], promote["Next"], summarize["End"])
+	}
+	if p := m(plan["Parameters"]); len(p) != 1 || p["PromotionFile.$"] != "$.PromotionFile" {
+		t.Errorf("Plan's Parameters %v: want the execution's PromotionFile alone (plan mode)", p)
+	}
+	if p := m(summarize["Parameters"]); len(p) != 2 || p["Plan.$"] != "$.Plan" || p["Results.$"] != "$.Results" || promote["ResultPath"] != "$.Results" {
+		t.Errorf("Summarize's Parameters %v (Promote's ResultPath %v): want the plan and the Map's results", p, promote["ResultPath"])
+	}
+	// MaxConcurrency reaches the Map: Plan's ResultSelector sets, from the
+	// substituted ${MaxConcurrency}, the field MaxConcurrencyPath reads.
+	field, ok := strings.CutPrefix(fmt.Sprint(promote["MaxConcurrencyPath"]), "$.")
+	if sel := m(plan["ResultSelector"]); !ok || sel[field+".$"] != "States.StringToJson('${MaxConcurrency}')" {
+		t.Errorf("Promote's MaxConcurrencyPath %v, Plan's ResultSelector %v: want the path to name ${MaxConcurrency}, as a number", promote["MaxConcurrencyPath"], sel)
+	}
+	// The local engine reads "ResultPath": "$" as a key named "$".
+	if strings.Contains(strings.Join(strings.Fields(string(raw)), ""), `"ResultPath":"$"`) {
+		t.Errorf(`the definition says "ResultPath": "$"; leave it out (the default) where it means the whole state`)
 	}
 }
 
@@ -1916,4 +1979,156 @@ func delimited(fn string, arg any, args []any) (string, error) {
 		return "", fmt.Errorf("%s delimiter %v: CloudFormation takes no function there, only a literal string", fn, args[0])
 	}
 	return delim, nil
+}
+
+// functionEnvironment evaluates the function's environment variables as
+// CloudFormation would with the parameters in set (the sample values and
+// defaults for the others): an Fn::If follows its condition, and a
+// variable that comes to AWS::NoValue is not set.
+func (c *checker) functionEnvironment(set map[string]any) (map[string]string, error) {
+	fn, problem := c.function()
+	if problem != "" {
+		return nil, errors.New(problem)
+	}
+	with := *c
+	with.params = maps.Clone(c.params)
+	maps.Copy(with.params, set)
+	assume := map[string]bool{}
+	for name := range c.conditions {
+		v, err := c.condition(name, set, 0)
+		if err != nil {
+			return nil, fmt.Errorf("condition %s: %w", name, err)
+		}
+		assume[name] = v
+	}
+	vars := m(m(m(c.resources[fn]["Properties"])["Environment"])["Variables"])
+	if vars == nil {
+		return nil, fmt.Errorf("function %s has no Environment.Variables", fn)
+	}
+	out := map[string]string{}
+	for name, v := range vars {
+		for {
+			args, isIf := m(v)["Fn::If"].([]any)
+			if !isIf {
+				break
+			}
+			if len(args) != 3 {
+				return nil, fmt.Errorf("%s: Fn::If %v", name, args)
+			}
+			cond, _ := args[0].(string)
+			val, known := assume[cond]
+			if !known {
+				return nil, fmt.Errorf("%s: Fn::If on unknown condition %v", name, args[0])
+			}
+			v = args[2]
+			if val {
+				v = args[1]
+			}
+		}
+		if isNoValue(v) {
+			continue
+		}
+		e, err := with.eval(v, assume)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		str, ok := e.(string)
+		if !ok {
+			return nil, fmt.Errorf("%s is %v, not a string", name, e)
+		}
+		out[name] = str
+	}
+	return out, nil
+}
+
+// TestFunctionEnvironment holds README's "the environment
+// (AWS_KMS_KEY_ARN, AWS_XRAY, JOBS, and SOURCE_KEY when SOURCE_KEY_ARNS
+// names the KMS keys of a source policy)" and, under Configuration, "The
+// template's SourceKeyArns parameter sets SOURCE_KEY and lets the role read
+// those keys' public halves": the environment, evaluated as CloudFormation
+// would for the parameters' defaults and for tracing on with source keys,
+// is exactly those variables, and the role may read the source keys' public
+// halves only when they are given.
+func TestFunctionEnvironment(t *testing.T) {
+	tpl := loadTemplate(t)
+	ck := newChecker(tpl)
+	_, allows := checkTemplate(tpl)
+	noKeys := []string{""} // what CloudFormation makes of a CommaDelimitedList's empty default
+	sourceKeys := strings.Join(sampleSourceKeys(), ",")
+	for _, tc := range []struct {
+		name string
+		set  map[string]any
+		want map[string]string
+	}{
+		{"defaults", map[string]any{"SourceKeyArns": noKeys},
+			map[string]string{"AWS_KMS_KEY_ARN": sampleKey, "AWS_XRAY": "false", "JOBS": ""}},
+		{"source keys", map[string]any{"SourceKeyArns": sampleSourceKeys()},
+			map[string]string{"AWS_KMS_KEY_ARN": sampleKey, "AWS_XRAY": "false", "JOBS": "", "SOURCE_KEY": sourceKeys}},
+		{"tracing and jobs", map[string]any{"Tracing": "Active", "Jobs": "6", "SourceKeyArns": noKeys},
+			map[string]string{"AWS_KMS_KEY_ARN": sampleKey, "AWS_XRAY": "true", "JOBS": "6"}},
+		{"tracing, jobs and source keys", map[string]any{"Tracing": "Active", "Jobs": "6", "SourceKeyArns": sampleSourceKeys()},
+			map[string]string{"AWS_KMS_KEY_ARN": sampleKey, "AWS_XRAY": "true", "JOBS": "6", "SOURCE_KEY": sourceKeys}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env, err := ck.functionEnvironment(tc.set)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !maps.Equal(env, tc.want) {
+				t.Errorf("environment %v, want %v", env, tc.want)
+			}
+			// The role reads the source keys' public halves (and signs
+			// with none of them) only when they are given.
+			granted := map[string][]string{}
+			for _, st := range allows {
+				if st.role != roleFunction || !ck.applies(st, tc.set) {
+					continue
+				}
+				res, _ := ck.resourcesOf(st)
+				acts, _ := ck.actions(st)
+				for _, a := range acts {
+					granted[strings.ToLower(a)] = append(granted[strings.ToLower(a)], res...)
+				}
+			}
+			given := tc.want["SOURCE_KEY"] != ""
+			for _, k := range sampleSourceKeys() {
+				for _, a := range []string{"kms:GetPublicKey", "kms:DescribeKey", "kms:Sign"} {
+					want := given && a != "kms:Sign"
+					if got := slices.Contains(granted[strings.ToLower(a)], k); got != want {
+						t.Errorf("%s on source key %s granted: %v, want %v", a, k, got, want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestFunctionLogGroup holds README's "It creates the arm64 function …,
+// its log group": the function logs to a log group the stack creates, the
+// one Lambda would name for it, which its role may write to.
+func TestFunctionLogGroup(t *testing.T) {
+	tpl := loadTemplate(t)
+	ck := newChecker(tpl)
+	fn := m(m(m(tpl["Resources"])["Function"])["Properties"])
+	ref, _ := m(m(fn["LoggingConfig"])["LogGroup"])["Ref"].(string)
+	if ref == "" || ck.resources[ref]["Type"] != "AWS::Logs::LogGroup" {
+		t.Fatalf("the function's LoggingConfig.LogGroup %v: want a Ref to the stack's AWS::Logs::LogGroup", m(fn["LoggingConfig"])["LogGroup"])
+	}
+	if got, want := ck.functionLogGroup(), "/aws/lambda/ocistow"; got != want {
+		t.Errorf("the function logs to %s, want %s (Lambda's name for the function's group)", got, want)
+	}
+}
+
+// TestStackOutputs holds README's "The stack's outputs name both" (the
+// function and the state machine), and the Step Functions section's "the
+// stack's StateMachineArn output".
+func TestStackOutputs(t *testing.T) {
+	tpl := loadTemplate(t)
+	out := m(tpl["Outputs"])
+	if fn, _ := roleOf(m(out["FunctionArn"])["Value"]); fn != "Function" || m(m(tpl["Resources"])["Function"])["Type"] != "AWS::Lambda::Function" {
+		t.Errorf("output FunctionArn %v: want the function's ARN (Fn::GetAtt [Function, Arn])", out["FunctionArn"])
+	}
+	if sm := m(m(out["StateMachineArn"])["Value"])["Ref"]; sm != "StateMachine" || m(m(tpl["Resources"])["StateMachine"])["Type"] != "AWS::StepFunctions::StateMachine" {
+		t.Errorf("output StateMachineArn %v: want the state machine's ARN (Ref StateMachine)", out["StateMachineArn"])
+	}
 }
