@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -389,7 +390,11 @@ func invocationsOf(ex *testenv.Execution, state string) []testenv.Invocation {
 
 // The state machine in deploy/, run by aws-local-stepfunctions against the
 // real function under the emulator: plan, promote each image, sum up; a
-// missing source fails alone.
+// missing source fails alone. It holds README's "check each image
+// promoted, stamped and signed (cosign verifies)": every manifest under
+// each promoted tag carries its entry's annotations and manifest
+// annotations, and every image config its annotations and labels, as the
+// promotion file asks.
 func TestStateMachineFansOut(t *testing.T) {
 	l := function(t)
 	repo := dstRepo(t, e2e.bed.Dst.Host)
@@ -405,6 +410,7 @@ promotions:
     destination: %[2]s/multi
     tags: [v1]
     labels: {tier: base}
+    manifestAnnotations: {build: "42"}
   - source: %[1]s/src/other:v1
     destination: %[2]s/other:v1
     annotations: {owner: martin}
@@ -444,6 +450,25 @@ promotions:
 		verifySigned(t, img, "team=platform")
 	}
 	verifySigned(t, repo+"/other:v1", "team=platform", "owner=martin")
+	// Stamped as the file asks: the entry's annotations (merged with the
+	// defaults') on every manifest and as labels in every config, its
+	// manifest annotations on manifests only, its labels in configs only.
+	team := map[string]string{"team": "platform"}
+	for _, c := range []struct {
+		ref                 string
+		annotations, labels map[string]string
+		manifests           int
+	}{
+		// The fixtures' own labels stay (existing=keep), but for team,
+		// which the stamp sets.
+		{repo + "/single:v1", team, team, 1},
+		{repo + "/multi:v1", map[string]string{"team": "platform", "build": "42"}, map[string]string{"team": "platform", "tier": "base", "existing": "keep"}, 3},
+		{repo + "/other:v1", map[string]string{"team": "platform", "owner": "martin"}, map[string]string{"team": "platform", "owner": "martin"}, 1},
+	} {
+		if n := stamped(t, c.ref, c.annotations, c.labels); n != c.manifests {
+			t.Errorf("%s: %d manifests under the tag, want %d", c.ref, n, c.manifests)
+		}
+	}
 	if _, err := testenv.Get(t.Context(), repo+"/missing:v1"); err == nil {
 		t.Errorf("the missing source was written")
 	}
@@ -458,6 +483,57 @@ promotions:
 	if len(out.Failures) != 1 || out.Failures[0].ErrorType != "SourceNotFound" || out.Failures[0].DstImageRef != repo+"/missing:v1" || !strings.Contains(out.Failures[0].Error, "404") {
 		t.Errorf("failures %+v: want the missing source with SourceNotFound", out.Failures)
 	}
+}
+
+// stamped checks that the manifest or index at ref, and every manifest
+// under it, carries annotations, and that every image config under it has
+// exactly labels; it returns how many manifests it read.
+func stamped(t *testing.T, ref string, annotations, labels map[string]string) int {
+	t.Helper()
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := remote.Get(r, remote.WithContext(t.Context()))
+	if err != nil {
+		t.Fatalf("reading %s: %v", ref, err)
+	}
+	got, err := testenv.Annotations(d)
+	if err != nil {
+		t.Fatalf("%s: %v", ref, err)
+	}
+	for k, v := range annotations {
+		if got[k] != v {
+			t.Errorf("%s annotations %v: want %s=%s", ref, got, k, v)
+		}
+	}
+	if d.MediaType.IsIndex() {
+		idx, err := d.ImageIndex()
+		if err != nil {
+			t.Fatal(err)
+		}
+		im, err := idx.IndexManifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 1
+		for _, child := range im.Manifests {
+			n += stamped(t, r.Context().Digest(child.Digest.String()).String(), annotations, labels)
+		}
+		return n
+	}
+	img, err := d.Image()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatalf("%s config: %v", ref, err)
+	}
+	if !maps.Equal(cf.Config.Labels, labels) {
+		t.Errorf("%s config labels %v, want %v", ref, cf.Config.Labels, labels)
+	}
+	return 1
 }
 
 // Retry by errorType retries a promotion that failed for a reason that may
