@@ -582,8 +582,9 @@ func TestSourcePolicyKeyless(t *testing.T) {
 
 // TestSyncSourcePolicy runs a promotion file whose defaults verify with a
 // key: the signed image is promoted, the unsigned one is refused (policy)
-// with PolicyRefused and nothing written for it; a verify key that does not
-// load refuses the whole sync. (Keyless entries and their trusted roots:
+// with PolicyRefused and nothing written for it; a re-sync pulls only the
+// signed image's signature (the refused source's manifest is not read); a
+// verify key that does not load refuses the whole sync. (Keyless entries and their trusted roots:
 // TestSyncKeylessVerifyTakesTheSyncsTrustedRoot.)
 func TestSyncSourcePolicy(t *testing.T) {
 	s := newPolicySource(t)
