@@ -205,6 +205,9 @@ func (o *Options) Build(w io.Writer) (service.Service, *slog.Logger, error) {
 	if o.Output != "text" && o.Output != "json" {
 		return nil, nil, fmt.Errorf("invalid -output %q: want text or json", o.Output)
 	}
+	if o.Settings.Jobs < 0 {
+		return nil, nil, fmt.Errorf("invalid -jobs %d: want a positive number (0: the default, the number of CPUs but at least %d)", o.Settings.Jobs, registry.MinDefaultJobs)
+	}
 	o.Settings.InsecureRegistries, o.Settings.ECRRegistries = o.Insecure, o.ECR
 	logger, err := NewLogger(o.Settings, w)
 	if err != nil {

@@ -29,9 +29,13 @@ import (
 )
 
 // DefaultJobs is the number of blobs moved at once when WithJobs is not
-// given: the number of usable CPUs, but at least 4, since copies are bound
-// by the network rather than the CPU.
-func DefaultJobs() int { return max(4, runtime.GOMAXPROCS(0)) }
+// given: the number of usable CPUs (GOMAXPROCS), but at least
+// MinDefaultJobs, since copies are bound by the network rather than the
+// CPU.
+func DefaultJobs() int { return max(MinDefaultJobs, runtime.GOMAXPROCS(0)) }
+
+// MinDefaultJobs is the least DefaultJobs returns.
+const MinDefaultJobs = 4
 
 // DefaultBackoff returns the retry schedule for transient registry
 // failures (connection resets, timeouts, stalls, 408, 429, 5xx): five
