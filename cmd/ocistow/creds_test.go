@@ -61,6 +61,12 @@ func rawDockerConfig(t *testing.T, config any) string {
 // access key AKIDCREDS with the Bed's ECR token, counting them.
 func fakeECRAPI(t *testing.T) (env []string, calls *atomic.Int32) {
 	t.Helper()
+	return fakeECRTokenAPI(t, ecrUser, ecrPass)
+}
+
+// fakeECRTokenAPI is fakeECRAPI answering with the token user:pass.
+func fakeECRTokenAPI(t *testing.T, user, pass string) (env []string, calls *atomic.Int32) {
+	t.Helper()
 	calls = &atomic.Int32{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".GetAuthorizationToken") {
@@ -74,7 +80,7 @@ func fakeECRAPI(t *testing.T) (env []string, calls *atomic.Int32) {
 		calls.Add(1)
 		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 		_ = json.NewEncoder(w).Encode(map[string]any{"authorizationData": []map[string]any{{
-			"authorizationToken": encodeToken(ecrUser, ecrPass),
+			"authorizationToken": encodeToken(user, pass),
 			"expiresAt":          4102444800, // 2100-01-01
 			"proxyEndpoint":      "https://111111111111.dkr.ecr.us-east-1.amazonaws.com",
 		}}})

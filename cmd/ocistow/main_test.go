@@ -120,6 +120,12 @@ type result struct {
 // AWS credentials, and no ocistow variables unless env gives them.
 func ocistow(t *testing.T, env []string, args ...string) result {
 	t.Helper()
+	return runCmd(t, ocistowCmd(t, env, args...))
+}
+
+// ocistowCmd is the command ocistow runs, for a test that must run it
+// itself (on a terminal, say).
+func ocistowCmd(t *testing.T, env []string, args ...string) *exec.Cmd {
 	home := t.TempDir()
 	cmd := exec.Command(e2e.bin, args...)
 	cmd.Env = append([]string{
@@ -130,7 +136,7 @@ func ocistow(t *testing.T, env []string, args ...string) result {
 		"AWS_CONFIG_FILE=" + filepath.Join(home, "aws-config"),
 		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(home, "aws-credentials"),
 	}, env...)
-	return runCmd(t, cmd)
+	return cmd
 }
 
 // runCmd runs cmd and returns its result, failing the test when it cannot

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -101,7 +102,7 @@ func parse(fs *flag.FlagSet, args []string, getenv func(string) string, stdout, 
 	return 0, false
 }
 
-func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) (code int) {
 	getenv := func(k string) string { v, _ := lookupEnv(k); return v }
 	if len(args) > 0 && args[0] == "verify" {
 		return runVerify(ctx, args[1:], lookupEnv, getenv, stdout, stderr)
@@ -142,7 +143,13 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if err != nil {
 		return fail(stderr, exitInvalid, err)
 	}
-	defer stopProfiles()
+	defer func() {
+		// The promotion is over, and its exit code says how it went; a
+		// profile that could not be written is reported all the same.
+		if err := stopProfiles(); err != nil {
+			fail(stderr, code, err)
+		}
+	}()
 	tr, err := startTracing(ctx, &o, o.XRay, getenv)
 	if err != nil {
 		return fail(stderr, exitInvalid, err)
@@ -323,32 +330,76 @@ func formatsNote(formats []sign.Format) string {
 	return " (" + names[0] + " format)"
 }
 
-// startProfiles starts a CPU profile and arranges a heap profile, for
-// finding where a promotion spends its time and memory (make bench).
-func startProfiles(cpu, mem string) (stop func(), err error) {
-	var f *os.File
-	if cpu != "" {
-		if f, err = os.Create(cpu); err != nil {
-			return nil, err
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			f.Close()
-			return nil, err
-		}
-	}
-	return func() {
-		if f != nil {
-			pprof.StopCPUProfile()
-			f.Close()
-		}
-		if mem != "" {
-			if m, err := os.Create(mem); err == nil {
-				runtime.GC()
-				_ = pprof.WriteHeapProfile(m)
-				m.Close()
+// startProfiles creates the profile files and starts the CPU profile, for
+// finding where a promotion spends its time and memory (make bench). A
+// file that cannot be created fails here, before anything is copied. stop
+// ends the CPU profile, writes the heap profile, and returns what could not
+// be written.
+func startProfiles(cpu, mem string) (stop func() error, err error) {
+	var cpuFile, memFile *os.File
+	defer func() {
+		if err != nil {
+			for _, f := range []*os.File{cpuFile, memFile} {
+				if f != nil {
+					f.Close()
+					os.Remove(f.Name())
+				}
 			}
 		}
+	}()
+	if cpu != "" {
+		if cpuFile, err = os.Create(cpu); err != nil {
+			return nil, fmt.Errorf("-cpuprofile: %w", err)
+		}
+	}
+	if mem != "" {
+		if memFile, err = os.Create(mem); err != nil {
+			return nil, fmt.Errorf("-memprofile: %w", err)
+		}
+	}
+	// The profiler ignores write errors: keep the first one.
+	cpuOut := &errWriter{w: cpuFile}
+	if cpuFile != nil {
+		if err := pprof.StartCPUProfile(cpuOut); err != nil {
+			return nil, fmt.Errorf("-cpuprofile: %w", err)
+		}
+	}
+	return func() (err error) {
+		failed := func(flag string, ferr error) {
+			if ferr == nil {
+				return
+			}
+			if err == nil {
+				err = fmt.Errorf("%s: %w", flag, ferr)
+			} else {
+				err = fmt.Errorf("%w; %s: %w", err, flag, ferr)
+			}
+		}
+		if cpuFile != nil {
+			pprof.StopCPUProfile()
+			failed("-cpuprofile", cmp.Or(cpuOut.err, cpuFile.Close()))
+		}
+		if memFile != nil {
+			runtime.GC() // the heap as the last collection left it
+			failed("-memprofile", cmp.Or(pprof.WriteHeapProfile(memFile), memFile.Close()))
+		}
+		return err
 	}, nil
+}
+
+// errWriter is a writer that keeps its first error.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	if e.err != nil {
+		return 0, e.err
+	}
+	n, err := e.w.Write(p)
+	e.err = err
+	return n, err
 }
 
 // isSet reports whether flag name was given on the command line.
