@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
 // slowBackoff makes the first sleep 4 s: anything that returns promptly
@@ -352,5 +353,29 @@ func TestSlowSourceIsNotAnUploadStall(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted || resp.Header.Get("X-Got") != strconv.Itoa(1<<20) {
 		t.Errorf("status %d, got %s bytes", resp.StatusCode, resp.Header.Get("X-Got"))
+	}
+}
+
+// TestUploadErrorsGoContainerregistryCallsTemporary holds the README's
+// "a blob upload the registry refuses with an error code
+// go-containerregistry counts as temporary starts over": an operation
+// failing with a 400 BLOB_UPLOAD_INVALID (an upload session the registry
+// dropped) or UNKNOWN is retried to the end of the schedule, one failing
+// with a 400 DIGEST_INVALID is not.
+func TestUploadErrorsGoContainerregistryCallsTemporary(t *testing.T) {
+	c := testClient(WithRetryBackoff(fastBackoff))
+	for code, want := range map[transport.ErrorCode]int{
+		transport.BlobUploadInvalidErrorCode: 5,
+		transport.UnknownErrorCode:           5,
+		transport.DigestInvalidErrorCode:     1,
+	} {
+		attempts := 0
+		err := c.Retry(t.Context(), func(context.Context, int) error {
+			attempts++
+			return &transport.Error{StatusCode: http.StatusBadRequest, Errors: []transport.Diagnostic{{Code: code, Message: "refused"}}}
+		})
+		if err == nil || attempts != want {
+			t.Errorf("a 400 %s: %d attempts (%v), want %d", code, attempts, err, want)
+		}
 	}
 }
