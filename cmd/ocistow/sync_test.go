@@ -459,6 +459,11 @@ func TestSyncShowsProgressOnATerminal(t *testing.T) {
 			t.Errorf("terminal output lacks %q:\n%s", want, screen)
 		}
 	}
+	// Every image's canonical line prints above the lines, the last
+	// one's too, however close to the end it was written.
+	if n := strings.Count(screen, "method=Copy"); n != 3 {
+		t.Errorf("%d canonical Copy lines on the terminal, want 3:\n%s", n, screen)
+	}
 	// Piped, the same sync shows no progress lines, only the log lines.
 	piped := ocistow(t, nil, "sync", "-f", file)
 	if strings.Contains(piped.stderr, "images ") || strings.Contains(piped.stderr, "\x1b[") {
