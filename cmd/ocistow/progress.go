@@ -83,7 +83,10 @@ func (b *barProgress) tick() {
 	}
 }
 
-var _ promote.Progress = (*barProgress)(nil)
+var (
+	_ promote.Progress  = (*barProgress)(nil)
+	_ promote.Restarter = (*barProgress)(nil)
+)
 
 func (b *barProgress) BlobStarted(digest string, size int64) {
 	b.mu.Lock()
@@ -139,6 +142,15 @@ func (b *barProgress) BlobBytes(digest string, n int64) {
 		bb.state.CompareAndSwap("checking", "uploading")
 		bb.bytes.Add(n)
 		bb.bar.IncrInt64(n)
+	}
+}
+
+// BlobRestarted counts the blob's bytes from zero again: its upload
+// starts over.
+func (b *barProgress) BlobRestarted(digest string) {
+	if bb := b.get(digest); bb != nil {
+		bb.bytes.Store(0)
+		bb.bar.SetCurrent(0)
 	}
 }
 

@@ -784,3 +784,86 @@ func TestApprovalIsAskedBeforeAnythingIsWritten(t *testing.T) {
 		})
 	}
 }
+
+// progressRecorder is a Progress and Restarter that keeps, per blob, the
+// bytes reported since its last restart and how many restarts there were.
+type progressRecorder struct {
+	mu       sync.Mutex
+	bytes    map[string]int64
+	restarts map[string]int
+}
+
+func (p *progressRecorder) BlobStarted(string, int64)        {}
+func (p *progressRecorder) BlobDone(string, promote.Outcome) {}
+func (p *progressRecorder) Finish()                          {}
+func (p *progressRecorder) BlobBytes(d string, n int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.bytes[d] += n
+}
+func (p *progressRecorder) BlobRestarted(d string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.bytes[d] = 0
+	p.restarts[d]++
+}
+
+// TestProgressIsToldOfARestartedUpload holds the Restarter's promise: a
+// blob whose source body breaks off mid-upload is uploaded again, the
+// Progress is told once that it starts over, and the bytes it is told of
+// afterwards add up to the blob's size (a progress bar does not count the
+// failed attempt's bytes on top of the blob's).
+func TestProgressIsToldOfARestartedUpload(t *testing.T) {
+	src, dst := newServer(t), newServer(t)
+	img, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 2 << 20, Seed: 14})
+	if err != nil {
+		t.Fatal(err)
+	}
+	push(t, src.Host+"/lib/app:1", img)
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ld, err := layers[0].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	size, err := layers[0].Size()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cut sync.Once
+	src.edit = func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+ld.String()) {
+			return false
+		}
+		done := false
+		cut.Do(func() {
+			w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write(make([]byte, size/2))
+			w.(http.Flusher).Flush()
+			if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+				conn.Close()
+			}
+			done = true
+		})
+		return done
+	}
+	rec := &progressRecorder{bytes: map[string]int64{}, restarts: map[string]int{}}
+	req := promote.Request{Source: ref(t, src.Host+"/lib/app:1"), Destination: ref(t, dst.Host+"/app:1")}
+	if _, err := promote.Copy(t.Context(), newClient(), req, promote.WithProgress(rec)); err != nil {
+		t.Fatalf("Copy: %v", err)
+	}
+	if n := src.count(http.MethodGet, "/blobs/"+ld.String()); n != 2 {
+		t.Fatalf("layer read %d times, want 2 (cut, then whole)", n)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if got := rec.restarts[ld.String()]; got != 1 {
+		t.Errorf("told of %d restarts of the layer's upload, want 1", got)
+	}
+	if got := rec.bytes[ld.String()]; got != size {
+		t.Errorf("%d bytes reported since the restart, want the layer's %d", got, size)
+	}
+}

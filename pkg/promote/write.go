@@ -116,6 +116,13 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 	return func(o *options) { o.tracer = tp.Tracer("github.com/ocistow/ocistow/pkg/promote") }
 }
 
+// A Restarter is a Progress that is told when a blob's upload starts over
+// (a retry re-opens the source): the bytes of the attempt that failed were
+// reported by BlobBytes, and the next attempt's are reported from zero.
+type Restarter interface {
+	BlobRestarted(digest string)
+}
+
 // WithProgress reports each blob's progress to p.
 func WithProgress(p Progress) Option { return func(o *options) { o.progress = p } }
 
@@ -584,7 +591,10 @@ func (w *writer) put(ctx context.Context, l v1.Layer, d v1.Hash) (Outcome, int, 
 	// Each attempt starts the upload over, re-opening the source: a
 	// streamed body cannot be replayed by the transport.
 	var stored registry.Stored
-	upload := func(ctx context.Context, _ int) (err error) {
+	upload := func(ctx context.Context, attempt int) (err error) {
+		if r, ok := w.progress.(Restarter); ok && attempt > 1 {
+			r.BlobRestarted(d.String())
+		}
 		stored, err = dst.Upload(ctx, blob)
 		return err
 	}
