@@ -162,6 +162,7 @@ type referrersResultJSON struct {
 		TagsPresent      int      `json:"tagsPresent"`
 		TagsMerged       int      `json:"tagsMerged"`
 		Filtered         int      `json:"filtered"`
+		SourcePulls      int      `json:"sourcePulls"`
 	} `json:"referrers"`
 }
 
@@ -303,8 +304,11 @@ func TestReferrersTravelWithAnUnstampedImage(t *testing.T) {
 		t.Errorf("destination tags %v: a fallback tag on a registry with the referrers API", ts)
 	}
 	// The text summary says what travelled.
+	// The re-run reads the referrers tag of each of the three digests that
+	// have referrers (the source registry has no referrers API): three
+	// pulls.
 	text := ocistow(t, nil, "-source", u.ref, "-destination", dst, "-sign=false", "-referrers").mustSucceed(t)
-	if !strings.Contains(text.stdout, "referrers of 3 source digests: 0 copied, 3 already present; cosign tags: 0 copied, 4 already present; 0 filtered out; 0 source manifests written by digest\n") {
+	if !strings.Contains(text.stdout, "referrers of 3 source digests: 0 copied, 3 already present; cosign tags: 0 copied, 4 already present; 0 filtered out; 0 source manifests written by digest; 3 source pulls\n") {
 		t.Errorf("text result: %s", text.stdout)
 	}
 }
@@ -481,5 +485,40 @@ func TestReferrersKeepOcistowsSignatures(t *testing.T) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			t.Errorf("the re-run wrote at the destination: %s %s", r.Method, r.Path)
 		}
+	}
+}
+
+// TestReferrersCountTheirSourcePulls holds the README's "src_pulls" of the
+// Referrers step: the manifest GETs its reads cost at the source (the
+// referrers and cosign tags it reads) are counted, in the result's
+// referrers.sourcePulls, on the canonical Referrers line and in the text
+// line, so that the copy's and the referrers' pulls add up to what the
+// source served, on the first run and on a re-run.
+func TestReferrersCountTheirSourcePulls(t *testing.T) {
+	u := newUpstream(t)
+	front := testenv.NewFront(e2e.src.Host)
+	defer front.Close()
+	path := strings.TrimPrefix(u.repo, e2e.src.Host+"/")
+	src := front.Host + "/" + path + ":v1"
+	dst := dstRepo(t, e2e.dst.Host) + ":v1"
+	for _, run := range []string{"first run", "re-run"} {
+		before := manifestGets(front, path)
+		r := ocistow(t, nil, "-source", src, "-destination", dst, "-sign=false", "-referrers", "-o", "json").mustSucceed(t)
+		served := manifestGets(front, path) - before
+		copied, rr := r.copyResult(t), r.referrers(t).Referrers
+		if copied.SourcePulls+rr.SourcePulls != served {
+			t.Errorf("%s: the copy counted %d pulls and the referrers %d; the source served %d manifest GETs",
+				run, copied.SourcePulls, rr.SourcePulls, served)
+		}
+		if run == "first run" && rr.SourcePulls == 0 {
+			t.Errorf("first run: the referrers step counted no pulls, though it read the upstream's referrers and tags")
+		}
+		if want := fmt.Sprintf("method=Referrers.* src_pulls=%d ", rr.SourcePulls); !regexp.MustCompile(want).MatchString(r.stderr) {
+			t.Errorf("%s: the canonical Referrers line lacks src_pulls=%d:\n%s", run, rr.SourcePulls, r.stderr)
+		}
+	}
+	text := ocistow(t, nil, "-source", src, "-destination", dst, "-sign=false", "-referrers").mustSucceed(t)
+	if !regexp.MustCompile(`source manifests written by digest; \d+ source pulls\n`).MatchString(text.stdout) {
+		t.Errorf("the text line does not say the referrers' pulls:\n%s", text.stdout)
 	}
 }

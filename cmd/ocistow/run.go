@@ -224,8 +224,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		if r.TagsMerged > 0 {
 			merged = fmt.Sprintf(", %d merged into the destination's", r.TagsMerged)
 		}
-		fmt.Fprintf(stdout, "referrers of %d source digests: %d copied, %d already present; cosign tags: %d copied%s, %d already present; %d filtered out; %d source manifests written by digest\n",
-			len(r.Subjects), r.ReferrersCopied, r.ReferrersPresent, r.TagsCopied, merged, r.TagsPresent, r.Filtered, r.SubjectsWritten)
+		fmt.Fprintf(stdout, "referrers of %d source digests: %d copied, %d already present; cosign tags: %d copied%s, %d already present; %d filtered out; %d source manifests written by digest; %d source pulls\n",
+			len(r.Subjects), r.ReferrersCopied, r.ReferrersPresent, r.TagsCopied, merged, r.TagsPresent, r.Filtered, r.SubjectsWritten, r.SourcePulls)
 	}
 	if res.Attestations != nil {
 		fmt.Fprintf(stdout, "attested %d digests with %s%s: %d added, %d already present\n",

@@ -128,6 +128,7 @@ func (m *middleware) Referrers(ctx context.Context, req service.ReferrersRequest
 			slog.Int("filtered", res.Filtered),
 			slog.Int("blobs_copied", res.BlobsCopied),
 			slog.Int64("bytes", res.BytesCopied),
+			slog.Int("src_pulls", res.SourcePulls),
 		)
 	}
 	m.log(ctx, "Referrers", start, err, attrs)

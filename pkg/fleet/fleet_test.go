@@ -84,7 +84,10 @@ promotions:
 	var done atomic.Int32
 	fleet.Run(t.Context(), svc, items, fleet.RunOptions{Parallel: 2, Done: func(*fleet.Item) { done.Add(1) }})
 	s := fleet.Summarize(items)
-	if s.Statuses[fleet.Promoted] != 3 || s.Failures() != 1 || s.BytesCopied == 0 || s.SourcePulls != 3 || done.Load() != 4 {
+	// Six pulls: each copy's GET of its source manifest, and the
+	// referrers step's (on by default) of the same manifest, to write it
+	// unstamped by digest beside the stamped copy.
+	if s.Statuses[fleet.Promoted] != 3 || s.Failures() != 1 || s.BytesCopied == 0 || s.SourcePulls != 6 || done.Load() != 4 {
 		t.Errorf("run: %+v, %d done", s, done.Load())
 	}
 }
@@ -242,5 +245,25 @@ func TestRunPromotesBeforeEveryCheckIsIn(t *testing.T) {
 		if p := c.priorities[it.SrcImageRef]; p != i {
 			t.Errorf("%s checked with priority %d, want its place %d", it.SrcImageRef, p, i)
 		}
+	}
+}
+
+// TestSummarizeCountsEveryStepsPulls: a sync's sourcePulls adds up what each
+// image's check, copy and referrers step read at the source, so that the
+// referrers tags a re-sync reads are not left out of the pulls it reports.
+func TestSummarizeCountsEveryStepsPulls(t *testing.T) {
+	var rr service.ReferrersResult
+	rr.SourcePulls = 3
+	cr := &service.CopyResult{}
+	cr.SourcePulls = 2
+	check := &service.CheckResult{}
+	check.SourcePulls = 1
+	items := []fleet.Item{{
+		Status: fleet.UpToDate,
+		Check:  check,
+		Result: &service.PromoteResult{CopyResult: cr, Referrers: &rr},
+	}}
+	if s := fleet.Summarize(items); s.SourcePulls != 6 {
+		t.Errorf("sourcePulls %d, want 6 (check 1, copy 2, referrers 3)", s.SourcePulls)
 	}
 }

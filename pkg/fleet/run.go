@@ -411,6 +411,9 @@ func Summarize(items []Item) Summary {
 				s.BytesCopied += r.BytesCopied
 				s.SourcePulls += r.SourcePulls
 			}
+			if r.Referrers != nil {
+				s.SourcePulls += r.Referrers.SourcePulls
+			}
 			if r.Signatures != nil {
 				s.SignaturesAdded += r.Signatures.Added
 			}

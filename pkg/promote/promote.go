@@ -128,7 +128,7 @@ func Copy(ctx context.Context, c *registry.Client, req Request, opts ...Option) 
 	if err != nil {
 		return nil, err
 	}
-	res, err := p.run(registry.WithObserver(ctx, p.meter.observe))
+	res, err := p.run(registry.WithObserver(ctx, p.meter.Observe))
 	span.SetAttributes(
 		attribute.String("ocistow.source_digest", res.SourceDigest),
 		attribute.String("ocistow.destination_digest", res.DestinationDigest),
@@ -150,7 +150,7 @@ type promotion struct {
 	jobs   int
 	puller *remote.Puller
 	pusher *remote.Pusher
-	meter  *pullMeter
+	meter  *registry.PullMeter
 	// fetched is the source manifest when resolving it took a GET, so
 	// that planning does not pull it again.
 	fetched *remote.Descriptor
@@ -159,7 +159,7 @@ type promotion struct {
 }
 
 func newPromotion(c *registry.Client, req Request, o options) (*promotion, error) {
-	meter := newPullMeter(req.Source.Context())
+	meter := registry.NewPullMeter(req.Source.Context())
 	puller, err := c.Puller()
 	if err != nil {
 		return nil, err
@@ -176,7 +176,7 @@ func newPromotion(c *registry.Client, req Request, o options) (*promotion, error
 // may move, write.
 func (p *promotion) run(ctx context.Context) (*Result, error) {
 	res := &Result{}
-	defer func() { res.SourcePulls = p.meter.pulls() }()
+	defer func() { res.SourcePulls = p.meter.Pulls() }()
 
 	src, dst, err := p.check(ctx, res)
 	if err != nil {
@@ -360,8 +360,8 @@ func Check(ctx context.Context, c *registry.Client, req Request) (*State, error)
 		return nil, err
 	}
 	res := &Result{}
-	_, _, err = p.check(registry.WithObserver(ctx, p.meter.observe), res)
-	st := &State{SourceDigest: res.SourceDigest, UpToDate: res.UpToDate, PreviousDigest: res.PreviousDigest, SourcePulls: p.meter.pulls(), seen: p.seen}
+	_, _, err = p.check(registry.WithObserver(ctx, p.meter.Observe), res)
+	st := &State{SourceDigest: res.SourceDigest, UpToDate: res.UpToDate, PreviousDigest: res.PreviousDigest, SourcePulls: p.meter.Pulls(), seen: p.seen}
 	if res.UpToDate {
 		st.DestinationDigest = res.DestinationDigest
 	}

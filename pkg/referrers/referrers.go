@@ -102,6 +102,10 @@ type Result struct {
 	// the above.
 	BlobsCopied int   `json:"blobsCopied"`
 	BytesCopied int64 `json:"bytesCopied"`
+	// SourcePulls counts the manifest GETs the source served (what
+	// registries that meter pulls count): referrers tags and listings,
+	// referrers and legacy tags read.
+	SourcePulls int `json:"sourcePulls"`
 }
 
 // Option configures Copy.
@@ -128,10 +132,12 @@ func Copy(ctx context.Context, c *registry.Client, req Request, opts ...Option) 
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	meter := registry.NewPullMeter(req.Source)
+	ctx, cancel := context.WithCancel(registry.WithObserver(ctx, meter.Observe))
 	defer cancel()
 	cp := &copier{reg: c, req: req, puller: puller, o: o, res: &Result{}, seen: map[v1.Hash]bool{},
 		sem: make(chan struct{}, c.Jobs()), cancel: cancel}
+	defer func() { cp.res.SourcePulls = meter.Pulls() }()
 	if req.WriteSubjects {
 		for _, d := range req.Subjects {
 			if err := cp.writeSubject(ctx, d); err != nil {

@@ -379,3 +379,19 @@ func TestUploadErrorsGoContainerregistryCallsTemporary(t *testing.T) {
 		}
 	}
 }
+
+// TestObserversNest holds WithObserver's promise that an operation made
+// within another is counted by both: a request made with a context
+// carrying two observers, one added inside the other, reaches each once.
+func TestObserversNest(t *testing.T) {
+	srv := registryServer(t, func(w http.ResponseWriter, r *http.Request) {})
+	c := testClient(WithRetryBackoff(fastBackoff))
+	var outer, inner atomic.Int32
+	ctx := WithObserver(t.Context(), func(*http.Request, *http.Response) { outer.Add(1) })
+	ctx = WithObserver(ctx, func(*http.Request, *http.Response) { inner.Add(1) })
+	ref, _ := c.ParseReference(strings.TrimPrefix(srv.URL, "http://") + "/repo:tag")
+	_, _ = remote.Head(ref, c.RemoteOptions(ctx)...)
+	if outer.Load() == 0 || outer.Load() != inner.Load() {
+		t.Errorf("the outer observer saw %d requests, the inner %d: want the same, at least one", outer.Load(), inner.Load())
+	}
+}

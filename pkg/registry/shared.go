@@ -63,10 +63,18 @@ type Observer func(req *http.Request, resp *http.Response)
 type observerKey struct{}
 
 // WithObserver returns ctx with obs attached: requests the Client makes
-// with it (or a context derived from it) are reported to obs. Several
-// operations can share the Client's transport and still count their own
-// requests.
+// with it (or a context derived from it) are reported to obs, and to the
+// observers ctx already had. Several operations can share the Client's
+// transport and still count their own requests, and an operation made
+// within another is counted by both.
 func WithObserver(ctx context.Context, obs Observer) context.Context {
+	if outer, ok := ctx.Value(observerKey{}).(Observer); ok {
+		inner := obs
+		obs = func(req *http.Request, resp *http.Response) {
+			inner(req, resp)
+			outer(req, resp)
+		}
+	}
 	return context.WithValue(ctx, observerKey{}, obs)
 }
 
