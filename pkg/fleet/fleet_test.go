@@ -22,6 +22,7 @@ import (
 	"github.com/ocistow/ocistow/pkg/promofile"
 	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/service"
+	"github.com/ocistow/ocistow/pkg/sign"
 )
 
 // These unit tests run against go-containerregistry's in-process
@@ -265,5 +266,38 @@ func TestSummarizeCountsEveryStepsPulls(t *testing.T) {
 	}}
 	if s := fleet.Summarize(items); s.SourcePulls != 6 {
 		t.Errorf("sourcePulls %d, want 6 (check 1, copy 2, referrers 3)", s.SourcePulls)
+	}
+}
+
+// TestDefaultSignatureFormat holds the README's "SignatureFormat when the
+// entry names one or, for an entry that signs or attests,
+// -signature-format names bundle or both": the sync's format fills in the
+// signing and attesting items that name none, and legacy, which an absent
+// format means, fills in nothing.
+func TestDefaultSignatureFormat(t *testing.T) {
+	items := func() []fleet.Item {
+		return []fleet.Item{
+			{Request: fleet.Request{Sign: true}},
+			{Request: fleet.Request{Attest: true}},
+			{Request: fleet.Request{}},
+			{Request: fleet.Request{Sign: true, SignatureFormat: "legacy"}},
+		}
+	}
+	formats := func(its []fleet.Item) string {
+		var out []string
+		for _, it := range its {
+			out = append(out, it.SignatureFormat)
+		}
+		return strings.Join(out, ",")
+	}
+	both := items()
+	fleet.DefaultSignatureFormat(both, sign.Both)
+	if got, want := formats(both), "both,both,,legacy"; got != want {
+		t.Errorf("with -signature-format both: %q, want %q", got, want)
+	}
+	legacy := items()
+	fleet.DefaultSignatureFormat(legacy, sign.Legacy)
+	if got, want := formats(legacy), ",,,legacy"; got != want {
+		t.Errorf("with -signature-format legacy: %q, want %q", got, want)
 	}
 }

@@ -395,3 +395,40 @@ func TestObserversNest(t *testing.T) {
 		t.Errorf("the outer observer saw %d requests, the inner %d: want the same, at least one", outer.Load(), inner.Load())
 	}
 }
+
+// TestDefaultSchedule holds the README's "five attempts" with exponential
+// backoff from about half a second: the schedule a Client uses unless
+// told otherwise.
+func TestDefaultSchedule(t *testing.T) {
+	b := New().backoff
+	if b.Steps != 5 || b.Duration != 500*time.Millisecond || b.Factor != 2 {
+		t.Errorf("default schedule %+v, want 5 attempts from 500ms, doubling", b)
+	}
+}
+
+// TestRetriedStatuses holds the README's list of the answers retried:
+// 408, 429, 500, 502, 503, 504, 499 and 522 are, each for the schedule's
+// five attempts; 400, 404 and 501 are not.
+func TestRetriedStatuses(t *testing.T) {
+	for _, tc := range []struct {
+		status   int
+		requests int32
+	}{
+		{408, 5}, {429, 5}, {500, 5}, {502, 5}, {503, 5}, {504, 5}, {499, 5}, {522, 5},
+		{400, 1}, {404, 1}, {501, 1},
+	} {
+		var requests atomic.Int32
+		srv := registryServer(t, func(w http.ResponseWriter, r *http.Request) {
+			requests.Add(1)
+			w.WriteHeader(tc.status)
+		})
+		c := testClient(WithRetryBackoff(fastBackoff))
+		ref, _ := c.ParseReference(strings.TrimPrefix(srv.URL, "http://") + "/repo:tag")
+		if _, err := remote.Head(ref, c.RemoteOptions(t.Context())...); err == nil {
+			t.Errorf("%d: no error", tc.status)
+		}
+		if got := requests.Load(); got != tc.requests {
+			t.Errorf("%d: %d requests, want %d", tc.status, got, tc.requests)
+		}
+	}
+}
