@@ -23,7 +23,8 @@ const promotionFileName = "PromotionFile"
 // plan plans a promotion file as `ocistow sync -dry-run` does (parse,
 // resolve, expand with the function's key as the default, check every
 // image through the Service, writing nothing), and returns the requests to
-// promote: the images that are new or whose tag moves. Images that cannot
+// promote: the images that are new or whose tag moves. An entry's verify
+// block is not checked here but by its promotion. Images that cannot
 // be promoted (source missing, refused as immutable, failed to check) are
 // returned as failures; those up to date only counted.
 func (h *handler) plan(ctx context.Context, text string) (*lambdapayload.PlanResult, error) {
