@@ -129,7 +129,7 @@ func (h *handler) Invoke(ctx context.Context, raw []byte) (out []byte, err error
 		// one line.
 		if r := recover(); r != nil {
 			h.logger.ErrorContext(ctx, "panic", "err", fmt.Sprint(r))
-			out, err = nil, messages.InvokeResponse_Error{Type: string(service.KindInternal), Message: fmt.Sprintf("internal error: %v", r)}
+			out, err = nil, messages.InvokeResponse_Error{Type: string(service.KindInternal), Message: oneline.String(fmt.Sprintf("internal error: %v", r))}
 		}
 	}()
 	p, err := lambdapayload.Decode(raw)
