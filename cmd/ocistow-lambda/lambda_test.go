@@ -286,6 +286,12 @@ func TestInvalidConfigurationFailsAtInit(t *testing.T) {
 		{"bad bool", []string{"SIGN=perhaps"}, "SIGN"},
 		{"no key", []string{"AWS_KMS_KEY_ARN="}, "signing needs a key"},
 		{"bad signature format", []string{"SIGNATURE_FORMAT=v3"}, "want legacy, bundle or both"},
+		// README Configuration: a key "not for signing"; a keyless source
+		// policy whose TRUSTED_ROOT cannot be read, at init for
+		// SOURCE_IDENTITY.
+		{"key not for signing", []string{"AWS_KMS_KEY_ARN=alias/" + testenv.EncryptKey}, "signing needs a SIGN_VERIFY key"},
+		{"unreadable trusted root", []string{"SOURCE_IDENTITY=^https://github\\.com/example/", "SOURCE_ISSUER=https://token.actions.githubusercontent.com",
+			"TRUSTED_ROOT=/nonexistent/trusted_root.json"}, "/nonexistent/trusted_root.json"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			l := function(t, c.env...)
