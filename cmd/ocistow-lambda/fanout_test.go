@@ -165,6 +165,8 @@ func TestExtendedPayload(t *testing.T) {
 			"InvalidRequest", "this function signs with"},
 		{"Sign not a bool", `{"SrcImageRef":"` + good + `","DstImageRef":"` + repo + `:k","Sign":"yes"}`, "InvalidRequest", "invalid payload"},
 		{"a plan mixed with a promotion", stringPayload(map[string]any{"PromotionFile": "promotions: []", "SrcImageRef": good}), "InvalidRequest", "separate invocations"},
+		// README: an S3 object reference "is refused with `unknown field
+		// "Bucket"`; `Key` is the payload's signing key".
 		{"an S3 reference", `{"Bucket":"b","Key":"fleet.yaml"}`, "InvalidRequest", `unknown field "Bucket"`},
 		{"an invalid promotion file", stringPayload(map[string]any{"PromotionFile": "promotions:\n  - source: " + good + "\n    destinaton: " + repo + ":x\n"}),
 			"InvalidRequest", "PromotionFile:3: "},
