@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -2130,5 +2132,64 @@ func TestStackOutputs(t *testing.T) {
 	}
 	if sm := m(m(out["StateMachineArn"])["Value"])["Ref"]; sm != "StateMachine" || m(m(tpl["Resources"])["StateMachine"])["Type"] != "AWS::StepFunctions::StateMachine" {
 		t.Errorf("output StateMachineArn %v: want the state machine's ARN (Ref StateMachine)", out["StateMachineArn"])
+	}
+}
+
+// TestTemplateDeploysTheZipMakeLambdaBuilds holds README's "make lambda #
+// dist/ocistow-lambda-arm64.zip and dist/ocistow-lambda-x86_64.zip" and
+// that the template creates "the arm64 function" from what it builds: the
+// Makefile's lambda recipe (as `make -n` prints it) runs in a scratch
+// directory with stand-ins for go (which records how it was asked to
+// build) and zip, and the function's Code path, resolved from deploy/,
+// is the zip the recipe wrote with the GOARCH=arm64 build in it.
+func TestTemplateDeploysTheZipMakeLambdaBuilds(t *testing.T) {
+	recipe, err := exec.Command("make", "-s", "-n", "--no-print-directory", "-C", "..", "lambda", "GO=go").Output()
+	if err != nil {
+		t.Fatalf("make -n lambda: %v", err)
+	}
+	bin, work := t.TempDir(), t.TempDir()
+	for name, script := range map[string]string{
+		// go build -o OUT …: OUT records the environment and arguments.
+		"go": "#!/bin/sh\nout=; prev=\nfor a in \"$@\"; do [ \"$prev\" = -o ] && out=$a; prev=$a; done\n" +
+			"echo \"GOOS=$GOOS GOARCH=$GOARCH CGO_ENABLED=$CGO_ENABLED $*\" > \"$out\"\n",
+		// zip [-options] OUT FILE…: OUT holds the files.
+		"zip": "#!/bin/sh\nwhile [ \"${1#-}\" != \"$1\" ]; do shift; done\nout=$1; shift\ncat \"$@\" > \"$out\"\n",
+	} {
+		if err := os.WriteFile(filepath.Join(bin, name), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("sh", "-c", string(recipe))
+	cmd.Dir = work
+	cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("the lambda recipe: %v\n%s", err, out)
+	}
+	built := map[string]string{} // zip path, from the repository's root -> its build
+	zips, err := filepath.Glob(filepath.Join(work, "dist", "*.zip"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, z := range zips {
+		b, err := os.ReadFile(z)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel, _ := filepath.Rel(work, z)
+		built[filepath.ToSlash(rel)] = string(b)
+	}
+	for zip, arch := range map[string]string{"dist/ocistow-lambda-arm64.zip": "arm64", "dist/ocistow-lambda-x86_64.zip": "amd64"} {
+		b := built[zip]
+		for _, want := range []string{"GOOS=linux GOARCH=" + arch + " CGO_ENABLED=0 ", "-tags lambda.norpc", "./cmd/ocistow-lambda"} {
+			if !strings.Contains(b, want) {
+				t.Errorf("%s holds %q, want a build with %q (zips: %v)", zip, b, want, slices.Collect(maps.Keys(built)))
+			}
+		}
+	}
+	fn := m(m(m(loadTemplate(t)["Resources"])["Function"])["Properties"])
+	code, _ := fn["Code"].(string)
+	deployed := filepath.ToSlash(filepath.Clean(filepath.Join("deploy", code)))
+	if !strings.Contains(built[deployed], "GOARCH=arm64 ") || !slices.Equal(asStrings(fn["Architectures"]), []string{"arm64"}) {
+		t.Errorf("the function's Code %q (%s from the root), architectures %v: want the arm64 zip make lambda builds (%v)", code, deployed, fn["Architectures"], slices.Collect(maps.Keys(built)))
 	}
 }
