@@ -3,6 +3,7 @@ package digesttag_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"log"
@@ -31,6 +32,10 @@ type env struct {
 	pusher *remote.Pusher
 	tag    name.Tag
 	refuse bool // answer manifest PUTs as an immutable ECR tag does
+	// drop answers manifest PUTs with success and keeps nothing, as if a
+	// concurrent writer always overwrote the tag at once.
+	drop   bool
+	writes int // manifest PUTs seen
 	mu     sync.Mutex
 }
 
@@ -39,8 +44,17 @@ func newEnv(t *testing.T) *env {
 	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.mu.Lock()
-		refuse := e.refuse
+		refuse, drop := e.refuse, e.drop
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/") {
+			e.writes++
+		}
 		e.mu.Unlock()
+		if drop && r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/") {
+			b, _ := io.ReadAll(r.Body)
+			w.Header().Set("Docker-Content-Digest", fmt.Sprintf("sha256:%x", sha256.Sum256(b)))
+			w.WriteHeader(http.StatusCreated)
+			return
+		}
 		if refuse && r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/") {
 			w.WriteHeader(http.StatusBadRequest)
 			fmt.Fprint(w, `{"errors":[{"code":"TAG_INVALID","message":"The image tag already exists and cannot be overwritten because the repository is immutable."}]}`)
@@ -158,6 +172,24 @@ func TestEnsureExplainsAnImmutableTag(t *testing.T) {
 	_, err := e.ensure(t.Context(), "one")
 	if err == nil || !strings.Contains(err.Error(), "tag immutability") || !strings.Contains(err.Error(), "exclude *.note") {
 		t.Errorf("err %v, want the tag immutability explained", err)
+	}
+}
+
+// TestEnsureGivesUpAfterTenAttempts checks the README's "rewrites its
+// signature until it stays (up to ten attempts)": against a registry whose
+// tag always loses the layer just written, Ensure writes exactly ten times
+// and then fails with "kept disappearing … after 10 attempts".
+func TestEnsureGivesUpAfterTenAttempts(t *testing.T) {
+	e := newEnv(t)
+	e.drop = true
+	added, err := e.ensure(t.Context(), "one")
+	if err == nil || added || !strings.Contains(err.Error(), "note kept disappearing from "+e.tag.String()+" after 10 attempts") {
+		t.Errorf("Ensure = %v, %v; want the note kept disappearing after 10 attempts", added, err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.writes != 10 {
+		t.Errorf("the tag was written %d times, want 10", e.writes)
 	}
 }
 
