@@ -366,3 +366,71 @@ func mapsEqual(a, b map[string]int) bool {
 	}
 	return true
 }
+
+// README (Logs): one canonical line per service step "at info level, or at
+// error level when the step failed, with err and a stable error_type": a
+// promotion whose source is missing logs its Copy line at ERROR with
+// error_type=SourceNotFound; one that finds the destination up to date
+// logs it at INFO, without err.
+func TestCanonicalLinesAreAtErrorLevelWhenTheStepFailed(t *testing.T) {
+	repo := dstRepo(t, e2e.dst.Host)
+	r := ocistow(t, nil, "-source", e2e.src.Host+"/src/missing:v1", "-destination", repo+":v1", "-sign=false")
+	if r.code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", r.code, r.stderr)
+	}
+	line := logLine(t, r.stderr, "Copy")
+	if !strings.Contains(line, "level=ERROR msg=Copy ") || !strings.Contains(line, " error_type=SourceNotFound") || !strings.Contains(line, " err=") {
+		t.Errorf("failed Copy line %q, want level=ERROR msg=Copy with err and error_type=SourceNotFound", line)
+	}
+	args := []string{"-source", srcRef("single"), "-destination", repo + ":v2", "-sign=false"}
+	ocistow(t, nil, args...).mustSucceed(t)
+	r = ocistow(t, nil, args...).mustSucceed(t)
+	line = logLine(t, r.stderr, "Copy")
+	if !strings.Contains(line, "level=INFO msg=Copy ") || !strings.Contains(line, " up_to_date=true") || strings.Contains(line, " err=") || strings.Contains(line, "error_type") {
+		t.Errorf("up-to-date Copy line %q, want level=INFO msg=Copy with up_to_date=true and no error", line)
+	}
+}
+
+// logLine returns the one canonical line of step (msg=STEP) in stderr,
+// failing the test unless there is exactly one.
+func logLine(t *testing.T, stderr, step string) string {
+	t.Helper()
+	var lines []string
+	for _, l := range strings.Split(stderr, "\n") {
+		if strings.Contains(l, " msg="+step+" ") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 1 {
+		t.Fatalf("want one msg=%s line, got %d:\n%s", step, len(lines), stderr)
+	}
+	return lines[0]
+}
+
+// README (Logs): the Referrers line carries artifact_types,
+// referrers_present and tags_present (among others): a re-run with
+// -referrers and two -referrers-type finds the SBOMs and the .sig tags
+// present and says so, with the types asked for.
+func TestReferrersLineCountsWhatIsPresent(t *testing.T) {
+	u := newUpstream(t)
+	dst := dstRepo(t, e2e.dst.Host) + ":v1"
+	const sigType = "application/vnd.dev.cosign.simplesigning.v1+json"
+	args := []string{"-source", u.ref, "-destination", dst, "-sign=false", "-referrers", "-referrers-type", spdxType, "-referrers-type", sigType}
+	first := logLine(t, ocistow(t, nil, args...).mustSucceed(t).stderr, "Referrers")
+	for _, want := range []string{" referrers_copied=2 ", " tags_copied=3 ", " referrers_present=0 ", " tags_present=0 "} {
+		if !strings.Contains(first, want) {
+			t.Errorf("first Referrers line lacks %q: %s", want, first)
+		}
+	}
+	line := logLine(t, ocistow(t, nil, args...).mustSucceed(t).stderr, "Referrers")
+	for _, want := range []string{
+		`level=INFO msg=Referrers `,
+		` artifact_types="[` + spdxType + ` ` + sigType + `]" `,
+		" referrers_copied=0 ", " referrers_present=2 ",
+		" tags_copied=0 ", " tags_present=3 ",
+	} {
+		if !strings.Contains(line, want) {
+			t.Errorf("re-run's Referrers line lacks %q: %s", want, line)
+		}
+	}
+}
