@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -104,5 +105,33 @@ func TestCopyAndSignSpansCarryTheirAttributes(t *testing.T) {
 	}
 	if !strings.Contains(sg["ocistow.signature_formats"], `"legacy"`) {
 		t.Errorf("Sign span's ocistow.signature_formats %q lacks legacy", sg["ocistow.signature_formats"])
+	}
+}
+
+// README (Flags, Insight): "-aws-xray (AWS_XRAY=true) … turns on
+// OpenTelemetry tracing", each alone, without any OTEL_* variable. Spans
+// then go to localhost:4318, which a test cannot claim on a shared machine
+// (pkg/tracing's TestDefaultExportIsOTLPHTTPToLocalhost4318 checks that
+// default): the trace ids on the canonical lines show that tracing is on,
+// and without either switch there are none.
+func TestAWSXRayAloneTurnsTracingOn(t *testing.T) {
+	traced := regexp.MustCompile(`msg=Copy .*trace_id=1-[0-9a-f]{8}-[0-9a-f]{24}`)
+	for _, c := range []struct {
+		name   string
+		env    []string
+		args   []string
+		traced bool
+	}{
+		{name: "-aws-xray", args: []string{"-aws-xray"}, traced: true},
+		{name: "AWS_XRAY=true", env: []string{"AWS_XRAY=true"}, traced: true},
+		{name: "neither", traced: false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			args := append([]string{"-source", srcRef("single"), "-destination", dstRepo(t, e2e.dst.Host) + ":v1", "-sign=false"}, c.args...)
+			r := ocistow(t, c.env, args...).mustSucceed(t)
+			if got := traced.MatchString(r.stderr); got != c.traced {
+				t.Errorf("canonical Copy line has a trace id: %v, want %v:\n%s", got, c.traced, r.stderr)
+			}
+		})
 	}
 }

@@ -14,6 +14,7 @@ package tracing
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 
 	"go.opentelemetry.io/contrib/propagators/aws/xray"
@@ -50,15 +51,15 @@ func Enabled(xray bool, getenv func(string) string) bool {
 
 // New returns tracing for a process named service at version, exporting
 // over OTLP/HTTP when on (the exporter reads the OTEL_EXPORTER_OTLP_*
-// variables; by default localhost:4318, where the ADOT collector and the
-// Lambda layer listen).
+// variables; by default http://localhost:4318, plain HTTP, where the ADOT
+// collector and the Lambda layer listen).
 func New(ctx context.Context, on bool, service, version string) (*Tracing, error) {
 	t := &Tracing{Propagator: xray.Propagator{}}
 	if !on {
 		t.Provider = noop.NewTracerProvider()
 		return t, nil
 	}
-	exp, err := otlptracehttp.New(ctx)
+	exp, err := otlptracehttp.New(ctx, defaultEndpoint(os.Getenv)...)
 	if err != nil {
 		return nil, fmt.Errorf("tracing: OTLP exporter: %w", err)
 	}
@@ -74,6 +75,21 @@ func New(ctx context.Context, on bool, service, version string) (*Tracing, error
 	)
 	t.Provider = t.sdk
 	return t, nil
+}
+
+// defaultEndpoint returns the exporter options that make its default
+// http://localhost:4318, plain HTTP, where the ADOT collector and the ADOT
+// Lambda layer listen: the OTLP exporter's own default is HTTPS, which
+// they do not speak. Where an OTEL_EXPORTER_OTLP_* variable names an
+// endpoint or says whether it is insecure, the variables decide.
+func defaultEndpoint(getenv func(string) string) []otlptracehttp.Option {
+	for _, k := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+		"OTEL_EXPORTER_OTLP_INSECURE", "OTEL_EXPORTER_OTLP_TRACES_INSECURE"} {
+		if getenv(k) != "" {
+			return nil
+		}
+	}
+	return []otlptracehttp.Option{otlptracehttp.WithEndpoint("localhost:4318"), otlptracehttp.WithInsecure()}
 }
 
 // Flush exports every finished span now. Lambda freezes the process after
