@@ -70,7 +70,7 @@ func newHandler(ctx context.Context, lookupEnv func(string) (string, bool), logO
 	}
 	h.opts.Settings.LogFormat = "json"
 	on := tracing.Enabled(h.opts.XRay, getenv)
-	tr, err := tracing.New(ctx, on, "ocistow-lambda", app.Version)
+	tr, err := tracing.New(ctx, on, "ocistow-lambda", app.Version, getenv)
 	if err != nil {
 		return nil, err
 	}

@@ -413,7 +413,7 @@ func isSet(fs *flag.FlagSet, name string) bool {
 // variables ask, and gives o's Settings its tracer provider when it is on.
 func startTracing(ctx context.Context, o *app.Options, xray bool, getenv func(string) string) (*tracing.Tracing, error) {
 	on := tracing.Enabled(xray, getenv)
-	tr, err := tracing.New(ctx, on, "ocistow", app.Version)
+	tr, err := tracing.New(ctx, on, "ocistow", app.Version, getenv)
 	if err != nil {
 		return nil, err
 	}

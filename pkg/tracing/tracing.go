@@ -14,7 +14,6 @@ package tracing
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 
 	"go.opentelemetry.io/contrib/propagators/aws/xray"
@@ -50,16 +49,17 @@ func Enabled(xray bool, getenv func(string) string) bool {
 }
 
 // New returns tracing for a process named service at version, exporting
-// over OTLP/HTTP when on (the exporter reads the OTEL_EXPORTER_OTLP_*
-// variables; by default http://localhost:4318, plain HTTP, where the ADOT
-// collector and the Lambda layer listen).
-func New(ctx context.Context, on bool, service, version string) (*Tracing, error) {
+// over OTLP/HTTP when on: where the OTEL_EXPORTER_OTLP_* variables say
+// (the exporter reads them; getenv tells New whether they name an
+// endpoint), by default http://localhost:4318, plain HTTP, where the ADOT
+// collector and the Lambda layer listen.
+func New(ctx context.Context, on bool, service, version string, getenv func(string) string) (*Tracing, error) {
 	t := &Tracing{Propagator: xray.Propagator{}}
 	if !on {
 		t.Provider = noop.NewTracerProvider()
 		return t, nil
 	}
-	exp, err := otlptracehttp.New(ctx, defaultEndpoint(os.Getenv)...)
+	exp, err := otlptracehttp.New(ctx, defaultEndpoint(getenv)...)
 	if err != nil {
 		return nil, fmt.Errorf("tracing: OTLP exporter: %w", err)
 	}

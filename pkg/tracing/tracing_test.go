@@ -70,7 +70,7 @@ func TestDefaultExportIsOTLPHTTPToLocalhost4318(t *testing.T) {
 	t.Cleanup(func() { _ = srv.Close() })
 
 	ctx := context.Background()
-	tr, err := tracing.New(ctx, tracing.Enabled(true, func(string) string { return "" }), service, "test")
+	tr, err := tracing.New(ctx, tracing.Enabled(true, func(string) string { return "" }), service, "test", func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
