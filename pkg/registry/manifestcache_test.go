@@ -86,7 +86,7 @@ func TestManifestsByDigestAreReadOnce(t *testing.T) {
 	}
 	get := func(c *registry.Client, repo string) int {
 		t.Helper()
-		ref := mustRef(t, reg.host + "/" + repo + "@" + d.String())
+		ref := mustRef(t, reg.host+"/"+repo+"@"+d.String())
 		meter := registry.NewPullMeter(ref.Context())
 		desc, err := remote.Get(ref, c.RemoteOptions(registry.WithObserver(t.Context(), meter.Observe))...)
 		if err != nil {
@@ -125,7 +125,7 @@ func TestManifestsByDigestAreReadOnce(t *testing.T) {
 	reg.mu.Lock()
 	reg.corrupt = true
 	reg.mu.Unlock()
-	ref := mustRef(t, reg.host + "/a/app@" + d.String())
+	ref := mustRef(t, reg.host+"/a/app@"+d.String())
 	if _, err := remote.Get(ref, fresh.RemoteOptions(t.Context())...); err == nil {
 		t.Error("a corrupted manifest was accepted")
 	}
@@ -164,7 +164,7 @@ func TestManifestCacheIsBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 		size = max(size, int64(len(raw)))
-		ref := mustRef(t, reg.host + "/app:" + string(rune('a'+i)))
+		ref := mustRef(t, reg.host+"/app:"+string(rune('a'+i)))
 		if err := remote.Write(ref, img); err != nil {
 			t.Fatal(err)
 		}
