@@ -83,7 +83,7 @@ func (o *Options) RegisterPromote(fs *flag.FlagSet) {
 	fs.BoolVar(&o.Sign, "sign", true, "whether to sign the image")
 	fs.BoolVar(&o.Attest, "attest", false, "record the promotion as a signed in-toto attestation of every promoted digest, with the signing key, stored as -signature-format says")
 	fs.BoolVar(&o.XRay, "aws-xray", false, "whether to enable AWS X-Ray tracing (OpenTelemetry over OTLP to localhost:4318, the ADOT collector; OTEL_* variables apply)")
-	fs.DurationVar(&o.Timeout, "timeout", 0, "give up on the whole promotion after this long, leaving the destination tag as it was (0: no limit)")
+	fs.DurationVar(&o.Timeout, "timeout", 0, "give up on the whole promotion (signing and referrers included) after this long; cut short during the copy, the destination tag stays as it was (0: no limit)")
 	fs.BoolVar(&o.Immutable, "immutable", false, "refuse, before writing anything, to move a destination tag that points at another digest")
 	fs.BoolVar(&o.Referrers, "referrers", false, "also copy the source's OCI 1.1 referrers (SBOMs, attestations, signatures; recursively) and cosign's .sig/.att/.sbom tags; when stamping, the unstamped source manifests too, by digest, so that upstream signatures verify")
 	fs.Var(&o.ReferrersTypes, "referrers-type", "with -referrers, copy only referrers of this artifact type (repeatable; default: all)")
