@@ -408,14 +408,15 @@ func (p *promotion) destination(ctx context.Context) (*remote.Descriptor, error)
 
 // upToDate reports whether dst already holds what the source at src
 // becomes, and if so fills res from it: the same digest for a copy byte
-// for byte, and the same recorded source and stamp for one that rewrites.
+// for byte, and the same recorded source (however the reference was
+// spelled) and stamp for one that rewrites.
 func (p *promotion) upToDate(src *v1.Descriptor, dst *remote.Descriptor, res *Result) bool {
 	if dst == nil {
 		return false
 	}
 	if rewrites(p.req) {
 		m, err := annotationsOf(dst)
-		if err != nil || !matches(m, provenance(p.req, src.Digest.String())) {
+		if err != nil || !sameProvenance(m, p.req, src.Digest.String()) {
 			return false
 		}
 	} else if dst.Digest != src.Digest {

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/ocistow/ocistow/pkg/stamp"
@@ -24,7 +25,11 @@ const (
 	// the destination was made from. On the child descriptors of a stamped
 	// index it names each child's source digest.
 	AnnotationSourceDigest = "dev.ocistow.source.digest"
-	// AnnotationSourceReference is the source reference, fully qualified.
+	// AnnotationSourceReference is the source reference as it was given
+	// (busybox:1.36 stays busybox:1.36). The up-to-date check compares it
+	// by what it names, so another spelling of the same reference
+	// (docker.io/library/busybox:1.36) finds the destination up to date;
+	// recording it as given keeps every digest stamped before the same.
 	AnnotationSourceReference = "dev.ocistow.source.reference"
 	// AnnotationStamp is a digest of what the promotion added and kept
 	// (annotations, labels, platforms): another stamp promotes again.
@@ -60,6 +65,25 @@ func stampDigest(req Request) string {
 	}{req.Stamp.Annotations, req.Stamp.Labels, slices.Compact(platforms)})
 	sum := sha256.Sum256(b)
 	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// sameProvenance reports whether annotations record what provenance(req,
+// sourceDigest) would: the source digest and the stamp exactly, and the
+// source reference by what it names (name.Reference.Name), not how it was
+// spelled: busybox:1.36 and index.docker.io/library/busybox:1.36, or
+// host/app and host/app:latest, are one source.
+func sameProvenance(annotations map[string]string, req Request, sourceDigest string) bool {
+	want := provenance(req, sourceDigest)
+	recorded, ok := annotations[AnnotationSourceReference]
+	delete(want, AnnotationSourceReference)
+	if !ok || !matches(annotations, want) {
+		return false
+	}
+	if recorded == req.Source.String() {
+		return true
+	}
+	r, err := name.ParseReference(recorded)
+	return err == nil && r.Name() == req.Source.Name()
 }
 
 // matches reports whether annotations record exactly want.
