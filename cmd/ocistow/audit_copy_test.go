@@ -3,9 +3,12 @@ package main
 import (
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/ocistow/ocistow/internal/testenv"
 )
@@ -50,5 +53,45 @@ func TestTimeoutDuringSigningLeavesTheCopy(t *testing.T) {
 	}
 	if d := get(t, repo+":v1", nil).Digest.String(); d != e2e.fixtures["single"] {
 		t.Errorf("destination tag at %s, want the copy %s: the tag moved before signing", d, e2e.fixtures["single"])
+	}
+}
+
+// TestPlatformListFromTheEnvironment holds the README's "the others
+// (PLATFORM=linux/amd64,linux/arm64, …) are split at every comma, spaces
+// around each value trimmed": PLATFORM in the environment selects two of a
+// source's three platforms.
+func TestPlatformListFromTheEnvironment(t *testing.T) {
+	var imgs []v1.Image
+	for i, p := range []v1.Platform{{OS: "linux", Architecture: "amd64"}, {OS: "linux", Architecture: "arm64", Variant: "v8"}, {OS: "linux", Architecture: "s390x"}} {
+		img, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 1024, Seed: int64(300 + i), Platform: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		imgs = append(imgs, img)
+	}
+	idx, err := testenv.Index(false, imgs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := e2e.src.Host + "/src/" + testenv.RepoName(t.Name()) + ":v1"
+	if err := testenv.Push(t.Context(), src, idx); err != nil {
+		t.Fatal(err)
+	}
+	dst := dstRepo(t, e2e.dst.Host) + ":v1"
+	res := ocistow(t, []string{"SOURCE=" + src, "DESTINATION=" + dst, "SIGN=false", "OUTPUT=json", "PLATFORM=linux/amd64, linux/s390x"}).mustSucceed(t).copyResult(t)
+	var got []string
+	for _, m := range res.Manifests {
+		got = append(got, m.Platform)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"linux/amd64", "linux/s390x"}) {
+		t.Errorf("PLATFORM=\"linux/amd64, linux/s390x\" promoted platforms %v, want linux/amd64 and linux/s390x", got)
+	}
+	im, err := v1.ParseIndexManifest(strings.NewReader(string(get(t, dst, nil).Manifest)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(im.Manifests) != 2 {
+		t.Errorf("destination index lists %d manifests, want the 2 platforms asked for", len(im.Manifests))
 	}
 }
