@@ -95,3 +95,34 @@ func TestPlatformListFromTheEnvironment(t *testing.T) {
 		t.Errorf("destination index lists %d manifests, want the 2 platforms asked for", len(im.Manifests))
 	}
 }
+
+// TestSourceAndDestinationByDigest holds the README's -source "image to
+// promote, by tag or digest" and -destination "by tag (or by digest, which
+// must match)": a multi-platform source named by digest lands at a
+// destination named by the same digest, children included, and no tag is
+// made; a re-run is up to date with no pull.
+func TestSourceAndDestinationByDigest(t *testing.T) {
+	d := e2e.fixtures["multi"]
+	src := e2e.src.Host + "/src/multi@" + d
+	dst := dstRepo(t, e2e.dst.Host)
+	args := []string{"-source", src, "-destination", dst + "@" + d, "-sign=false", "-o", "json"}
+	res := ocistow(t, nil, args...).mustSucceed(t).copyResult(t)
+	if res.SourceDigest != d || res.DestinationDigest != d || len(res.Manifests) != 2 {
+		t.Errorf("result %+v, want %s at both ends with its 2 children", res, d)
+	}
+	if got := get(t, dst+"@"+d, nil).Digest.String(); got != d {
+		t.Errorf("destination holds %s, want %s", got, d)
+	}
+	for _, m := range res.Manifests {
+		if got := get(t, dst+"@"+m.DestinationDigest, nil).Digest.String(); got != m.SourceDigest {
+			t.Errorf("child %s: destination holds %s", m.SourceDigest, got)
+		}
+	}
+	if ts := tags(t, dst, nil); len(ts) != 0 {
+		t.Errorf("a destination by digest got tags %v", ts)
+	}
+	again := ocistow(t, nil, args...).mustSucceed(t).copyResult(t)
+	if !again.UpToDate || again.SourcePulls != 0 || again.DestinationDigest != d {
+		t.Errorf("re-run %+v, want up to date at %s with no pull", again, d)
+	}
+}
