@@ -2,6 +2,7 @@ package promote_test
 
 import (
 	"net/http"
+	"sync/atomic"
 	"testing"
 
 	"github.com/ocistow/ocistow/internal/testenv"
@@ -47,4 +48,61 @@ func TestAnotherSpellingOfTheSourceIsUpToDate(t *testing.T) {
 	if other.UpToDate || other.SourcePulls == 0 || other.DestinationDigest == first.DestinationDigest {
 		t.Errorf("another repository of the same content: %+v, want promoted again (another source recorded)", other)
 	}
+}
+
+// TestManifestIsReadByTheDigestTheHeadGave holds the README's "reads the
+// source manifest (by the digest the HEAD gave, so a tag that moves
+// meanwhile cannot mix two images)": the source tag moves from A to B
+// right after the HEAD that resolved it to A; the copy reads A by digest
+// and promotes A, whole.
+func TestManifestIsReadByTheDigestTheHeadGave(t *testing.T) {
+	src, dst := newServer(t), newServer(t)
+	a, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 512, Seed: 51})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 512, Seed: 52})
+	if err != nil {
+		t.Fatal(err)
+	}
+	da, _ := a.Digest()
+	db, _ := b.Digest()
+	push(t, src.Host+"/lib/app:1", a)
+	var moved atomic.Bool
+	src.edit = func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if r.Method != http.MethodHead || r.URL.Path != "/v2/lib/app/manifests/1" || moved.Swap(true) {
+			return false
+		}
+		next.ServeHTTP(w, r) // A's digest, then the tag moves to B
+		if err := testenv.Push(r.Context(), src.Host+"/lib/app:1", b); err != nil {
+			t.Errorf("moving the source tag: %v", err)
+		}
+		return true
+	}
+	res := copyOK(t, promote.Request{Source: ref(t, src.Host+"/lib/app:1"), Destination: ref(t, dst.Host+"/app:1")})
+	if !moved.Load() {
+		t.Fatal("the source tag was never resolved with a HEAD")
+	}
+	if res.SourceDigest != da.String() || res.DestinationDigest != da.String() {
+		t.Errorf("promoted %s from %s, want A %s (the tag moved to B %s after the HEAD)", res.DestinationDigest, res.SourceDigest, da, db)
+	}
+	if n := src.count(http.MethodGet, "/manifests/1"); n != 0 {
+		t.Errorf("%d manifest GETs by tag at the source, want the manifest read by digest only", n)
+	}
+	if got := digestAt(t, src.Host+"/lib/app:1"); got != db.String() {
+		t.Errorf("the source tag is at %s, want it moved to B %s", got, db)
+	}
+	if got := digestAt(t, dst.Host+"/app:1"); got != da.String() {
+		t.Errorf("destination holds %s, want A %s", got, da)
+	}
+}
+
+// digestAt returns the digest of what r holds.
+func digestAt(t *testing.T, r string) string {
+	t.Helper()
+	d, err := testenv.Get(t.Context(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.Digest.String()
 }
