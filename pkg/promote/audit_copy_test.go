@@ -106,3 +106,41 @@ func digestAt(t *testing.T, r string) string {
 	}
 	return d.Digest.String()
 }
+
+// TestOnlyMissingChildrenAreRead holds the README's "for an index each
+// child manifest the destination lacks (… only the missing ones read)" and
+// "manifestsSkipped counts child manifests the destination already had":
+// the destination has one of an index's two children by digest; the
+// source serves the index and the missing child only, and the result
+// counts one child skipped, two manifests written and two pulls.
+func TestOnlyMissingChildrenAreRead(t *testing.T) {
+	src, dst := newServer(t), newServer(t)
+	idx, err := testenv.MixedIndex(53, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	push(t, src.Host+"/lib/app:1", idx)
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have, missing := im.Manifests[0].Digest, im.Manifests[1].Digest
+	child, err := idx.Image(have)
+	if err != nil {
+		t.Fatal(err)
+	}
+	push(t, dst.Host+"/app@"+have.String(), child)
+	res := copyOK(t, promote.Request{Source: ref(t, src.Host+"/lib/app:1"), Destination: ref(t, dst.Host+"/app:1")})
+	if res.ManifestsSkipped != 1 || res.ManifestsWritten != 2 || res.SourcePulls != 2 {
+		t.Errorf("manifestsSkipped %d, manifestsWritten %d, sourcePulls %d; want 1, 2 (the missing child and the index), 2", res.ManifestsSkipped, res.ManifestsWritten, res.SourcePulls)
+	}
+	if n := src.count(http.MethodGet, "/manifests/"+have.String()); n != 0 {
+		t.Errorf("the child the destination had was read %d times at the source", n)
+	}
+	if n := src.count(http.MethodGet, "/manifests/"+missing.String()); n != 1 {
+		t.Errorf("the missing child was read %d times at the source, want 1", n)
+	}
+	if n := src.count(http.MethodGet, "/manifests/"); n != 2 {
+		t.Errorf("the source served %d manifest GETs, want 2 (the index and the missing child)", n)
+	}
+}
