@@ -1,9 +1,12 @@
 package promote_test
 
 import (
+	"bytes"
 	"net/http"
 	"sync/atomic"
 	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/ocistow/ocistow/internal/testenv"
 	"github.com/ocistow/ocistow/pkg/promote"
@@ -142,5 +145,48 @@ func TestOnlyMissingChildrenAreRead(t *testing.T) {
 	}
 	if n := src.count(http.MethodGet, "/manifests/"); n != 2 {
 		t.Errorf("the source served %d manifest GETs, want 2 (the index and the missing child)", n)
+	}
+}
+
+// TestStampedIndexNamesEachChildsSourceDigest holds the README's "A
+// stamped index also names each child's source digest in that child's
+// descriptor": every descriptor of the stamped index carries
+// dev.ocistow.source.digest with the digest of the source child it was
+// made from (found by platform), which its own digest no longer is.
+func TestStampedIndexNamesEachChildsSourceDigest(t *testing.T) {
+	src, dst := newServer(t), newServer(t)
+	idx, err := testenv.MixedIndex(54, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	push(t, src.Host+"/lib/app:1", idx)
+	srcIM, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{} // platform -> source digest
+	for _, d := range srcIM.Manifests {
+		want[promote.FormatPlatform(d.Platform)] = d.Digest.String()
+	}
+	copyOK(t, promote.Request{Source: ref(t, src.Host+"/lib/app:1"), Destination: ref(t, dst.Host+"/app:1"), Stamp: stamp.Stamp{Annotations: map[string]string{"team": "platform"}}})
+	d, err := testenv.Get(t.Context(), dst.Host+"/app:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := v1.ParseIndexManifest(bytes.NewReader(d.Manifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(im.Manifests) != len(want) {
+		t.Fatalf("stamped index lists %d children, want %d", len(im.Manifests), len(want))
+	}
+	for _, c := range im.Manifests {
+		p := promote.FormatPlatform(c.Platform)
+		if got := c.Annotations[promote.AnnotationSourceDigest]; got != want[p] || got == "" {
+			t.Errorf("child %s: descriptor annotation %s = %q, want its source digest %s", p, promote.AnnotationSourceDigest, got, want[p])
+		}
+		if c.Digest.String() == want[p] {
+			t.Errorf("child %s kept its source digest: it was not stamped", p)
+		}
 	}
 }
