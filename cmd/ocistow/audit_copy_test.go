@@ -126,3 +126,37 @@ func TestSourceAndDestinationByDigest(t *testing.T) {
 		t.Errorf("re-run %+v, want up to date at %s with no pull", again, d)
 	}
 }
+
+// TestSignOnlyFailureExitsOne holds the README's exit codes: "1 the copy
+// (or … with -copy=false the signing) failed": -copy=false against a KMS
+// that refuses Sign (after the key check passed) exits 1, not 3, with one
+// line saying signing failed and no copy claimed, and writes no signature.
+func TestSignOnlyFailureExitsOne(t *testing.T) {
+	front := testenv.NewFront(strings.TrimPrefix(e2e.kms.Endpoint, "http://"))
+	defer front.Close()
+	var signs atomic.Int32
+	front.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Header.Get("X-Amz-Target") != "TrentService.Sign" {
+			return false
+		}
+		signs.Add(1)
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte(`{"__type":"KMSInvalidStateException","message":"key pending import"}`))
+		return true
+	})
+	repo := dstRepo(t, e2e.dst.Host)
+	ocistow(t, nil, "-source", srcRef("single"), "-destination", repo+":v1", "-sign=false").mustSucceed(t)
+	env := append(e2e.kms.Env(), "AWS_ENDPOINT_URL_KMS=http://"+front.Host)
+	r := ocistow(t, env, "-copy=false", "-destination", repo+":v1", "-aws-kms-key-arn", "alias/"+ecKey)
+	line := r.errLine(t)
+	if r.code != exitFailed || !strings.HasPrefix(line, "ocistow: signing failed: ") || strings.Contains(line, "copy succeeded") || !strings.Contains(line, "KMSInvalidStateException") {
+		t.Errorf("exit %d, line %q: want exit 1 saying signing failed (KMSInvalidStateException), no copy claimed", r.code, line)
+	}
+	if signs.Load() == 0 {
+		t.Error("no KMS Sign call was made: the failure came before signing")
+	}
+	if ts := tags(t, repo, nil); !slices.Equal(ts, []string{"v1"}) {
+		t.Errorf("tags %v after a failed signing, want only v1 (no signature)", ts)
+	}
+}
