@@ -2,11 +2,16 @@ package promote_test
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/ocistow/ocistow/internal/testenv"
 	"github.com/ocistow/ocistow/pkg/promote"
@@ -188,5 +193,29 @@ func TestStampedIndexNamesEachChildsSourceDigest(t *testing.T) {
 		if c.Digest.String() == want[p] {
 			t.Errorf("child %s kept its source digest: it was not stamped", p)
 		}
+	}
+}
+
+// schema1 is a Docker schema 1 signed manifest, as old registries serve it.
+const schema1 = `{"schemaVersion":1,"name":"lib/s1","tag":"1","architecture":"amd64",` +
+	`"fsLayers":[{"blobSum":"sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4"}],` +
+	`"history":[{"v1Compatibility":"{\"id\":\"0\"}"}],"signatures":[]}`
+
+// serveSchema1 returns a server edit that answers HEAD and GET of the
+// manifests under prefix (by tag or digest) with schema1.
+func serveSchema1(prefix string) func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+	sum := sha256.Sum256([]byte(schema1))
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+	return func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if !strings.HasPrefix(r.URL.Path, prefix) || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+			return false
+		}
+		w.Header().Set("Content-Type", string(types.DockerManifestSchema1Signed))
+		w.Header().Set("Docker-Content-Digest", digest)
+		w.Header().Set("Content-Length", strconv.Itoa(len(schema1)))
+		if r.Method == http.MethodGet {
+			_, _ = w.Write([]byte(schema1))
+		}
+		return true
 	}
 }

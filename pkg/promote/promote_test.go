@@ -327,6 +327,11 @@ func TestBlobOutcomes(t *testing.T) {
 	}
 }
 
+// TestRefusesWhatItCannotPromote holds the README's sources refused by
+// design (exit 2, InvalidRequest, nothing written): "a Docker schema 1
+// manifest, an index child that is neither an image nor an index, an image
+// config over 8 MiB that would have to be read" — the last one "checked
+// before reading", so the source serves no GET of that blob.
 func TestRefusesWhatItCannotPromote(t *testing.T) {
 	src, dst := newServer(t), newServer(t)
 	// An index with a child that is neither an image nor an index.
@@ -351,6 +356,9 @@ func TestRefusesWhatItCannotPromote(t *testing.T) {
 		t.Fatal(err)
 	}
 	push(t, src.Host+"/lib/big:1", big)
+	// A Docker schema 1 manifest, which the in-process registry cannot
+	// store: the source serves it itself.
+	src.edit = serveSchema1("/v2/lib/s1/manifests/")
 	for _, tc := range []struct {
 		src, want string
 		stamp     stamp.Stamp
@@ -358,9 +366,14 @@ func TestRefusesWhatItCannotPromote(t *testing.T) {
 		{"odd", `media type "application/vnd.example.thing+json", which is neither an image nor an index`, stamp.Stamp{}},
 		{"nested", `media type "application/vnd.example.thing+json", which is neither an image nor an index`, stamp.Stamp{}},
 		{"big", "over the 8388608-byte limit on configs read into memory", stamp.Stamp{Labels: map[string]string{"a": "b"}}},
+		{"s1", "a Docker schema 1 manifest", stamp.Stamp{}},
 	} {
 		dst.reset()
+		src.reset()
 		_, err := promote.Copy(t.Context(), newClient(), promote.Request{Source: ref(t, src.Host+"/lib/"+tc.src+":1"), Destination: ref(t, dst.Host+"/"+tc.src+":1"), Stamp: tc.stamp})
+		if n := src.count(http.MethodGet, "/blobs/"); n != 0 {
+			t.Errorf("%s: the source served %d blob GETs before the refusal", tc.src, n)
+		}
 		if !errors.Is(err, promote.ErrUnsupported) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err %v, want ErrUnsupported saying %q", tc.src, err, tc.want)
 		}
