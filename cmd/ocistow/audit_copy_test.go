@@ -1,9 +1,12 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -158,5 +161,41 @@ func TestSignOnlyFailureExitsOne(t *testing.T) {
 	}
 	if ts := tags(t, repo, nil); !slices.Equal(ts, []string{"v1"}) {
 		t.Errorf("tags %v after a failed signing, want only v1 (no signature)", ts)
+	}
+}
+
+// TestSchema1SourceIsRefused holds the README's "2 … a source ocistow
+// refuses by design (a Docker schema 1 manifest …): nothing was written"
+// and the Lambda's InvalidRequest for it: a source front serving a schema
+// 1 signed manifest gets exit 2, one line naming schema 1, the canonical
+// line error_type=InvalidRequest, and no write at the destination.
+func TestSchema1SourceIsRefused(t *testing.T) {
+	const body = `{"schemaVersion":1,"name":"src/old","tag":"v1","architecture":"amd64",` +
+		`"fsLayers":[{"blobSum":"sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4"}],` +
+		`"history":[{"v1Compatibility":"{\"id\":\"0\"}"}],"signatures":[]}`
+	sum := sha256.Sum256([]byte(body))
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+	front := testenv.NewFront(e2e.src.Host)
+	defer front.Close()
+	front.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.HasPrefix(r.URL.Path, "/v2/src/old/manifests/") || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/vnd.docker.distribution.manifest.v1+prettyjws")
+		w.Header().Set("Docker-Content-Digest", digest)
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		if r.Method == http.MethodGet {
+			_, _ = w.Write([]byte(body))
+		}
+		return true
+	})
+	repo := dstRepo(t, e2e.dstFront.Host)
+	r := ocistow(t, nil, "-source", front.Host+"/src/old:v1", "-destination", repo+":v1", "-sign=false")
+	if r.code != exitInvalid {
+		t.Errorf("exit %d, want %d: %s", r.code, exitInvalid, r.stderr)
+	}
+	r.refused(t, []string{"schema 1", "src/old"}, repo)
+	if !strings.Contains(r.stderr, "error_type=InvalidRequest") {
+		t.Errorf("canonical line lacks error_type=InvalidRequest:\n%s", r.stderr)
 	}
 }
