@@ -199,3 +199,17 @@ func TestSchema1SourceIsRefused(t *testing.T) {
 		t.Errorf("canonical line lacks error_type=InvalidRequest:\n%s", r.stderr)
 	}
 }
+
+// TestStallTimeoutDefault holds the README's -stall-timeout row: default
+// "1m0s", as -h shows it.
+func TestStallTimeoutDefault(t *testing.T) {
+	r := ocistow(t, nil, "-h").mustSucceed(t)
+	_, after, ok := strings.Cut(r.stdout, "  -stall-timeout duration\n")
+	if !ok {
+		t.Fatalf("-h lists no -stall-timeout duration flag:\n%s", r.stdout)
+	}
+	usage, _, _ := strings.Cut(after, "\n")
+	if !strings.HasSuffix(usage, "(default 1m0s)") {
+		t.Errorf("-stall-timeout's usage %q does not end in (default 1m0s)", usage)
+	}
+}
