@@ -452,3 +452,21 @@ func TestTracedAttest(t *testing.T) {
 		}
 	}
 }
+
+// TestPredicateReferencesAreFullyQualified holds docs/promotion-predicate.md's
+// "fully qualified" references: a destination given without a tag is
+// recorded with the tag it gets, latest.
+func TestPredicateReferencesAreFullyQualified(t *testing.T) {
+	dst := dstRepo(t, e2e.dst.Host)
+	ocistow(t, e2e.kms.Env(), "-source", srcRef("single"), "-destination", dst, "-aws-kms-key-arn", "alias/"+ecKey, "-attest").mustSucceed(t)
+	v := ocistow(t, e2e.kms.Env(), "verify", "-attestation", "-aws-kms-key-arn", "alias/"+ecKey, dst+":latest").mustSucceed(t)
+	var verified []struct {
+		Predicate attestedPredicate `json:"predicate"`
+	}
+	if err := json.Unmarshal([]byte(v.stdout), &verified); err != nil || len(verified) != 1 {
+		t.Fatalf("ocistow verify -attestation printed %q: %v", v.stdout, err)
+	}
+	if p := verified[0].Predicate; p.Destination.Reference != dst+":latest" || p.Source.Reference != srcRef("single") {
+		t.Errorf("predicate references %q and %q, want %q and %q", p.Source.Reference, p.Destination.Reference, srcRef("single"), dst+":latest")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/ocistow/ocistow/pkg/attest"
@@ -163,8 +164,8 @@ func attestStep(ctx context.Context, svc Service, req PromoteRequest, sreq SignR
 		Key:       req.Key,
 		Format:    req.SignatureFormat,
 		Predicate: attest.Predicate{
-			Source:      attest.Image{Reference: res.CopyResult.Source, Digest: res.CopyResult.SourceDigest},
-			Destination: attest.Image{Reference: res.CopyResult.Destination, Digest: res.CopyResult.DestinationDigest},
+			Source:      attest.Image{Reference: qualified(res.CopyResult.Source), Digest: res.CopyResult.SourceDigest},
+			Destination: attest.Image{Reference: qualified(res.CopyResult.Destination), Digest: res.CopyResult.DestinationDigest},
 			Stamp:       attest.Stamp{Annotations: req.Annotations, ManifestAnnotations: req.ManifestAnnotations, Labels: req.Labels},
 			Platforms:   keptPlatforms(req.CopyRequest, res.CopyResult),
 		},
@@ -183,6 +184,17 @@ func attestStep(ctx context.Context, svc Service, req PromoteRequest, sreq SignR
 		return copySucceeded(res, "attesting", err)
 	}
 	return nil
+}
+
+// qualified is ref fully qualified, as the promotion predicate records it
+// (busybox:1.36 is index.docker.io/library/busybox:1.36); a reference that
+// does not parse (the copy parsed it already) is returned as it is.
+func qualified(ref string) string {
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		return ref
+	}
+	return r.Name()
 }
 
 // keptPlatforms are the platforms a promotion with -platform kept of a
