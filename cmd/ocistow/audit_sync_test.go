@@ -5,8 +5,18 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/ocistow/ocistow/internal/testenv"
 )
@@ -103,5 +113,137 @@ func TestSyncFlagDefaults(t *testing.T) {
 		if !re.MatchString(help) {
 			t.Errorf("sync -h does not give -%s the default %s:\n%s", flag, def, help)
 		}
+	}
+}
+
+// artifact is a one-layer OCI artifact with configType as its config's
+// media type, no artifactType, and subject (when not nil) as its subject.
+func artifact(t *testing.T, configType, layerType, content string, subject partial.Describable) v1.Image {
+	t.Helper()
+	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.MediaType(configType))
+	img, err := mutate.Append(img, mutate.Addendum{Layer: static.NewLayer([]byte(content), types.MediaType(layerType))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if subject != nil {
+		d, err := partial.Descriptor(subject)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img = mutate.Subject(img, *d).(v1.Image)
+	}
+	return img
+}
+
+// pushByDigest writes img to repo by its digest and returns the digest.
+func pushByDigest(t *testing.T, repo string, img v1.Image) string {
+	t.Helper()
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.NewDigest(repo + "@" + d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img, remote.WithContext(t.Context())); err != nil {
+		t.Fatal(err)
+	}
+	return d.String()
+}
+
+// smallImage pushes a one-layer image to repo:tag and returns it.
+func smallImage(t *testing.T, repo, tag string, seed int64) v1.Image {
+	t.Helper()
+	img, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 256, Seed: seed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.Push(t.Context(), repo+":"+tag, img); err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// TestReferrersCarryTheSBOMTag holds "cosign's legacy tags … `.sbom`
+// (attached SBOMs), under the same names": an image whose upstream has a
+// sha256-<hex>.sbom tag (as cosign attach sbom writes it) arrives with that
+// tag, pointing at the same manifest.
+func TestReferrersCarryTheSBOMTag(t *testing.T) {
+	repo := e2e.src.Host + "/" + testenv.RepoName(t.Name())
+	img := smallImage(t, repo, "v1", 7001)
+	d, _ := img.Digest()
+	sbomTag := strings.Replace(d.String(), ":", "-", 1) + ".sbom"
+	sbom := artifact(t, "application/vnd.oci.image.config.v1+json", spdxType, `{"spdxVersion":"SPDX-2.3","name":"sbom-tag"}`, nil)
+	if err := testenv.Push(t.Context(), repo+":"+sbomTag, sbom); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := sbom.Digest()
+	dst := dstRepo(t, e2e.dst.Host)
+	r := ocistow(t, nil, "-source", repo+":v1", "-destination", dst+":v1", "-sign=false", "-referrers", "-o", "json").mustSucceed(t)
+	if rr := r.referrers(t).Referrers; rr.TagsCopied != 1 {
+		t.Errorf("referrers %+v: want the .sbom tag copied", rr)
+	}
+	if got := get(t, dst+":"+sbomTag, nil).Digest; got != want {
+		t.Errorf("%s at the destination is %s, want %s", sbomTag, got, want)
+	}
+}
+
+// TestReferrersTypeMatchesAConfigMediaType holds "for a referrer without
+// `artifactType`, its config's media type" in -referrers-type's matching:
+// a referrer with no artifactType whose config media type is listed is
+// copied, and one whose config media type is not is filtered out.
+func TestReferrersTypeMatchesAConfigMediaType(t *testing.T) {
+	const (
+		listed   = "application/vnd.example.sbom.config.v1+json"
+		unlisted = "application/vnd.example.other.config.v1+json"
+	)
+	repo := e2e.src.Host + "/" + testenv.RepoName(t.Name())
+	img := smallImage(t, repo, "v1", 7101)
+	kept := pushByDigest(t, repo, artifact(t, listed, spdxType, `{"name":"kept"}`, img))
+	left := pushByDigest(t, repo, artifact(t, unlisted, spdxType, `{"name":"left"}`, img))
+	d, _ := img.Digest()
+	if got := referrerDigests(t, repo+"@"+d.String(), ""); len(got) != 2 {
+		t.Fatalf("the source lists %v as referrers, want 2", got)
+	}
+	dst := dstRepo(t, e2e.dst.Host)
+	r := ocistow(t, nil, "-source", repo+":v1", "-destination", dst+":v1", "-sign=false", "-referrers",
+		"-referrers-type", listed, "-o", "json").mustSucceed(t)
+	if rr := r.referrers(t).Referrers; rr.ReferrersCopied != 1 || rr.Filtered != 1 {
+		t.Errorf("referrers %+v: want 1 copied (its config type listed), 1 filtered", rr)
+	}
+	if got := referrerDigests(t, dst+"@"+d.String(), ""); !slices.Equal(got, []string{kept}) {
+		t.Errorf("destination referrers %v, want only %s (not %s)", got, kept, left)
+	}
+}
+
+// TestReferrersTravelFromEveryDepth holds "every manifest it lists at
+// every depth": in an index of an index, an SBOM whose subject is a
+// grandchild image travels with the top index.
+func TestReferrersTravelFromEveryDepth(t *testing.T) {
+	repo := e2e.src.Host + "/" + testenv.RepoName(t.Name())
+	amd, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 256, Seed: 7201, OCI: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	arm, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 256, Seed: 7202, OCI: true,
+		Platform: v1.Platform{OS: "linux", Architecture: "arm64"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner, err := testenv.Index(false, amd, arm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outer := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), mutate.IndexAddendum{Add: inner})
+	if err := testenv.Push(t.Context(), repo+":v1", outer); err != nil {
+		t.Fatal(err)
+	}
+	sbom := pushByDigest(t, repo, artifact(t, spdxType, spdxType, `{"name":"grandchild"}`, arm))
+	grandchild, _ := arm.Digest()
+	dst := dstRepo(t, e2e.dst.Host)
+	ocistow(t, nil, "-source", repo+":v1", "-destination", dst+":v1", "-sign=false", "-referrers").mustSucceed(t)
+	if got := referrerDigests(t, dst+"@"+grandchild.String(), ""); !slices.Equal(got, []string{sbom}) {
+		t.Errorf("the grandchild's referrers at the destination: %v, want its SBOM %s", got, sbom)
 	}
 }
