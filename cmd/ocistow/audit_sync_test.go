@@ -247,3 +247,55 @@ func TestReferrersTravelFromEveryDepth(t *testing.T) {
 		t.Errorf("the grandchild's referrers at the destination: %v, want its SBOM %s", got, sbom)
 	}
 }
+
+// TestReferrersMergeTheAttestationTag holds the `.att` half of "A
+// destination `.sig` or `.att` tag that already exists and differs … is
+// merged, not written over": an unstamped image promoted with -attest and
+// -referrers, whose upstream has a .att tag (cosign attest), ends with both
+// attestations in the destination's .att tag of the index; cosign
+// verify-attestation passes with the upstream's key (its predicate type)
+// and with the KMS key (ocistow's promotion predicate), and a re-run writes
+// nothing at the destination.
+func TestReferrersMergeTheAttestationTag(t *testing.T) {
+	u := newUpstream(t)
+	dst := testenv.NewFront(e2e.dst.Host)
+	defer dst.Close()
+	repo := dstRepo(t, dst.Host)
+	kms := "awskms:///alias/" + ecKey
+	args := []string{"-source", u.ref, "-destination", repo + ":v1", "-aws-kms-key-arn", "alias/" + ecKey, "-attest", "-referrers", "-o", "json"}
+	first := ocistow(t, e2e.kms.Env(), args...).mustSucceed(t)
+	if rr := first.referrers(t).Referrers; rr.TagsMerged != u.sigTags+u.attTags || rr.TagsCopied != 0 {
+		t.Errorf("referrers %+v: want the %d .sig and %d .att upstream tags merged into ocistow's, none copied over", rr, u.sigTags, u.attTags)
+	}
+	att := repo + ":" + strings.Replace(u.index, ":", "-", 1) + ".att"
+	img, err := remote.Image(mustRef(t, att), remote.WithContext(t.Context()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := img.Manifest(); err != nil || len(m.Layers) != 2 {
+		t.Fatalf("%s: %v, want 2 attestations (ocistow's and the upstream's)", att, err)
+	}
+	image := repo + "@" + u.index
+	if v := cosign(t, "", nil, "verify-attestation", "--type", "custom", "--insecure-ignore-tlog=true", "--trusted-root", e2e.trustedRoot,
+		"--key", filepath.Join(u.keyDir, "cosign.pub"), image); v.code != 0 {
+		t.Errorf("cosign verify-attestation --key upstream.pub: exit %d\n%s", v.code, v.stderr)
+	}
+	if v := cosignVerifyAttestation(t, "", e2e.kms.Env(), kms, image); v.code != 0 {
+		t.Errorf("cosign verify-attestation --key %s: exit %d\n%s", kms, v.code, v.stderr)
+	}
+	skip := len(dst.Requests())
+	again := ocistow(t, e2e.kms.Env(), args...).mustSucceed(t)
+	if rr := again.referrers(t).Referrers; rr.TagsMerged != 0 || rr.TagsCopied != 0 {
+		t.Errorf("re-run referrers %+v: want nothing merged or copied", rr)
+	}
+	noWrites(t, dst, repo, skip)
+}
+
+func mustRef(t *testing.T, s string) name.Reference {
+	t.Helper()
+	r, err := name.ParseReference(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
