@@ -1,6 +1,9 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -298,4 +301,66 @@ func mustRef(t *testing.T, s string) name.Reference {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// TestSyncSigningKeyFlags holds "`-key` / `-aws-kms-key-arn` sign the
+// entries that name no key of their own": an entry without a key is signed
+// with the sync's -aws-kms-key-arn (and, in a second sync, with its -key
+// file), and an entry naming its own key is signed with that one, not the
+// flag's.
+func TestSyncSigningKeyFlags(t *testing.T) {
+	pushTags(t, "audit/keyflags", 7301, "a", "b")
+	dir := t.TempDir()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, pub := writeKeyFile(t, dir, "sync", k, "PRIVATE KEY")
+	for _, tc := range []struct {
+		name, flag, value string
+		verify            func(t *testing.T, image string) result
+	}{
+		{"aws-kms-key-arn", "-aws-kms-key-arn", "alias/" + ecKey, func(t *testing.T, image string) result {
+			return cosignVerify(t, "awskms:///alias/"+ecKey, image)
+		}},
+		{"key file", "-key", priv, func(t *testing.T, image string) result { return cosignVerifyFile(t, pub, "", image) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := dstRepo(t, e2e.dst.Host)
+			file := promotionFile(t, "promotions:\n  - source: SRC/audit/keyflags:a\n    destination: DST/own:a\n"+
+				"  - source: SRC/audit/keyflags:b\n    destination: DST/named:b\n    key: alias/"+rsaKey+"\n", e2e.src.Host, dst)
+			r := parseSync(t, ocistow(t, e2e.kms.Env(), "sync", "-f", file, tc.flag, tc.value, "-o", "json").mustSucceed(t))
+			if r.Summary.Statuses["promoted"] != 2 || r.Summary.SignaturesAdded != 2 {
+				t.Errorf("sync summary %+v: want 2 promoted and signed", r.Summary)
+			}
+			if v := tc.verify(t, dst+"/own:a"); v.code != 0 {
+				t.Errorf("the entry without a key is not signed with %s %s: %s", tc.flag, tc.value, v.stderr)
+			}
+			if v := tc.verify(t, dst+"/named:b"); v.code == 0 {
+				t.Errorf("the entry naming its own key was signed with %s %s", tc.flag, tc.value)
+			}
+			if v := cosignVerify(t, "awskms:///alias/"+rsaKey, dst+"/named:b"); v.code != 0 {
+				t.Errorf("the entry naming its own key is not signed with it: %s", v.stderr)
+			}
+		})
+	}
+}
+
+// TestSyncDryRunLoadsNoSigningKey holds "a key that cannot sign (checked
+// before a sync, not by -dry-run, which loads no signing key)": a file
+// whose key is disabled plans as usual (exit 0, the image new) and refuses
+// the sync (exit 2) with nothing written.
+func TestSyncDryRunLoadsNoSigningKey(t *testing.T) {
+	pushTags(t, "audit/disabled", 7401, "a")
+	dst := dstRepo(t, e2e.dstFront.Host)
+	file := promotionFile(t, "promotions:\n  - source: SRC/audit/disabled:a\n    destination: DST/x:a\n    key: alias/"+disabledKey+"\n", e2e.src.Host, dst)
+	plan := ocistow(t, e2e.kms.Env(), "sync", "-f", file, "-dry-run")
+	if plan.code != exitOK || !regexp.MustCompile(`(?m)^new\s`).MatchString(plan.stdout) {
+		t.Errorf("sync -dry-run with a disabled key: exit %d, want 0 and the image new\n%s\n%s", plan.code, plan.stdout, plan.stderr)
+	}
+	r := ocistow(t, e2e.kms.Env(), "sync", "-f", file)
+	if r.code != exitInvalid {
+		t.Fatalf("sync with a disabled key: exit %d, want %d\n%s", r.code, exitInvalid, r.stderr)
+	}
+	r.refused(t, []string{disabledKey, "Disabled"}, dst+"/x")
 }
