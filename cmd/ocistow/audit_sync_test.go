@@ -4,12 +4,14 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -363,4 +365,52 @@ func TestSyncDryRunLoadsNoSigningKey(t *testing.T) {
 		t.Fatalf("sync with a disabled key: exit %d, want %d\n%s", r.code, exitInvalid, r.stderr)
 	}
 	r.refused(t, []string{disabledKey, "Disabled"}, dst+"/x")
+}
+
+// TestSyncDefersOnLongRetryAfters holds the sync's deferrals for rate
+// limits beyond the pull count: a source repository whose tag listing is
+// answered 429 with a Retry-After of hours is one `deferred` entry (exit 4,
+// the other entry promoted); an image whose manifest GET is answered 503
+// with `Retry-After: 120` (more than a minute) is deferred, while one
+// answered 503 with `Retry-After: 30` once is retried and promoted.
+func TestSyncDefersOnLongRetryAfters(t *testing.T) {
+	pushTags(t, "audit/listed", 7501, "1")
+	pushTags(t, "audit/busy", 7511, "long", "short")
+	long := get(t, e2e.src.Host+"/audit/busy:long", nil).Digest.String()
+	short := get(t, e2e.src.Host+"/audit/busy:short", nil).Digest.String()
+	front := testenv.NewFront(e2e.src.Host)
+	defer front.Close()
+	var shortAnswered atomic.Bool
+	front.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		switch {
+		case r.URL.Path == "/v2/audit/listed/tags/list":
+			w.Header().Set("Retry-After", "7200")
+			http.Error(w, `{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit"}]}`, http.StatusTooManyRequests)
+			return true
+		case r.Method == http.MethodGet && (r.URL.Path == "/v2/audit/busy/manifests/long" || r.URL.Path == "/v2/audit/busy/manifests/"+long):
+			w.Header().Set("Retry-After", "120")
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return true
+		case r.Method == http.MethodGet && (r.URL.Path == "/v2/audit/busy/manifests/short" || r.URL.Path == "/v2/audit/busy/manifests/"+short) && !shortAnswered.Swap(true):
+			w.Header().Set("Retry-After", "30")
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return true
+		}
+		return false
+	})
+	dst := dstRepo(t, e2e.dst.Host)
+	file := promotionFile(t, "defaults: {sign: false, referrers: false}\npromotions:\n"+
+		"  - source: SRC/audit/listed\n    destination: DST/listed\n    tags: {latest: 1}\n"+
+		"  - source: SRC/audit/busy\n    destination: DST/busy\n    tags: [long, short]\n", front.Host, dst)
+	r := ocistow(t, nil, "sync", "-f", file, "-o", "json")
+	if r.code != exitDeferred {
+		t.Errorf("exit %d, want %d (deferred, none failed)\n%s", r.code, exitDeferred, r.stderr)
+	}
+	want := map[string]string{dst + "/listed": "deferred", dst + "/busy:long": "deferred", dst + "/busy:short": "promoted"}
+	if got := parseSync(t, r).statuses(); !maps.Equal(got, want) {
+		t.Errorf("statuses %v, want %v", got, want)
+	}
+	if !shortAnswered.Load() {
+		t.Error("the short Retry-After was never answered: the test retried nothing")
+	}
 }
