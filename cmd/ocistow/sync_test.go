@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -162,6 +163,36 @@ func TestSyncPromotesAFleet(t *testing.T) {
 	}
 	if n := strings.Count(r.stderr, "method=Copy"); n != 6 {
 		t.Errorf("%d canonical Copy lines, want one per image:\n%s", n, r.stderr)
+	}
+	// "the same canonical Copy, Sign and Referrers lines per image,
+	// after a Check line": each image's Check line comes before its Copy
+	// line; the two signed images have a Sign line each, and every image
+	// a Referrers line (referrers are on by default).
+	checkedAt, copiedAt := map[string]int{}, map[string]int{}
+	dstField := regexp.MustCompile(` dst=(\S+)`)
+	for i, line := range strings.Split(r.stderr, "\n") {
+		m := dstField.FindStringSubmatch(line)
+		switch {
+		case m == nil:
+		case strings.Contains(line, "msg=Check "):
+			checkedAt[m[1]] = i
+		case strings.Contains(line, "msg=Copy "):
+			copiedAt[m[1]] = i
+		}
+	}
+	if len(checkedAt) != 6 || len(copiedAt) != 6 {
+		t.Errorf("%d images with a Check line and %d with a Copy line, want 6 of each:\n%s", len(checkedAt), len(copiedAt), r.stderr)
+	}
+	for d, c := range copiedAt {
+		if at, ok := checkedAt[d]; !ok || at > c {
+			t.Errorf("%s: its Copy line (line %d) is not preceded by its Check line (found: %v, line %d)", d, c, ok, at)
+		}
+	}
+	if n := strings.Count(r.stderr, "method=Sign "); n != 2 {
+		t.Errorf("%d canonical Sign lines, want one per signed image (2):\n%s", n, r.stderr)
+	}
+	if n := strings.Count(r.stderr, "method=Referrers "); n != 6 {
+		t.Errorf("%d canonical Referrers lines, want one per image:\n%s", n, r.stderr)
 	}
 
 	// The same again: all up to date, and not one pull; each image is
