@@ -414,3 +414,93 @@ func TestSyncDefersOnLongRetryAfters(t *testing.T) {
 		t.Error("the short Retry-After was never answered: the test retried nothing")
 	}
 }
+
+// TestSourcePolicyLoadsBeforeAnyRegistryRead extends
+// TestSourceKeyIsLoadedBeforeAnyRegistryRead to "Loaded first … (a missing
+// key file, …, an unreadable trusted root) is exit 2", "for a single
+// promotion, before anything is read from a registry": a -source-key file
+// that does not exist, and a -trusted-root that cannot be read (missing,
+// a directory), each exit 2 with one line naming it, and neither the
+// source's nor the destination's front sees a request.
+func TestSourcePolicyLoadsBeforeAnyRegistryRead(t *testing.T) {
+	dir := t.TempDir()
+	missingKey := filepath.Join(dir, "missing.pub")
+	missingRoot := filepath.Join(dir, "missing-root.json")
+	keyless := []string{"-source-identity", "^https://github\\.com/example/", "-source-issuer", "https://token.actions.githubusercontent.com"}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing key file", []string{"-source-key", missingKey}, missingKey},
+		{"missing trusted root", append([]string{"-trusted-root", missingRoot}, keyless...), missingRoot},
+		{"trusted root a directory", append([]string{"-trusted-root", dir}, keyless...), dir},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := testenv.NewFront(e2e.src.Host)
+			defer src.Close()
+			dst := testenv.NewFront(e2e.dst.Host)
+			defer dst.Close()
+			args := append([]string{"-source", src.Host + "/src/single:v1", "-destination", dst.Host + "/" + testenv.RepoName(t.Name()) + ":v1", "-sign=false"}, tc.args...)
+			r := ocistow(t, nil, args...)
+			if r.code != exitInvalid {
+				t.Fatalf("exit %d, want %d\n%s", r.code, exitInvalid, r.stderr)
+			}
+			if line := r.errLine(t); !strings.Contains(line, tc.want) {
+				t.Errorf("error line %q does not name %s", line, tc.want)
+			}
+			for _, f := range []struct {
+				what  string
+				front *testenv.Front
+			}{{"source", src}, {"destination", dst}} {
+				if reqs := f.front.Requests(); len(reqs) != 0 {
+					t.Errorf("the %s registry saw %d requests before the policy failed to load, first %s %s", f.what, len(reqs), reqs[0].Method, reqs[0].Path)
+				}
+			}
+		})
+	}
+}
+
+// TestSourcePolicyPassesWhenReferrersCannotBeListed holds, end to end, "a
+// digest whose … signature passes is promoted even when the registry
+// refuses to list its referrers (without one, that registry error fails
+// the promotion)": through a front that answers 403 to every referrers API
+// request, a source whose .sig signature (cosign v2, a key) passes is
+// promoted, and an unsigned one fails with the registry's error rather
+// than a refusal.
+func TestSourcePolicyPassesWhenReferrersCannotBeListed(t *testing.T) {
+	s := newPolicySource(t)
+	signed := s.image(t, "signed", 31)
+	s.sign(t, "cosign.key", signed)
+	s.image(t, "unsigned", 32)
+	front := testenv.NewFront(e2e.src.Host)
+	defer front.Close()
+	var denied atomic.Int32
+	front.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.Contains(r.URL.Path, "/referrers/") {
+			denied.Add(1)
+			http.Error(w, `{"errors":[{"code":"DENIED","message":"referrers refused"}]}`, http.StatusForbidden)
+			return true
+		}
+		return false
+	})
+	src := front.Host + strings.TrimPrefix(s.repo, e2e.src.Host)
+	dst := dstRepo(t, e2e.dst.Host)
+	r := ocistow(t, nil, "-source", src+":signed", "-destination", dst+":signed", "-sign=false", "-o", "json", "-source-key", s.pub()).mustSucceed(t)
+	if got := r.policy(t).Policy.Digests[0]; got.Digest != signed || got.Format != "legacy" {
+		t.Errorf("policy satisfied by %+v, want %s's .sig signature", got, signed)
+	}
+	if denied.Load() == 0 {
+		t.Fatal("the referrers were never asked for: the test refused nothing")
+	}
+	if got := get(t, dst+":signed", nil).Digest.String(); got != signed {
+		t.Errorf("destination holds %s, want %s", got, signed)
+	}
+	u := ocistow(t, nil, "-source", src+":unsigned", "-destination", dst+":unsigned", "-sign=false", "-source-key", s.pub())
+	if line := u.errLine(t); u.code == exitOK || strings.Contains(line, "refused by the source policy") || !strings.Contains(line, "403") {
+		t.Errorf("unsigned, the referrers refused: exit %d, %q: want the registry's 403, not a refusal", u.code, line)
+	}
+	if ts := tags(t, dst, nil); slices.Contains(ts, "unsigned") {
+		t.Errorf("the unsigned source was promoted: %v", ts)
+	}
+}
