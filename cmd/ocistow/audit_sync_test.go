@@ -197,7 +197,10 @@ func TestReferrersCarryTheSBOMTag(t *testing.T) {
 // TestReferrersTypeMatchesAConfigMediaType holds "for a referrer without
 // `artifactType`, its config's media type" in -referrers-type's matching:
 // a referrer with no artifactType whose config media type is listed is
-// copied, and one whose config media type is not is filtered out.
+// copied, and one whose config media type is not is filtered out. (The
+// type is the one the source's referrers listing gives, which
+// go-containerregistry's writer fills from the config's media type, as the
+// OCI spec says.)
 func TestReferrersTypeMatchesAConfigMediaType(t *testing.T) {
 	const (
 		listed   = "application/vnd.example.sbom.config.v1+json"
