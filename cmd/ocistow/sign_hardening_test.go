@@ -18,11 +18,6 @@ import (
 	"testing"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/types"
-
 	"github.com/ocistow/ocistow/internal/testenv"
 )
 
@@ -30,23 +25,7 @@ import (
 // every depth, as cosign sign --recursive does, so that ocistow verify
 // -recursive and cosign verify of a grandchild pass.
 func TestNestedIndexIsSignedAtEveryDepth(t *testing.T) {
-	inner, err := testenv.MixedIndex(40, 16<<10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	solo, err := testenv.Image(testenv.ImageOptions{Layers: 1, LayerSize: 16 << 10, Seed: 42, OCI: true,
-		Platform: v1.Platform{OS: "linux", Architecture: "s390x"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	outer := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
-		mutate.IndexAddendum{Add: inner, Descriptor: v1.Descriptor{MediaType: types.DockerManifestList}},
-		mutate.IndexAddendum{Add: solo, Descriptor: v1.Descriptor{MediaType: types.OCIManifestSchema1, Platform: &v1.Platform{OS: "linux", Architecture: "s390x"}}},
-	)
-	src := e2e.src.Host + "/src/" + testenv.RepoName(t.Name()) + ":v1"
-	if err := testenv.Push(t.Context(), src, outer); err != nil {
-		t.Fatal(err)
-	}
+	src := pushNestedIndex(t)
 	repo := e2e.dst.Host + "/" + freshRepo(t)
 	dst := repo + ":v1"
 	r := ocistow(t, e2e.kms.Env(), "-source", src, "-destination", dst, "-annotations", "team=foo",
