@@ -265,7 +265,7 @@ func newBearerFront(t *testing.T, inner string) *bearerFront {
 		}
 		auth := r.Header.Get("Authorization")
 		if r.URL.Path == "/v2/" || !strings.HasPrefix(auth, "Bearer t:repository:") {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="http://`+f.host+`/token",service="test"`)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="http://`+r.Host+`/token",service="test"`)
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
