@@ -337,23 +337,33 @@ func formatsNote(formats []sign.Format) string {
 // be written.
 func startProfiles(cpu, mem string) (stop func() error, err error) {
 	var cpuFile, memFile *os.File
+	var made []string // the files this call created, removed if it fails
 	defer func() {
 		if err != nil {
 			for _, f := range []*os.File{cpuFile, memFile} {
 				if f != nil {
 					f.Close()
-					os.Remove(f.Name())
 				}
+			}
+			for _, name := range made {
+				os.Remove(name)
 			}
 		}
 	}()
+	create := func(name string) (*os.File, error) {
+		if f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644); err == nil {
+			made = append(made, name)
+			return f, nil
+		}
+		return os.Create(name) // one that exists: written over, never removed
+	}
 	if cpu != "" {
-		if cpuFile, err = os.Create(cpu); err != nil {
+		if cpuFile, err = create(cpu); err != nil {
 			return nil, fmt.Errorf("-cpuprofile: %w", err)
 		}
 	}
 	if mem != "" {
-		if memFile, err = os.Create(mem); err != nil {
+		if memFile, err = create(mem); err != nil {
 			return nil, fmt.Errorf("-memprofile: %w", err)
 		}
 	}

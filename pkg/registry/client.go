@@ -64,7 +64,6 @@ type Client struct {
 	writers    onceMap[*Writer]     // one per repository
 	pings      onceMap[*keptAnswer] // one per registry and scheme (see pingcache.go)
 	earlyHosts sync.Map             // registries sent an early read (see early.go)
-	manifests  *manifestCache       // manifests by digest (see manifestcache.go)
 }
 
 // DefaultStallTimeout is how long a response body may deliver nothing
@@ -126,14 +125,13 @@ func WithBaseTransport(rt http.RoundTripper) Option { return func(c *Client) { c
 // New returns a Client configured by opts.
 func New(opts ...Option) *Client {
 	c := &Client{
-		keychain:  authn.DefaultKeychain,
-		insecure:  map[string]bool{},
-		jobs:      DefaultJobs(),
-		stall:     DefaultStallTimeout,
-		backoff:   DefaultBackoff(),
-		logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-		limits:    &rateLimits{remaining: map[string]int{}},
-		manifests: newManifestCache(DefaultManifestCacheSize),
+		keychain: authn.DefaultKeychain,
+		insecure: map[string]bool{},
+		jobs:     DefaultJobs(),
+		stall:    DefaultStallTimeout,
+		backoff:  DefaultBackoff(),
+		logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		limits:   &rateLimits{remaining: map[string]int{}},
 	}
 	for _, o := range opts {
 		o(c)
@@ -211,7 +209,7 @@ func stripParsePrefix(err error) error {
 
 // roundTripper is the transport under every request the Client makes:
 // registry pings answered once per registry (see pingcache.go), manifests
-// by digest read once (see manifestcache.go), each
+// by digest read once per operation (see manifestcache.go), each
 // attempt logged and guarded on its own, the retries ocistow's (see
 // retry.go).
 func (c *Client) roundTripper() http.RoundTripper {
@@ -232,7 +230,7 @@ func (c *Client) roundTripper() http.RoundTripper {
 	return &pingCache{
 		pings: &c.pings, insecure: c.insecure,
 		keychain: c.keychain, earlyHosts: &c.earlyHosts, userAgent: c.userAgent,
-		next: c.manifests.with(&headFirst{next: &retryTransport{next: attempt, backoff: c.backoff, logger: c.logger}}),
+		next: &manifestCacheTransport{next: &headFirst{next: &retryTransport{next: attempt, backoff: c.backoff, logger: c.logger}}},
 	}
 }
 

@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"container/list"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -13,18 +14,24 @@ import (
 	"sync"
 )
 
-// DefaultManifestCacheSize is how many bytes of manifests a Client keeps
-// in memory when WithManifestCacheSize is not given.
+// DefaultManifestCacheSize is how many bytes of manifests one operation
+// keeps in memory (WithManifestCache).
 const DefaultManifestCacheSize = 8 << 20
 
-// WithManifestCacheSize bounds the manifests a Client keeps in memory, in
-// bytes (the least recently used go first); 0 keeps none.
-func WithManifestCacheSize(n int64) Option {
-	return func(c *Client) { c.manifests = newManifestCache(n) }
+type manifestCacheKey struct{}
+
+// WithManifestCache returns ctx with a new cache of up to size bytes of
+// manifests (the least recently used go first): a GET of a manifest by
+// digest that a request made with ctx (or a context derived from it) has
+// had answered is answered again from memory. The cache lives as long as
+// the operation that holds ctx (a promotion), never longer: a manifest
+// deleted since an earlier operation is not found in it.
+func WithManifestCache(ctx context.Context, size int64) context.Context {
+	return context.WithValue(ctx, manifestCacheKey{}, newManifestCache(size))
 }
 
-// manifestCache answers a GET of a manifest by digest that the Client has
-// answered before, from memory: what a digest names cannot change, so a
+// manifestCache answers a GET of a manifest by digest that the operation
+// (WithManifestCache) has had answered before, from memory: what a digest names cannot change, so a
 // promotion that reads a manifest again (the referrers step writing the
 // source manifests a stamped copy read, a sync reading what its checks
 // read) neither waits for the registry nor spends a pull where pulls are
@@ -33,8 +40,6 @@ func WithManifestCacheSize(n int64) Option {
 // the registry has the manifest now), and sits above the transport's
 // observers, so that what it answers is not counted as a pull.
 type manifestCache struct {
-	next http.RoundTripper
-
 	mu      sync.Mutex
 	max     int64
 	size    int64
@@ -55,26 +60,20 @@ func newManifestCache(max int64) *manifestCache {
 // byDigest matches the path of a manifest named by its sha256 digest.
 var byDigest = regexp.MustCompile(`^/v2/.+/manifests/sha256:([0-9a-f]{64})$`)
 
-// with returns the cache as a RoundTripper over next.
-func (m *manifestCache) with(next http.RoundTripper) http.RoundTripper {
-	if m == nil || m.max <= 0 {
-		return next
-	}
-	return &manifestCacheTransport{cache: m, next: next}
-}
-
+// manifestCacheTransport answers from the cache of the request's context,
+// when it has one.
 type manifestCacheTransport struct {
-	cache *manifestCache
-	next  http.RoundTripper
+	next http.RoundTripper
 }
 
 func (t *manifestCacheTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	cache, _ := req.Context().Value(manifestCacheKey{}).(*manifestCache)
 	match := byDigest.FindStringSubmatch(req.URL.Path)
-	if req.Method != http.MethodGet || match == nil {
+	if cache == nil || cache.max <= 0 || req.Method != http.MethodGet || match == nil {
 		return t.next.RoundTrip(req)
 	}
 	key := req.URL.Scheme + "://" + req.URL.Host + req.URL.Path
-	if c := t.cache.get(key); c != nil {
+	if c := cache.get(key); c != nil {
 		return c.response(req), nil
 	}
 	resp, err := t.next.RoundTrip(req)
@@ -88,7 +87,7 @@ func (t *manifestCacheTransport) RoundTrip(req *http.Request) (*http.Response, e
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(body))
 	if sum := sha256.Sum256(body); len(body) <= MaxManifestSize && hex.EncodeToString(sum[:]) == match[1] {
-		t.cache.put(&cachedManifest{key: key, contentType: resp.Header.Get("Content-Type"), body: body})
+		cache.put(&cachedManifest{key: key, contentType: resp.Header.Get("Content-Type"), body: body})
 	}
 	return resp, nil
 }

@@ -1,6 +1,7 @@
 package registry_test
 
 import (
+	"context"
 	"io"
 	"log"
 	"net/http"
@@ -64,11 +65,12 @@ func (r *countingRegistry) count(method, path string) int {
 }
 
 // TestManifestsByDigestAreReadOnce holds the README's "a manifest read by
-// digest is read once per process": a second GET of the same manifest by
-// digest in the same repository is answered from memory, and is not
-// counted as a pull; a HEAD still asks the registry; another repository
-// holding the same digest is asked; a body that does not match its digest
-// is not kept; and a Client that keeps no manifests asks every time.
+// digest is read once in a promotion": within one operation's context
+// (WithManifestCache), a second GET of the same manifest by digest in the
+// same repository is answered from memory, and is not counted as a pull; a
+// HEAD still asks the registry; another repository holding the same digest
+// is asked; a body that does not match its digest is not kept; and outside
+// such a context, or in another operation's, every GET asks.
 func TestManifestsByDigestAreReadOnce(t *testing.T) {
 	reg := newCountingRegistry(t)
 	img, err := random.Image(256, 1)
@@ -84,11 +86,12 @@ func TestManifestsByDigestAreReadOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	get := func(c *registry.Client, repo string) int {
+	op := registry.WithManifestCache(t.Context(), registry.DefaultManifestCacheSize)
+	get := func(c *registry.Client, ctx context.Context, repo string) int {
 		t.Helper()
 		ref := mustRef(t, reg.host+"/"+repo+"@"+d.String())
 		meter := registry.NewPullMeter(ref.Context())
-		desc, err := remote.Get(ref, c.RemoteOptions(registry.WithObserver(t.Context(), meter.Observe))...)
+		desc, err := remote.Get(ref, c.RemoteOptions(registry.WithObserver(ctx, meter.Observe))...)
 		if err != nil {
 			t.Fatalf("GET %s: %v", ref, err)
 		}
@@ -100,51 +103,58 @@ func TestManifestsByDigestAreReadOnce(t *testing.T) {
 	path := func(repo string) string { return "/v2/" + repo + "/manifests/" + d.String() }
 
 	c := registry.New(registry.WithKeychain(authn.NewMultiKeychain()))
-	if pulls := get(c, "a/app"); pulls != 1 {
+	if pulls := get(c, op, "a/app"); pulls != 1 {
 		t.Errorf("first GET counted %d pulls, want 1", pulls)
 	}
-	if pulls := get(c, "a/app"); pulls != 0 {
+	if pulls := get(c, op, "a/app"); pulls != 0 {
 		t.Errorf("second GET counted %d pulls, want 0", pulls)
 	}
 	if n := reg.count(http.MethodGet, path("a/app")); n != 1 {
 		t.Errorf("the registry answered %d GETs of the manifest, want 1", n)
 	}
-	if _, err := remote.Head(mustRef(t, reg.host+"/a/app@"+d.String()), c.RemoteOptions(t.Context())...); err != nil {
+	if _, err := remote.Head(mustRef(t, reg.host+"/a/app@"+d.String()), c.RemoteOptions(op)...); err != nil {
 		t.Fatal(err)
 	}
 	if n := reg.count(http.MethodHead, path("a/app")); n != 1 {
 		t.Errorf("the registry answered %d HEADs, want 1: a HEAD is not answered from memory", n)
 	}
-	get(c, "b/app")
+	get(c, op, "b/app")
 	if n := reg.count(http.MethodGet, path("b/app")); n != 1 {
 		t.Errorf("another repository's GET reached the registry %d times, want 1", n)
 	}
 
 	// A body that does not match its digest is refused, and not kept.
-	fresh := registry.New(registry.WithKeychain(authn.NewMultiKeychain()))
+	fresh := registry.WithManifestCache(t.Context(), registry.DefaultManifestCacheSize)
 	reg.mu.Lock()
 	reg.corrupt = true
 	reg.mu.Unlock()
 	ref := mustRef(t, reg.host+"/a/app@"+d.String())
-	if _, err := remote.Get(ref, fresh.RemoteOptions(t.Context())...); err == nil {
+	if _, err := remote.Get(ref, c.RemoteOptions(fresh)...); err == nil {
 		t.Error("a corrupted manifest was accepted")
 	}
 	reg.mu.Lock()
 	reg.corrupt = false
 	reg.mu.Unlock()
 	before := reg.count(http.MethodGet, path("a/app"))
-	get(fresh, "a/app")
+	get(c, fresh, "a/app")
 	if n := reg.count(http.MethodGet, path("a/app")) - before; n != 1 {
 		t.Errorf("after a corrupted answer, %d GETs reached the registry, want 1", n)
 	}
 
-	// Keeping none.
-	none := registry.New(registry.WithKeychain(authn.NewMultiKeychain()), registry.WithManifestCacheSize(0))
+	// Outside an operation's cache, every GET asks: a manifest deleted
+	// since is not found in memory.
 	before = reg.count(http.MethodGet, path("a/app"))
-	get(none, "a/app")
-	get(none, "a/app")
+	get(c, t.Context(), "a/app")
+	get(c, t.Context(), "a/app")
 	if n := reg.count(http.MethodGet, path("a/app")) - before; n != 2 {
 		t.Errorf("without a cache, %d GETs reached the registry, want 2", n)
+	}
+	gone := mustRef(t, reg.host+"/b/app@"+d.String())
+	if err := remote.Delete(gone, c.RemoteOptions(t.Context())...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := remote.Get(gone, c.RemoteOptions(registry.WithManifestCache(t.Context(), registry.DefaultManifestCacheSize))...); err == nil {
+		t.Error("a manifest deleted after another operation read it was found")
 	}
 }
 
@@ -172,10 +182,11 @@ func TestManifestCacheIsBounded(t *testing.T) {
 		digests = append(digests, d.String())
 	}
 	// Room for two manifests.
-	c := registry.New(registry.WithKeychain(authn.NewMultiKeychain()), registry.WithManifestCacheSize(2*size))
+	c := registry.New(registry.WithKeychain(authn.NewMultiKeychain()))
+	op := registry.WithManifestCache(t.Context(), 2*size)
 	get := func(d string) {
 		t.Helper()
-		if _, err := remote.Get(mustRef(t, reg.host+"/app@"+d), c.RemoteOptions(t.Context())...); err != nil {
+		if _, err := remote.Get(mustRef(t, reg.host+"/app@"+d), c.RemoteOptions(op)...); err != nil {
 			t.Fatal(err)
 		}
 	}

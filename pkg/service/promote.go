@@ -12,6 +12,7 @@ import (
 
 	"github.com/ocistow/ocistow/pkg/attest"
 	"github.com/ocistow/ocistow/pkg/keys"
+	"github.com/ocistow/ocistow/pkg/registry"
 	"github.com/ocistow/ocistow/pkg/sign"
 )
 
@@ -87,6 +88,9 @@ func (e *CopySucceededError) Unwrap() error { return e.Err }
 // Promote runs the steps req asks for through svc, so that every step gets
 // svc's middleware (canonical log lines, tracing).
 func Promote(ctx context.Context, svc Service, req PromoteRequest) (*PromoteResult, error) {
+	// A manifest read by digest is read once in the promotion (the
+	// referrers step writes the manifests the copy read), and no longer.
+	ctx = registry.WithManifestCache(ctx, registry.DefaultManifestCacheSize)
 	if !req.Copy && !req.Sign {
 		return nil, Errorf(KindInvalidRequest, "nothing to do: both copy and sign are off")
 	}
