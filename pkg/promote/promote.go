@@ -252,9 +252,12 @@ func (p *promotion) approve(ctx context.Context, res *Result) error {
 		return nil
 	}
 	repo := p.req.Source.Context()
-	children := make([]name.Digest, 0, len(res.Manifests))
-	for _, m := range res.Manifests {
-		children = append(children, repo.Digest(m.SourceDigest))
+	var children []name.Digest // none for WithSourceApproval
+	if !p.o.approveEarly {
+		children = make([]name.Digest, 0, len(res.Manifests))
+		for _, m := range res.Manifests {
+			children = append(children, repo.Digest(m.SourceDigest))
+		}
 	}
 	return p.o.approval(ctx, repo.Digest(res.SourceDigest), children)
 }
